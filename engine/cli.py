@@ -1,0 +1,84 @@
+"""The ``endoview`` command: one entry point, one subcommand per module.
+
+Engine subcommands are listed here; ``view`` (app/) and ``train`` (train/) register through the
+``endoview.commands`` entry-point group so that the engine never imports them.
+Each command module has ``add_parser(subparsers)`` which sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib import metadata
+
+from . import __version__
+from .errors import EndoviewError
+
+ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine")
+
+
+def _plugins() -> list:
+    try:
+        return list(metadata.entry_points(group="endoview.commands"))
+    except Exception:  # noqa: BLE001 - a broken install must not stop the engine commands
+        return []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="endoview",
+        description="Real-time computer-aided viewer for GI endoscopy (research use only, "
+                    "not a diagnostic device).",
+        epilog="Run 'endoview COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"endoview {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in ENGINE_COMMANDS:
+        importlib.import_module(f"engine.commands.{name}").add_parser(sub)
+    for ep in _plugins():
+        try:
+            ep.load()(sub)
+        except ImportError as exc:  # e.g. the GUI's or training's extras are not installed
+            missing = sub.add_parser(ep.name, help=f"(unavailable: {exc})")
+            missing.set_defaults(func=lambda args, exc=exc, name=ep.name: _unavailable(name, exc))
+    return parser
+
+
+def _unavailable(name: str, exc: ImportError) -> int:
+    print(f"endoview: error: '{name}' is not available in this install: {exc}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        if any(ep.name == "view" for ep in _plugins()):
+            args = parser.parse_args(["view", *(argv or [])])
+        else:
+            parser.print_help()
+            return 0
+    try:
+        return int(args.func(args) or 0)
+    except EndoviewError as exc:
+        print(f"endoview: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("endoview: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"endoview: internal error: {exc!r} (run with --debug for the traceback and "
+              "please report it)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

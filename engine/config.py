@@ -1,0 +1,56 @@
+"""The one configuration: ``assets/config.toml`` (or ``--config FILE``), overridden by flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import EndoviewError
+
+ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
+DEFAULT_CONFIG = ASSETS / "config.toml"
+
+
+class ConfigError(EndoviewError):
+    """The configuration file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    bundle: Path
+    backend: str = "auto"
+    smoothing: str = "ema:0.3"
+    reestimate_every: int = 30
+    layers: tuple[str, ...] = ("label", "second_pass", "stats", "untrained", "research_mark")
+    outline: bool = False
+    source: Path = field(default=DEFAULT_CONFIG)
+
+    def override(self, **values) -> Config:
+        """A copy with every non-None value replaced (command-line flags)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    try:
+        model, analysis, overlay = data.get("model", {}), data.get("analysis", {}), data.get("overlay", {})
+        bundle = Path(model.get("bundle", "models/mobilenetv3-large-untrained"))
+        return Config(
+            bundle=bundle if bundle.is_absolute() else path.parent / bundle,
+            backend=str(model.get("backend", "auto")),
+            smoothing=str(analysis.get("smoothing", "ema:0.3")),
+            reestimate_every=int(analysis.get("reestimate_every", 30)),
+            layers=tuple(overlay.get("layers", Config.layers)),
+            outline=bool(overlay.get("outline", False)),
+            source=path,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value in configuration {path}: {exc}") from None

@@ -1,0 +1,219 @@
+"""Annotated export: every frame of a source (or a time range) through the pipeline into an
+H.264 MP4 with the overlay burned in, plus a per-frame log (JSONL and/or CSV).
+
+Decode, analysis, overlay and encode overlap in a short chain of bounded queues; the output has
+exactly the input's frames and rate. Every file is written under a temporary name and renamed
+when complete, so nothing is ever left under a final name by a failed or cancelled export.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .content_area import deidentify as blacken_outside
+from .errors import ExportError, OutputExistsError
+from .overlay import Overlay
+from .pipeline import Analyzer, run_stages, timed_frames
+from .types import FrameResult
+from .writer import VideoWriter
+
+logger = logging.getLogger(__name__)
+
+CSV_FIELDS = ("index", "timestamp", "label", "confidence", "top1", "p1", "top2", "p2", "top3", "p3",
+              "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_shape", "area_confidence",
+              "decode_ms", "crop_ms", "resize_ms", "inference_ms", "overlay_ms", "encode_ms")
+
+
+def _partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse an existing output (unless ``force``) or a folder that cannot be written."""
+    if path.exists() and not force:
+        raise OutputExistsError(f"output exists: {path} (use --force to overwrite)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ExportError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"output folder is not writable: {folder}")
+
+
+class FrameLog:
+    """Per-frame log rows written to ``.jsonl`` or ``.csv`` (by extension), temp name then rename."""
+
+    def __init__(self, path: Path, *, force: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".jsonl", ".csv"):
+            raise ExportError(f"log file must end in .jsonl or .csv: {self.path}")
+        check_output(self.path, force)
+        self._tmp = _partial_name(self.path)
+        self._csv = self.path.suffix.lower() == ".csv"
+        try:
+            self._fh: io.TextIOBase | None = open(self._tmp, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise ExportError(f"cannot write log {self.path}: {exc.strerror or exc}") from None
+        self._writer = csv.writer(self._fh) if self._csv else None
+        if self._writer is not None:
+            self._writer.writerow(CSV_FIELDS)
+        self.rows = 0
+
+    def write(self, result: FrameResult) -> None:
+        row = result.to_log_row()
+        try:
+            if self._writer is not None:
+                self._writer.writerow(self._csv_row(row))
+            else:
+                self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
+        self.rows += 1
+
+    @staticmethod
+    def _csv_row(row: dict) -> list:
+        top = [v for pair in (row["topk"] + [[None, None]] * 3)[:3] for v in pair]
+        area = row["content_area"]
+        t = row["timings_ms"]
+        return [row["index"], row["timestamp"], row["label"], row["confidence"], *top,
+                *area["bbox"], area["shape"], area["confidence"],
+                *(t.get(k) for k in ("decode", "crop", "resize", "inference", "overlay", "encode"))]
+
+    def close(self) -> Path:
+        try:
+            self._fh.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
+        return self.path
+
+    def abort(self) -> None:
+        if self._fh is not None and not self._fh.closed:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+        self._tmp.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, exc: OSError) -> ExportError:
+    if exc.errno == errno.ENOSPC:
+        return ExportError(f"disk full while writing {path}; nothing was kept under that name")
+    return ExportError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@dataclass
+class ExportReport:
+    output: Path | None
+    logs: list[Path]
+    frames: int
+    seconds: float
+    stopped_early: str | None = None
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def frame_range(info, start_s: float | None, end_s: float | None) -> tuple[int, int | None]:
+    """Frame indices [first, last) for a time range in seconds of a source with ``info.fps``."""
+    if start_s is not None and start_s < 0 or end_s is not None and end_s < 0:
+        raise ExportError("--start and --end must be positive times in seconds")
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise ExportError(f"--end ({end_s} s) must be after --start ({start_s} s)")
+    first = round(start_s * info.fps) if start_s else 0
+    last = round(end_s * info.fps) if end_s is not None else None
+    if info.frame_count is not None and first >= info.frame_count:
+        raise ExportError(f"--start {start_s} s is past the end of the video "
+                          f"({info.frame_count / info.fps:.2f} s)")
+    if (start_s or end_s is not None) and not info.seekable and first:
+        raise ExportError(f"{info.name} cannot seek, so --start is not available for it")
+    return first, last
+
+
+def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overlay | None,
+             logs: list[Path] = (), deidentify: bool = False, start_s: float | None = None,
+             end_s: float | None = None, force: bool = False, lossless: bool = False,
+             progress: Callable[[int], None] | None = None,
+             stop: threading.Event | None = None) -> ExportReport:
+    """Run ``source`` through ``analyzer`` and write the clip and logs; return what was done.
+
+    ``output`` None writes no video (logs only). ``stop`` cancels: everything written so far is
+    removed and ExportError("export cancelled") is raised.
+    """
+    stop = stop or threading.Event()
+    info = source.info
+    first, last = frame_range(info, start_s, end_s)
+    if output is not None:
+        check_output(Path(output), force)
+    for log in logs:
+        check_output(Path(log), force)
+
+    def analyse(item):
+        frame, timings = item
+        return analyzer(frame, timings)
+
+    def render(result: FrameResult) -> tuple[FrameResult, object]:
+        t0 = time.perf_counter()
+        image = result.frame.image
+        if deidentify:
+            image = blacken_outside(image, result.area)
+        if overlay is not None:
+            image = overlay.draw(image if deidentify else image.copy(), result)
+        result.timings["overlay"] = (time.perf_counter() - t0) * 1000.0
+        return result, image
+
+    writer = None
+    log_writers: list[FrameLog] = []
+    stage_ms: dict[str, list[float]] = {}
+    frames = 0
+    t_start = time.perf_counter()
+    try:
+        log_writers = [FrameLog(Path(p), force=force) for p in logs]
+        if output is not None:
+            writer = VideoWriter(Path(output), info.width, info.height, info.rate,
+                                 force=force, lossless=lossless)
+        chain = run_stages(timed_frames(source, start=first, end=last),
+                           [("analyse", analyse), ("overlay", render)], stop=stop)
+        for result, image in chain:
+            if writer is not None:
+                t0 = time.perf_counter()
+                writer.write(image)
+                result.timings["encode"] = (time.perf_counter() - t0) * 1000.0
+            for log in log_writers:
+                log.write(result)
+            for k, v in result.timings.items():
+                stage_ms.setdefault(k, []).append(v)
+            frames += 1
+            if progress is not None:
+                progress(frames)
+        if stop.is_set():
+            raise ExportError("export cancelled; nothing was kept")
+        if frames == 0:
+            raise ExportError(f"no frames to export from {info.name}"
+                              + (f" in the range {start_s}..{end_s} s" if start_s or end_s else ""))
+        out_path = writer.close() if writer is not None else None
+        written_logs = [log.close() for log in log_writers]
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        for log in log_writers:
+            log.abort()
+        raise
+    stopped = getattr(source, "stopped_early", None)
+    if stopped:
+        logger.warning("%s: %s", info.name, stopped)
+    return ExportReport(out_path, written_logs, frames, time.perf_counter() - t_start,
+                        stopped_early=stopped, stage_ms=stage_ms)

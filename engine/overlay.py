@@ -1,0 +1,228 @@
+"""One renderer for the screen and the exported clip: layers drawn onto a BGR numpy image.
+
+Each layer is a small class with ``draw(image, result, shown_index)`` that draws in place;
+``shown_index`` is the index of the frame under the overlay (in live mode the newest result may
+belong to an earlier frame, and layers show how old it is). ``Overlay.draw`` returns the image.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import cv2
+import numpy as np
+
+from .types import FrameResult
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+RED = (40, 40, 230)
+GREEN = (80, 220, 80)
+YELLOW = (40, 220, 240)
+
+
+def class_color(index: int) -> tuple[int, int, int]:
+    """A stable, distinct BGR colour for class ``index`` (golden-ratio hue steps)."""
+    h = (index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.75, 0.95)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def _scale(image: np.ndarray) -> float:
+    return max(0.55, min(image.shape[0], image.shape[1] * 0.75) / 720.0)
+
+
+def _panel(image: np.ndarray, x: int, y: int, w: int, h: int, alpha: float = 0.55) -> None:
+    """Darken a rectangle in place (only that region is touched: cheap on 1080p)."""
+    H, W = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi = image[y0:y1, x0:x1]
+    cv2.convertScaleAbs(roi, dst=roi, alpha=1.0 - alpha, beta=0)
+
+
+def _text(image, text, org, scale, color=WHITE, thickness=1) -> None:
+    cv2.putText(image, text, org, FONT, scale, BLACK, thickness + 2, cv2.LINE_AA)
+    cv2.putText(image, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
+
+
+class Layer:
+    """Base class; subclasses draw in place and return nothing."""
+
+    name: ClassVar[str] = "layer"
+    in_place: ClassVar[bool] = True
+
+    def draw(self, image: np.ndarray, result: FrameResult, shown_index: int) -> None:
+        raise NotImplementedError
+
+
+class ContentAreaOutline(Layer):
+    name = "content_area"
+
+    def draw(self, image, result, shown_index):
+        poly = result.area.polygon.reshape(-1, 1, 2).astype(np.int32)
+        cv2.polylines(image, [poly], True, GREEN, max(1, round(2 * _scale(image))), cv2.LINE_AA)
+
+
+class ClassLabel(Layer):
+    """Top label with confidence, and top-k bars, in a panel at the top left."""
+
+    name = "label"
+
+    def __init__(self, k: int = 3) -> None:
+        self.k = k
+
+    def draw(self, image, result, shown_index):
+        p = result.prediction
+        if p is None:
+            return
+        s = _scale(image)
+        pad, line = round(10 * s), round(30 * s)
+        bar_w = round(190 * s)
+        w, h = round(330 * s), pad * 2 + line + self.k * round(22 * s)
+        x, y = pad, pad
+        _panel(image, x, y, w, h)
+        idx = p.labels.index(p.label)
+        _text(image, f"{p.label} {p.confidence:.0%}", (x + pad, y + pad + round(22 * s)),
+              0.8 * s, class_color(idx), max(1, round(2 * s)))
+        if result.frame.index != shown_index:
+            age = shown_index - result.frame.index
+            _text(image, f"{age}f", (x + w - round(45 * s), y + pad + round(22 * s)), 0.45 * s)
+        by = y + pad + line + round(4 * s)
+        for name, prob in p.top(self.k):
+            color = class_color(p.labels.index(name))
+            bh = round(14 * s)
+            cv2.rectangle(image, (x + pad, by), (x + pad + bar_w, by + bh), (90, 90, 90), 1)
+            cv2.rectangle(image, (x + pad, by), (x + pad + round(bar_w * prob), by + bh), color, -1)
+            _text(image, f"{name[:18]} {prob:.2f}", (x + pad * 2 + bar_w, by + bh - 2), 0.38 * s)
+            by += round(22 * s)
+
+
+class SecondPass(Layer):
+    """Second-pass masks (filled, outlined), boxes and label, with the age of the frame used."""
+
+    name = "second_pass"
+
+    def __init__(self, color=(255, 160, 40), alpha: float = 0.35) -> None:
+        self.color = color
+        self.alpha = alpha
+
+    def draw(self, image, result, shown_index):
+        sp = result.second_pass
+        if sp is None:
+            return
+        s = _scale(image)
+        age = max(0, shown_index - sp.frame_index)
+        if sp.masks is not None:
+            for m in sp.masks:
+                self._mask(image, m)
+        if sp.boxes is not None:
+            scores = sp.scores if sp.scores is not None else [None] * len(sp.boxes)
+            for box, score in zip(sp.boxes, scores):
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                cv2.rectangle(image, (x1, y1), (x2, y2), self.color, max(1, round(2 * s)))
+                if score is not None:
+                    _text(image, f"{score:.2f}", (x1, max(12, y1 - 4)), 0.5 * s, self.color)
+        if sp.label is not None:
+            conf = "" if sp.confidence is None else f" {sp.confidence:.0%}"
+            text = f"2nd: {sp.label}{conf} ({age} frames ago)"
+            x, y = round(10 * s), round(150 * s)
+            _panel(image, x, y, round(330 * s), round(30 * s))
+            _text(image, text, (x + round(8 * s), y + round(21 * s)), 0.5 * s, self.color)
+
+    def _mask(self, image, mask) -> None:
+        if mask.shape != image.shape[:2]:
+            mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], cv2.INTER_NEAREST)
+        m = mask.astype(np.uint8)
+        ys, xs = np.nonzero(m)
+        if len(xs) == 0:
+            return
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        roi, mroi = image[y0:y1, x0:x1], m[y0:y1, x0:x1].astype(bool)
+        fill = np.empty_like(roi)
+        fill[:] = self.color
+        blended = cv2.addWeighted(roi, 1 - self.alpha, fill, self.alpha, 0)
+        roi[mroi] = blended[mroi]
+        contours, _ = cv2.findContours(m[y0:y1, x0:x1], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(roi, contours, -1, self.color, max(1, round(2 * _scale(image))))
+
+
+class Stats(Layer):
+    """FPS and per-stage latency, small, at the bottom right."""
+
+    name = "stats"
+    stages = ("decode", "crop", "resize", "inference", "overlay", "encode")
+
+    def draw(self, image, result, shown_index):
+        s = _scale(image)
+        parts = [f"{k} {result.timings[k]:.1f}" for k in self.stages if k in result.timings]
+        fps = f"{result.fps:.0f} FPS  " if result.fps else ""
+        text = fps + " ".join(parts) + (" ms" if parts else "")
+        if not text:
+            return
+        (tw, th), _ = cv2.getTextSize(text, FONT, 0.42 * s, 1)
+        H, W = image.shape[:2]
+        x, y = W - tw - round(14 * s), H - round(12 * s)
+        _panel(image, x - 6, y - th - 6, tw + 12, th + 12)
+        _text(image, text, (x, y), 0.42 * s)
+
+
+class UntrainedBanner(Layer):
+    name = "untrained"
+
+    def draw(self, image, result, shown_index):
+        if not result.untrained:
+            return
+        s = _scale(image)
+        text = "UNTRAINED MODEL - labels are meaningless"
+        (tw, th), _ = cv2.getTextSize(text, FONT, 0.7 * s, 2)
+        x, y = (image.shape[1] - tw) // 2, round(40 * s)
+        _panel(image, x - 8, y - th - 8, tw + 16, th + 16, 0.7)
+        _text(image, text, (x, y), 0.7 * s, RED, max(1, round(2 * s)))
+
+
+class ResearchMark(Layer):
+    name = "research_mark"
+
+    def draw(self, image, result, shown_index):
+        s = _scale(image)
+        _text(image, "endoview - research use only, not for diagnosis",
+              (round(10 * s), image.shape[0] - round(12 * s)), 0.4 * s, (200, 200, 200))
+
+
+DEFAULT_LAYERS = ("label", "second_pass", "stats", "untrained", "research_mark")
+LAYER_TYPES: dict[str, type[Layer]] = {
+    cls.name: cls
+    for cls in (ContentAreaOutline, ClassLabel, SecondPass, Stats, UntrainedBanner, ResearchMark)
+}
+
+
+@dataclass
+class Overlay:
+    """The ordered layers to draw. ``Overlay.default(outline=True)`` adds the field outline."""
+
+    layers: Sequence[Layer]
+
+    @classmethod
+    def default(cls, *, outline: bool = False, names: Sequence[str] | None = None) -> Overlay:
+        names = list(names or DEFAULT_LAYERS)
+        if outline and "content_area" not in names:
+            names.insert(0, "content_area")
+        unknown = [n for n in names if n not in LAYER_TYPES]
+        if unknown:
+            raise ValueError(f"unknown overlay layer(s) {unknown}; known: {sorted(LAYER_TYPES)}")
+        return cls([LAYER_TYPES[n]() for n in names])
+
+    def draw(self, image: np.ndarray, result: FrameResult, shown_index: int | None = None,
+             *, copy: bool = False) -> np.ndarray:
+        """Draw every layer onto ``image`` (in place unless ``copy``) and return it."""
+        if copy:
+            image = image.copy()
+        shown = result.frame.index if shown_index is None else shown_index
+        for layer in self.layers:
+            layer.draw(image, result, shown)
+        return image

@@ -1,0 +1,42 @@
+"""Assembling the pipeline from a configuration: one short function per mode's needs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+from .backends import open_backend
+from .bundle import load_bundle
+from .classifier import Classifier, make_smoother
+from .config import Config
+from .content_area import ContentAreaTracker
+from .overlay import Overlay
+from .pipeline import Analyzer
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def open_analyzer(config: Config, *, still: bool = False, model: bool = True) -> Iterator[Analyzer]:
+    """An Analyzer with its backend entered for the duration of the ``with`` block.
+
+    ``still``: the source is a set of unrelated images, so temporal smoothing is off.
+    ``model=False``: content area only (no classifier, e.g. ``--no-model``).
+    """
+    # Unrelated still images: estimate each one afresh, no hysteresis.
+    tracker = (ContentAreaTracker(every=1, tolerance=0.0, confirm=1) if still
+               else ContentAreaTracker(every=config.reestimate_every))
+    if not model:
+        yield Analyzer(None, tracker=tracker)
+        return
+    bundle = load_bundle(Path(config.bundle))
+    with open_backend(bundle, config.backend) as backend:
+        logger.info("model %s on %s", bundle.name, backend.description)
+        smoother = make_smoother(None if still else config.smoothing)
+        yield Analyzer(Classifier(bundle, backend, smoother), tracker=tracker, smooth=not still)
+
+
+def make_overlay(config: Config) -> Overlay:
+    return Overlay.default(outline=config.outline, names=config.layers)

@@ -1,0 +1,180 @@
+"""Data contracts between the pipeline stages (see DESIGN.md, "Data flow").
+
+source -> Frame -> ContentArea -> model input -> backend -> Prediction -> smoothing
+-> (second pass) -> FrameResult -> overlay -> sink
+
+All are small typed dataclasses; images are numpy arrays, H x W x 3 uint8 BGR unless stated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+Shape = str  # "circle" | "octagon" | "rectangle" | "full"
+SHAPES = ("circle", "octagon", "rectangle", "full")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded picture.
+
+    index: 0-based position in the source (for devices: count of frames delivered so far).
+    timestamp: seconds, from the source (presentation time for files, capture clock for devices).
+    image: H x W x 3 uint8 BGR, C-contiguous.
+    arrival: ``time.perf_counter()`` when the frame left the source (the start of every delay).
+    """
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    arrival: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class ContentArea:
+    """The visible endoscopic field inside the processor's black frame.
+
+    bbox: (x, y, w, h) in frame pixels. shape: one of SHAPES ("full" means no border at all).
+    polygon: N x 2 int32 outline in frame pixels (closed implicitly). confidence: 0..1.
+    frame_size: (width, height) of the frame it was estimated on.
+    """
+
+    bbox: tuple[int, int, int, int]
+    shape: Shape
+    polygon: np.ndarray
+    confidence: float
+    frame_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"ContentArea.shape must be one of {SHAPES}, not {self.shape!r}")
+        x, y, w, h = self.bbox
+        fw, fh = self.frame_size
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > fw or y + h > fh:
+            raise ValueError(f"ContentArea.bbox {self.bbox} does not fit a {fw}x{fh} frame")
+
+    @classmethod
+    def full_frame(cls, width: int, height: int, confidence: float = 1.0) -> ContentArea:
+        poly = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.int32)
+        return cls((0, 0, width, height), "full", poly, confidence, (width, height))
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """H x W uint8 mask of the whole frame: 255 inside the field, 0 outside."""
+        import cv2
+
+        w, h = self.frame_size
+        m = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(m, [self.polygon.reshape(-1, 1, 2).astype(np.int32)], 255)
+        return m
+
+    def same_as(self, other: ContentArea | None, tolerance: int = 0) -> bool:
+        """True when ``other`` has the same shape and a bbox within ``tolerance`` pixels."""
+        if other is None or other.shape != self.shape or other.frame_size != self.frame_size:
+            return False
+        return all(abs(a - b) <= tolerance for a, b in zip(self.bbox, other.bbox))
+
+    def to_dict(self) -> dict:
+        return {
+            "bbox": [int(v) for v in self.bbox],
+            "shape": self.shape,
+            "confidence": round(float(self.confidence), 4),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What the fast model said about one frame (after smoothing when smoothing is on)."""
+
+    labels: tuple[str, ...]
+    probabilities: np.ndarray  # float32, one per label, sums to ~1
+    model: str
+    latency_ms: float
+    smoothed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.probabilities.shape != (len(self.labels),):
+            raise ValueError(
+                f"Prediction has {len(self.labels)} labels but probabilities of shape "
+                f"{self.probabilities.shape}"
+            )
+
+    @cached_property
+    def _order(self) -> np.ndarray:
+        return np.argsort(-self.probabilities, kind="stable")
+
+    @property
+    def label(self) -> str:
+        return self.labels[int(self._order[0])]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities[self._order[0]])
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return [(self.labels[int(i)], float(self.probabilities[i])) for i in self._order[:k]]
+
+
+@dataclass(frozen=True, eq=False)
+class SecondPassResult:
+    """A slower model's answer for one earlier frame (``frame_index``).
+
+    Masks are H x W bool in frame pixels; boxes are N x 4 float (x1, y1, x2, y2); scores N floats.
+    """
+
+    frame_index: int
+    model: str
+    latency_ms: float
+    label: str | None = None
+    confidence: float | None = None
+    masks: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+
+@dataclass(eq=False)
+class FrameResult:
+    """Everything known about one frame when it is drawn or written.
+
+    timings: milliseconds per stage ("decode", "crop", "resize", "inference", "overlay",
+    "encode", ...), filled in as the frame moves along the pipeline.
+    """
+
+    frame: Frame
+    area: ContentArea
+    prediction: Prediction | None = None
+    second_pass: SecondPassResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    untrained: bool = False
+    fps: float | None = None  # analysis rate when this result was made, for the overlay
+
+    def to_log_row(self, k: int = 3) -> dict:
+        """One row of the per-frame log (JSONL / CSV)."""
+        p = self.prediction
+        row = {
+            "index": self.frame.index,
+            "timestamp": round(self.frame.timestamp, 6),
+            "label": p.label if p else None,
+            "confidence": round(p.confidence, 6) if p else None,
+            "topk": [[name, round(prob, 6)] for name, prob in p.top(k)] if p else [],
+            "content_area": self.area.to_dict(),
+            "timings_ms": {k_: round(v, 3) for k_, v in self.timings.items()},
+        }
+        if self.second_pass is not None:
+            sp = self.second_pass
+            row["second_pass"] = {
+                "frame_index": sp.frame_index,
+                "model": sp.model,
+                "label": sp.label,
+                "confidence": sp.confidence,
+                "instances": 0 if sp.scores is None else int(len(sp.scores)),
+            }
+        return row

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install endoview and everything it needs into a virtual environment kept outside the checkout:
+#   ~/.cache/endoview/venv-<hash of the requirements>  (and a link ~/.cache/endoview/venv to it)
+# The environment is rebuilt only when pyproject.toml or this script changes; otherwise this only
+# points the existing environment at this checkout (a few seconds).
+# Extras: EXTRAS="train,dev" by default (torch and torchvision for the torch backend and train/).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${ENDOVIEW_HOME:-$HOME/.cache/endoview}"
+extras="${EXTRAS:-train,dev}"
+python="${PYTHON:-python3}"
+
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "endoview needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
+
+key="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16)-${extras//,/-}"
+venv="$cache/venv-$key"
+mkdir -p "$cache"
+if [ ! -x "$venv/bin/endoview-ready" ]; then
+  echo "endoview: building the environment in $venv (once per change of requirements)" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+  printf '#!/bin/sh\n# marker: this environment finished installing\n' > "$venv/bin/endoview-ready"
+  chmod +x "$venv/bin/endoview-ready"
+  # keep the two newest environments, remove older ones
+  ls -1dt "$cache"/venv-*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
+else
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here"
+fi
+ln -sfn "$venv" "$cache/venv"
+echo "endoview: environment ready: $cache/venv (endoview is $cache/venv/bin/endoview)" >&2

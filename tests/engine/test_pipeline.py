@@ -1,0 +1,186 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.errors import PipelineError, SourceError
+from engine.overlay import Overlay
+from engine.pipeline import Analyzer, LatestSlot, LiveRunner, Pacer, replay, run_stages, timed_frames
+
+from fakes import ListSource
+
+
+def test_run_stages_keeps_order_and_applies_each_stage():
+    out = list(run_stages(range(50), [("double", lambda x: 2 * x), ("inc", lambda x: x + 1)], maxsize=2))
+    assert out == [2 * i + 1 for i in range(50)]
+
+
+def test_run_stages_reports_the_failing_stage():
+    def boom(x):
+        if x == 7:
+            raise ValueError("bad frame")
+        return x
+
+    got = []
+    with pytest.raises(PipelineError, match="analyse stage failed: ValueError\\('bad frame'\\)"):
+        for item in run_stages(range(100), [("analyse", boom)]):
+            got.append(item)
+    assert got == list(range(7))
+
+
+def test_run_stages_passes_our_errors_through_unchanged():
+    def source():
+        yield 1
+        raise SourceError("video broke")
+
+    with pytest.raises(SourceError, match="video broke"):
+        list(run_stages(source(), [("id", lambda x: x)]))
+
+
+def test_run_stages_leaving_early_stops_every_thread():
+    before = {t.name for t in threading.enumerate()}
+    endless = iter(int, 1)  # never ends
+    for i, _ in enumerate(run_stages(endless, [("a", lambda x: x), ("b", lambda x: x)], maxsize=1)):
+        if i == 5:
+            break
+    time.sleep(0.1)
+    leftover = [t.name for t in threading.enumerate() if t.name.startswith("endoview-") and t.name not in before]
+    assert leftover == []
+
+
+def test_run_stages_consumer_error_does_not_hang():
+    # the caller's own callback raising (supervision's old hang): threads must still stop
+    with pytest.raises(RuntimeError):
+        for _ in run_stages(iter(int, 1), [("a", lambda x: x)], maxsize=1):
+            raise RuntimeError("sink failed")
+    time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name in ("endoview-a", "endoview-source")]
+
+
+def test_timed_frames_range_and_decode_timing():
+    src = ListSource(20)
+    frames = list(timed_frames(src, start=5, end=9))
+    assert [f.index for f, _ in frames] == [5, 6, 7, 8]
+    assert all("decode" in t and t["decode"] >= 0 for _, t in frames)
+
+
+def test_analyzer_fills_area_prediction_and_timings(tiny_bundle):
+    from engine.backends import open_backend
+    from engine.classifier import Classifier
+
+    src = ListSource(3)
+    with open_backend(tiny_bundle, "onnxruntime") as backend:
+        analyzer = Analyzer(Classifier(tiny_bundle, backend))
+        result = analyzer(src.read())
+    assert result.prediction is not None and result.prediction.label in tiny_bundle.labels
+    assert set(result.timings) >= {"crop", "resize", "inference"}
+    assert result.area.shape in ("octagon", "circle")
+    assert not result.untrained
+
+
+def test_analyzer_without_model_gives_area_only():
+    result = Analyzer(None)(ListSource(1).read())
+    assert result.prediction is None and "inference" not in result.timings
+
+
+def test_replay_gives_every_frame_in_order_paced():
+    src = ListSource(12, fps=100.0)
+    t0 = time.perf_counter()
+    out = [r.frame.index for r in replay(src, Analyzer(None), speed=1.0)]
+    elapsed = time.perf_counter() - t0
+    assert out == list(range(12))
+    assert elapsed >= 0.11 * 0.9  # 11 frame intervals of 10 ms: paced, not as fast as possible
+
+
+def test_replay_speed_doubles_rate():
+    pacer = Pacer(speed=2.0)
+    t0 = time.perf_counter()
+    for i in range(6):
+        pacer.wait(i * 0.04)
+    assert time.perf_counter() - t0 >= 0.1 * 0.9  # 5 intervals of 40 ms at 2x = 100 ms
+
+
+def test_latest_slot_counts_replaced_items_as_dropped():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get(0.01) == 4 and slot.dropped == 4
+    assert slot.get(0.01) is None
+    slot.close()
+    assert slot.get(1.0) is None and slot.closed
+
+
+def test_live_runner_drops_stale_frames_and_reports_results():
+    class SlowAnalyzer(Analyzer):
+        def __call__(self, frame, timings=None):
+            time.sleep(0.02)
+            return super().__call__(frame, timings)
+
+    painted, results = [], []
+    src = ListSource(60, delay=0.002)
+    runner = LiveRunner(src, SlowAnalyzer(None), overlay=Overlay.default(),
+                        on_frame=painted.append, on_result=lambda r, img: results.append((r, img)))
+    with runner:
+        assert runner.wait(10)
+    assert runner.error is None
+    assert len(painted) == 60  # every frame reaches the painter at once
+    assert runner.stats.dropped > 0  # the slow model never holds the video back
+    assert runner.stats.analysed + runner.stats.dropped == 60
+    indices = [r.frame.index for r, _ in results]
+    assert indices == sorted(indices) and indices[-1] == 59  # the newest frame is always analysed
+    r, img = results[-1]
+    assert img is not None and img.shape == r.frame.image.shape and "overlay" in r.timings
+    assert len(runner.stats.latencies_ms) == runner.stats.analysed
+
+
+def test_live_runner_reconnects_a_lost_device_with_backoff():
+    statuses = []
+    src = ListSource(30, lose_at=10, missing_reopens=2)
+    runner = LiveRunner(src, Analyzer(None), on_status=statuses.append, backoff=(0.01, 0.02))
+    with runner:
+        assert runner.wait(10)
+    assert runner.error is None
+    assert src.reopens == 3 and runner.stats.reconnects == 1
+    assert runner.stats.frames_in == 30
+    assert any("stopped delivering frames" in s for s in statuses)
+    assert any("still waiting" in s for s in statuses)
+    assert any("is back" in s for s in statuses)
+
+
+def test_live_runner_carries_errors_and_stops():
+    errors = []
+    src = ListSource(30, fail_at=5)
+    runner = LiveRunner(src, Analyzer(None), on_error=errors.append)
+    with runner:
+        assert runner.wait(5)
+    assert isinstance(runner.error, SourceError) and errors == [runner.error]
+
+
+def test_live_runner_analysis_error_is_reported():
+    class Broken(Analyzer):
+        def __call__(self, frame, timings=None):
+            raise RuntimeError("model crashed")
+
+    runner = LiveRunner(ListSource(10), Broken(None))
+    with runner:
+        assert runner.wait(5)
+    assert isinstance(runner.error, RuntimeError)
+
+
+def test_live_runner_stop_is_bounded_on_an_endless_source():
+    src = ListSource(10**9)
+    runner = LiveRunner(src, Analyzer(None)).start()
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    assert runner.stop(timeout=2.0)
+    assert time.perf_counter() - t0 < 2.0
+    assert runner.stats.frames_in > 0
+
+
+def test_live_runner_pacing_keeps_arrival_rate():
+    runner = LiveRunner(ListSource(10), Analyzer(None), pace=50.0)
+    t0 = time.perf_counter()
+    with runner:
+        runner.wait(5)
+    assert time.perf_counter() - t0 >= 9 / 50 * 0.9

@@ -1,0 +1,1 @@
+"""Training, trimming and export of the models endoview runs (torch, torchvision, mmdet)."""
