@@ -108,7 +108,18 @@ class _Failure:
 _END = _End()
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+class _AnyEvent:
+    """Set when either the caller's event or the chain's own is set (the caller's is never set
+    by the chain, so after the loop it still says whether the caller cancelled)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+def _put(q: queue.Queue, item, stop) -> bool:
     """Put with a stop check, so a full queue never blocks a stopping pipeline."""
     while not stop.is_set():
         try:
@@ -119,7 +130,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _get(q: queue.Queue, stop: threading.Event):
+def _get(q: queue.Queue, stop):
     while True:
         try:
             return q.get(timeout=0.05)
@@ -136,8 +147,10 @@ def run_stages(items: Iterable, stages: Sequence[tuple[str, Callable]], *, maxsi
     queues of ``maxsize``. An exception in any thread stops the chain and is re-raised here (a
     PipelineError naming the stage, unless it is already an EndoviewError). Leaving the loop early
     (break, exception, ``stop.set()``) stops every thread; they are joined with a bounded wait.
+    The chain never sets the caller's ``stop``.
     """
-    stop = stop or threading.Event()
+    halt = threading.Event()
+    stop = _AnyEvent(halt, stop) if stop is not None else halt
     queues = [queue.Queue(maxsize) for _ in range(len(stages) + 1)]
     threads: list[threading.Thread] = []
 
@@ -182,7 +195,7 @@ def run_stages(items: Iterable, stages: Sequence[tuple[str, Callable]], *, maxsi
                 raise PipelineError(f"{item.stage} stage failed: {item.exc!r}") from item.exc
             yield item
     finally:
-        stop.set()
+        halt.set()
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))

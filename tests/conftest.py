@@ -40,3 +40,44 @@ def untrained_bundle(tmp_path_factory):
 
     return make_tiny_classifier_bundle(tmp_path_factory.mktemp("bundle") / "untrained",
                                        labels=("a", "b", "c"), size=(32, 32), trained=False)
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder nobody can write to: chmod for ordinary users, a read-only tmpfs for root."""
+    folder = tmp_path / "readonly"
+    if os.geteuid() != 0:
+        folder.mkdir()
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    if not _mount_tmpfs(folder, "size=1m,ro"):
+        pytest.skip("running as root and cannot mount a read-only tmpfs to test an unwritable folder")
+    yield folder
+    _umount(folder)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: writing more than that fails with ENOSPC, as a full disk does."""
+    folder = tmp_path / "small"
+    if os.geteuid() != 0 or not _mount_tmpfs(folder, "size=2m"):
+        pytest.skip("needs root and tmpfs to simulate a full disk")
+    yield folder
+    _umount(folder)

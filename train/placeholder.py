@@ -42,7 +42,8 @@ class WithPreprocessing(torch.nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
-def export_placeholder(out: Path, *, size: int = 224, seed: int = 0, force: bool = False):
+def export_placeholder(out: Path, *, size: int = 224, seed: int = 0, force: bool = False,
+                       torchscript: bool = False):
     torch.manual_seed(seed)
     net = torchvision.models.mobilenet_v3_large(weights=None, num_classes=len(RAW_CLASSES))
     model = WithPreprocessing(net).eval()
@@ -59,11 +60,12 @@ def export_placeholder(out: Path, *, size: int = 224, seed: int = 0, force: bool
 
         got = ort.InferenceSession(str(onnx_path)).run(None, {"image": example.numpy()})[0]
         diff = float(np.abs(got - reference).max())
+        files, formats = {"model.onnx": onnx_path}, {"onnx": "model.onnx"}
+        if torchscript:
+            files["model.torchscript.pt"], formats["torchscript"] = ts_path, "model.torchscript.pt"
         bundle = write_bundle(
             out, name="mobilenetv3-large-untrained", task="classify", labels=list(RAW_CLASSES),
-            input_size=(size, size),
-            files={"model.onnx": onnx_path, "model.torchscript.pt": ts_path},
-            formats={"onnx": "model.onnx", "torchscript": "model.torchscript.pt"},
+            input_size=(size, size), files=files, formats=formats,
             outputs={"probabilities": "probs"}, trained=False,
             training={"data": None, "weights": "random initialisation (seed %d)" % seed,
                       "arch": "torchvision mobilenet_v3_large, raw head (23 classes)"},
@@ -81,9 +83,12 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--torchscript", action="store_true",
+                   help="also write model.torchscript.pt for the torch backend (17 MB more)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    bundle, diff = export_placeholder(args.out, size=args.size, seed=args.seed, force=args.force)
+    bundle, diff = export_placeholder(args.out, size=args.size, seed=args.seed, force=args.force,
+                                      torchscript=args.torchscript)
     print(f"wrote {bundle.path} (onnxruntime vs torch max abs diff {diff:.2e})")
     return 0
 

@@ -62,12 +62,27 @@ def test_existing_output_is_kept_unless_forced(tmp_path, analyzer):
     assert read_all(out)[0].frame_count == 5
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
-def test_unwritable_folder(tmp_path, analyzer):
-    ro = tmp_path / "ro"
-    ro.mkdir(mode=0o500)
+def test_unwritable_folder(readonly_dir, analyzer):
     with pytest.raises(ExportError, match="not writable"):
-        annotate(ListSource(5), ro / "x.mp4", analyzer, overlay=None)
+        annotate(ListSource(5), readonly_dir / "x.mp4", analyzer, overlay=None)
+
+
+def test_disk_full_during_export_leaves_nothing(small_disk, analyzer):
+    # big noisy frames: a few hundred KiB each after encoding, more than the 2 MiB disk
+    src = ListSource(120, size=(640, 480))
+    orig = src.read
+
+    def noisy():
+        f = orig()
+        if f is not None:
+            f.image[:] = np.random.default_rng(f.index).integers(0, 256, f.image.shape, np.uint8)
+        return f
+
+    src.read = noisy
+    with pytest.raises(ExportError, match="disk full"):
+        annotate(src, small_disk / "big.mp4", analyzer, overlay=None, logs=[small_disk / "big.jsonl"],
+                 lossless=True)
+    assert list(small_disk.iterdir()) == []
 
 
 def test_missing_folder(tmp_path, analyzer):
