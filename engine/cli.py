@@ -17,6 +17,7 @@ from . import __version__
 from .errors import EndoviewError
 
 ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine")
+OWN_PACKAGES = {"engine", "app", "train"}
 
 
 def _plugins() -> list:
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in _plugins():
         try:
             ep.load()(sub)
-        except ImportError as exc:  # e.g. the GUI's or training's extras are not installed
+        except ImportError as exc:
+            # Only a missing third-party extra (torch, PySide6, mmdet...) makes a command
+            # unavailable; a broken import of our own code is a bug and must show.
+            if (exc.name or "").split(".")[0] in OWN_PACKAGES:
+                raise
             missing = sub.add_parser(ep.name, help=f"(unavailable: {exc})")
             missing.set_defaults(func=lambda args, exc=exc, name=ep.name: _unavailable(name, exc))
     return parser
