@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-overlay", action="store_true", help="write the frames without the overlay")
     p.add_argument("--lossless", action="store_true",
                    help="lossless H.264 (with --no-overlay: exactly the decoded input frames)")
+    p.add_argument("--preset", default="ultrafast",
+                   choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+                   help="x264 speed preset: ultrafast (default) is fastest, slower ones give smaller files")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -59,6 +62,7 @@ def run(args) -> int:
                               overlay=None if args.no_overlay else make_overlay(config),
                               logs=logs, deidentify=args.deidentify, start_s=args.start,
                               end_s=args.end, force=args.force, lossless=args.lossless,
+                              preset=args.preset,
                               progress=lambda n: bar.update(1))
     print(f"wrote {report.output} ({report.frames} frames, {info.width}x{info.height} "
           f"@ {info.fps:.3g} fps) in {report.seconds:.1f} s ({report.fps:.1f} frames/s)")

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
                     "rate and added latency (frame arrival to overlay ready).")
     p.add_argument("input", nargs="?", type=Path, help="video file (default: generated clip)")
     p.add_argument("--frames", type=int, default=300, help="length of the generated clip")
+    p.add_argument("--live-seconds", type=float, default=5.0,
+                   help="length of each live-mode measurement (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -26,7 +28,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     config = config_from_args(args)
-    report = run_bench(config, args.input, frames=args.frames,
+    report = run_bench(config, args.input, frames=args.frames, live_seconds=args.live_seconds,
                        progress=lambda m: print(f"bench: {m}", file=sys.stderr))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

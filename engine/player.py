@@ -1,0 +1,366 @@
+"""A controllable player over a Source and an Analyzer, in its own worker thread (Qt-free).
+
+The viewer drives it; tests drive it the same way without Qt.
+
+- **Replay** (seekable sources): every frame in order, paced to the source's timestamps times
+  ``speed`` (0.25x to 4x); play/pause, exact seek, step back/forward, jump, loop. While playing,
+  decoding and analysis overlap in :func:`engine.pipeline.run_stages`.
+- **Live** (devices, or any source with ``live=True``): :class:`engine.pipeline.LiveRunner`
+  semantics: every captured frame is shown at once with the newest finished result, stale
+  frames are dropped, a lost device is reconnected. ``frozen`` holds the picture on screen
+  while capture, analysis and recording go on.
+
+The source and the analyzer are opened *in the worker thread* (a long file or a model load
+never blocks the caller) and closed there. Callbacks run on worker threads; a GUI must marshal
+them to its own thread. Every shown picture also goes to the sinks (recorders), even frozen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+import numpy as np
+
+from .errors import SourceError
+from .overlay import Overlay
+from .pipeline import JOIN_TIMEOUT_S, Analyzer, LiveRunner, Pacer, RateMeter, run_stages, timed_frames
+from .types import Frame, FrameResult
+
+logger = logging.getLogger(__name__)
+
+SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+@dataclass(frozen=True, eq=False)
+class Shown:
+    """One picture for the screen: the frame, the newest result (in live mode it may belong to
+    an earlier frame), and ``image``: the frame with the overlay drawn, or the frame's own image
+    when the overlay is off or there is no result yet (``overlaid`` says which)."""
+
+    frame: Frame
+    result: FrameResult | None
+    image: np.ndarray
+    overlaid: bool
+
+    def annotated(self, overlay: Overlay) -> np.ndarray:
+        """The picture with ``overlay`` drawn (reuses ``image`` when it has it already)."""
+        if self.overlaid or self.result is None:
+            return self.image
+        return overlay.draw(self.frame.image.copy(), self.result, self.frame.index)
+
+
+@dataclass(frozen=True)
+class PlayerStats:
+    fps: float | None  # analysed frames per second
+    dropped: int  # stale frames skipped (live)
+    latency_ms: float | None  # median added latency: arrival to result ready
+    reconnects: int
+    analysed: int
+
+
+class Player:
+    """See the module docstring. ``open_source()`` returns a Source (a context manager);
+    ``open_analyzer()`` returns a context manager yielding an Analyzer.
+
+    Callbacks (worker threads): ``on_open(info, analyzer)``, ``on_frame(shown)`` (not while
+    frozen), ``on_result(result)`` (every analysed frame), ``on_playing(bool)`` (play state
+    changed by the player itself: end of stream), ``on_status(message)``, ``on_error(exc)``
+    (the player has stopped), ``on_finished()`` (the worker ended, after closing everything).
+    """
+
+    def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[], ContextManager[Analyzer]],
+                 *, overlay: Overlay | None = None, live: bool | None = None, pace: float | None = None,
+                 speed: float = 1.0, loop: bool = False, play: bool = True,
+                 on_open=None, on_frame=None, on_result=None, on_playing=None, on_status=None,
+                 on_error=None, on_finished=None) -> None:
+        self._open_source, self._open_analyzer = open_source, open_analyzer
+        self.overlay = overlay
+        self._live_request = live
+        self.pace = pace
+        self.speed = speed
+        self.loop = loop
+        self.frozen = False
+        self.on_open, self.on_frame, self.on_result = on_open, on_frame, on_result
+        self.on_playing, self.on_status, self.on_error, self.on_finished = on_playing, on_status, on_error, on_finished
+        self.info = None
+        self.live: bool | None = None
+        self.position = -1  # index of the frame shown last
+        self.error: BaseException | None = None
+        self._playing = play
+        self._sinks: list[Callable[[Shown], None]] = []
+        self._commands: deque[tuple] = deque()
+        self._cond = threading.Condition()
+        self._interrupt = threading.Event()  # a command arrived or stop was asked
+        self._halt = threading.Event()
+        self._next_read: int | None = 0
+        self._runner: LiveRunner | None = None
+        self._meter = RateMeter(30)
+        self._latencies: deque[float] = deque(maxlen=60)
+        self._analysed = 0
+        self._thread: threading.Thread | None = None
+        self.finished = threading.Event()
+
+    # ------------------------------------------------------------------ control (any thread)
+
+    def start(self) -> Player:
+        self._thread = threading.Thread(target=self._run, name="endoview-player", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2 * JOIN_TIMEOUT_S) -> bool:
+        """Ask the worker to stop and wait at most ``timeout``; True when it ended."""
+        self._halt.set()
+        self._send("stop")
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("player did not stop within %.1f s", timeout)
+                return False
+        return True
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    def play(self) -> None:
+        self._send("play")
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def seek(self, index: int) -> None:
+        """Show frame ``index`` (exact); playing goes on from there."""
+        self._send("seek", int(index))
+
+    def step(self, frames: int = 1) -> None:
+        """Pause and show the frame ``frames`` away from the current one."""
+        self._send("step", int(frames))
+
+    def jump(self, seconds: float) -> None:
+        """Show the frame ``seconds`` away from the current one (keeps playing)."""
+        self._send("jump", float(seconds))
+
+    def set_speed(self, speed: float) -> None:
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise ValueError(f"speed must be between {MIN_SPEED}x and {MAX_SPEED}x, not {speed}")
+        self.speed = float(speed)
+
+    def add_sink(self, sink: Callable[[Shown], None]) -> None:
+        self._sinks = [*self._sinks, sink]
+
+    def remove_sink(self, sink: Callable[[Shown], None]) -> None:
+        self._sinks = [s for s in self._sinks if s is not sink]
+
+    def stats(self) -> PlayerStats:
+        runner = self._runner
+        if runner is not None:
+            s = runner.stats
+            return PlayerStats(s.fps, s.dropped, _median_tail(s.latencies_ms), s.reconnects, s.analysed)
+        return PlayerStats(self._meter.rate, 0, _median_tail(self._latencies), 0, self._analysed)
+
+    def _send(self, *command) -> None:
+        with self._cond:
+            self._commands.append(command)
+            self._interrupt.set()
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ worker
+
+    def _run(self) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                self._status("opening the source")
+                source = stack.enter_context(self._open_source())
+                self.info = source.info
+                self._status("loading the model")
+                analyzer = stack.enter_context(self._open_analyzer())
+                if self._halt.is_set():
+                    return
+                self.live = (not source.info.seekable) if self._live_request is None else self._live_request
+                if self.on_open is not None:
+                    self.on_open(source.info, analyzer)
+                self._status("")
+                if self.live:
+                    self._run_live(source, analyzer)
+                else:
+                    self._run_replay(source, analyzer)
+        except BaseException as exc:  # noqa: BLE001 - reported, never lost
+            self.error = exc
+            logger.warning("player stopped: %s", exc)
+            if self.on_error is not None:
+                self.on_error(exc)
+        finally:
+            self.finished.set()
+            if self.on_finished is not None:
+                self.on_finished()
+
+    def _status(self, message: str) -> None:
+        if self.on_status is not None:
+            self.on_status(message)
+
+    def _set_playing(self, playing: bool) -> None:
+        if playing != self._playing:
+            self._playing = playing
+            if self.on_playing is not None:
+                self.on_playing(playing)
+
+    def _deliver(self, frame: Frame, result: FrameResult | None) -> None:
+        overlay = self.overlay
+        if overlay is not None and result is not None:
+            shown = Shown(frame, result, overlay.draw(frame.image.copy(), result, frame.index), True)
+        else:
+            shown = Shown(frame, result, frame.image, False)
+        self.position = frame.index
+        for sink in self._sinks:
+            sink(shown)
+        if not self.frozen and self.on_frame is not None:
+            self.on_frame(shown)
+
+    def _analysed_one(self, result: FrameResult) -> None:
+        self._analysed += 1
+        self._meter.tick()
+        self._latencies.append(sum(result.timings.values()))
+        if self.on_result is not None:
+            self.on_result(result)
+
+    # replay -----------------------------------------------------------
+
+    def _last_index(self) -> int | None:
+        count = self.info.frame_count
+        return None if count is None else count - 1
+
+    def _clamp(self, index: int) -> int:
+        last = self._last_index()
+        return max(0, index if last is None else min(index, last))
+
+    def _take(self, block: bool) -> tuple | None:
+        with self._cond:
+            while block and not self._commands and not self._halt.is_set():
+                self._cond.wait(0.1)
+            if not self._commands:
+                self._interrupt.clear()
+                return None
+            command = self._commands.popleft()
+            if not self._commands:
+                self._interrupt.clear()
+            return command
+
+    def _run_replay(self, source, analyzer: Analyzer) -> None:
+        self._show(source, analyzer, 0)
+        while not self._halt.is_set():
+            command = self._take(block=not self._playing)
+            if command is not None:
+                self._apply(command, source, analyzer)
+            elif self._playing:
+                self._play(source, analyzer)
+
+    def _apply(self, command: tuple, source, analyzer: Analyzer) -> None:
+        name, *args = command
+        if name == "play":
+            self._set_playing(True)
+        elif name == "pause":
+            self._set_playing(False)
+        elif name == "seek":
+            self._show(source, analyzer, args[0])
+        elif name == "step":
+            self._set_playing(False)
+            self._show(source, analyzer, self.position + args[0])
+        elif name == "jump":
+            self._show(source, analyzer, self.position + round(args[0] * self.info.fps))
+
+    def _show(self, source, analyzer: Analyzer, index: int) -> None:
+        """Read, analyse and deliver frame ``index`` (one frame, no pacing)."""
+        index = self._clamp(index)
+        if index != self._next_read:
+            source.seek(index)
+            analyzer.reset()
+        t0 = time.perf_counter()
+        frame = source.read()
+        if frame is None:
+            self._next_read = None
+            return
+        self._next_read = frame.index + 1
+        result = analyzer(frame, {"decode": (time.perf_counter() - t0) * 1000.0})
+        self._analysed_one(result)
+        self._deliver(frame, result)
+
+    def _play(self, source, analyzer: Analyzer) -> None:
+        """Play from the frame after the current one until a command arrives or the end."""
+        start = self.position + 1
+        last = self._last_index()
+        if last is not None and start > last:
+            start = 0  # at the end: play again from the start
+        if start != self._next_read:
+            try:
+                source.seek(start)
+            except SourceError:
+                if start == 0:
+                    raise
+                self._end_of_stream()
+                return
+            analyzer.reset()
+        self._next_read = None  # the chain reads ahead
+        pacer = Pacer(self.speed)
+
+        def analyse(item):
+            frame, timings = item
+            return analyzer(frame, timings)
+
+        ended = True
+        for result in run_stages(timed_frames(source), [("analyse", analyse)], maxsize=2, stop=self._interrupt):
+            if pacer.speed != self.speed:
+                pacer.speed = self.speed
+                pacer.reset()
+            pacer.wait(result.frame.timestamp, self._interrupt)
+            if self._interrupt.is_set():
+                ended = False
+                break
+            self._analysed_one(result)
+            self._deliver(result.frame, result)
+        if ended and not self._interrupt.is_set():
+            self._end_of_stream(source)
+
+    def _end_of_stream(self, source=None) -> None:
+        early = getattr(source, "stopped_early", None)
+        if early:
+            self._status(f"{self.info.name}: {early}")
+        if self.loop:
+            self.position = -1
+            return
+        self._set_playing(False)
+
+    # live -------------------------------------------------------------
+
+    def _run_live(self, source, analyzer: Analyzer) -> None:
+        runner = LiveRunner(source, analyzer, on_frame=self._live_frame, on_result=self._live_result,
+                            on_status=self._status, pace=self.pace)
+        self._runner = runner
+        with runner:
+            while not self._halt.is_set() and not runner.finished.wait(0.05):
+                while self._take(block=False) is not None:
+                    pass  # replay commands mean nothing live; freeze is an attribute
+        if runner.error is not None:
+            raise runner.error
+        self._set_playing(False)
+
+    def _live_frame(self, frame: Frame) -> None:
+        self._deliver(frame, self._runner.latest)
+
+    def _live_result(self, result: FrameResult, image) -> None:
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def _median_tail(values, n: int = 60) -> float | None:
+    tail = list(values)[-n:]
+    return float(np.median(tail)) if tail else None
+
+
+__all__ = ["MAX_SPEED", "MIN_SPEED", "Player", "PlayerStats", "SPEEDS", "Shown"]

@@ -1,0 +1,35 @@
+"""The benchmark runs end to end and reports every figure (values are not asserted: a benchmark
+measures the machine, the test checks the command works)."""
+
+import json
+import subprocess
+import sys
+
+from engine.bench import format_report, run_bench
+from engine.config import load_config
+from engine.demo import write_demo_clip
+
+
+def test_bench_reports_every_figure(tmp_path, tiny_bundle):
+    clip = write_demo_clip(tmp_path / "clip.mp4", width=320, height=240, fps=30, frames=30)
+    config = load_config().override(bundle=tiny_bundle.path)
+    r = run_bench(config, clip, live_seconds=0.3)
+    for key in ("annotate_fps", "naive_fps", "live_fps", "added_latency_ms_p99", "stages"):
+        assert key in r
+    assert r["input"]["frames"] == 30
+    assert set(r["stages"]) == {"decode", "crop", "resize", "inference", "overlay", "encode"}
+    for stage in r["stages"].values():
+        assert stage["min"] <= stage["mean"] <= stage["max"] and stage["n"] == 30
+    assert r["annotate_fps"] > 0 and r["naive_fps"] > 0 and r["live_fps"] > 0
+    assert r["added_latency_ms_p99"] >= r["added_latency_ms_p50"] > 0
+    text = format_report(r)
+    assert "annotate, pipelined" in text and "p99" in text
+
+
+def test_bench_command_json(tmp_path, tiny_bundle):
+    clip = write_demo_clip(tmp_path / "clip.mp4", width=160, height=128, fps=30, frames=20)
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "bench", str(clip), "--json",
+                          "--model", str(tiny_bundle.path), "--live-seconds", "0.3"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["input"]["frames"] == 20

@@ -1,0 +1,173 @@
+import contextlib
+import threading
+import time
+
+import pytest
+
+from engine.errors import SourceError
+from engine.overlay import Overlay
+from engine.pipeline import Analyzer
+from engine.player import Player
+
+from fakes import ListSource
+
+
+def wait_for(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class Collect:
+    def __init__(self):
+        self.shown, self.results, self.status, self.errors, self.playing = [], [], [], [], []
+        self.opened = threading.Event()
+
+    def kwargs(self):
+        return dict(on_frame=self.shown.append, on_result=self.results.append,
+                    on_status=self.status.append, on_error=self.errors.append,
+                    on_playing=self.playing.append, on_open=lambda info, a: self.opened.set())
+
+    @property
+    def indices(self):
+        return [s.frame.index for s in self.shown]
+
+
+def make(source, c: Collect, **kw) -> Player:
+    return Player(lambda: source, lambda: contextlib.nullcontext(Analyzer(None)), **c.kwargs(), **kw).start()
+
+
+def test_plays_every_frame_in_order_then_pauses_at_the_end():
+    c = Collect()
+    p = make(ListSource(12), c, speed=4.0, overlay=Overlay.default())
+    try:
+        assert wait_for(lambda: c.playing == [False])
+        assert c.indices == list(range(12)) and len(c.results) == 12
+        assert all(s.overlaid for s in c.shown) and p.stats().analysed == 12
+    finally:
+        assert p.stop()
+
+
+def test_pause_step_seek_jump_are_exact():
+    c = Collect()
+    p = make(ListSource(200, fps=10), c, play=False)
+    try:
+        assert wait_for(lambda: c.indices == [0])
+        p.step(1)
+        p.step(1)
+        p.step(-1)
+        assert wait_for(lambda: c.indices == [0, 1, 2, 1])
+        p.seek(150)
+        assert wait_for(lambda: c.indices[-1] == 150)
+        p.jump(-5.0)  # 10 fps: 50 frames
+        assert wait_for(lambda: c.indices[-1] == 100)
+        p.seek(10_000)  # clamped to the last frame
+        assert wait_for(lambda: c.indices[-1] == 199)
+        assert not p.playing
+    finally:
+        assert p.stop()
+
+
+def test_play_pause_and_speed():
+    c = Collect()
+    p = make(ListSource(400, fps=20), c, play=False)
+    try:
+        assert wait_for(lambda: c.indices == [0])
+        p.set_speed(4.0)
+        p.play()
+        assert wait_for(lambda: len(c.shown) > 20)
+        p.pause()
+        assert wait_for(lambda: not p.playing)
+        time.sleep(0.2)
+        n = len(c.shown)
+        time.sleep(0.3)
+        assert len(c.shown) == n  # paused: nothing new
+        assert c.indices == list(range(n))  # in order, none skipped
+        t0, before = time.monotonic(), len(c.shown)
+        p.set_speed(0.25)
+        p.play()
+        time.sleep(0.5)
+        assert len(c.shown) - before <= 5  # 0.25x of 20 fps: ~2-3 frames in 0.5 s
+        with pytest.raises(ValueError, match="between"):
+            p.set_speed(8)
+    finally:
+        assert p.stop()
+
+
+def test_loop_starts_again():
+    c = Collect()
+    p = make(ListSource(6), c, speed=4.0, loop=True)
+    try:
+        assert wait_for(lambda: len(c.shown) >= 14)
+        assert c.indices[:14] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1]
+    finally:
+        assert p.stop()
+
+
+def test_source_error_is_reported_and_the_worker_ends():
+    c = Collect()
+
+    def bad():
+        raise SourceError("video not found: nope.mp4")
+
+    p = Player(bad, lambda: contextlib.nullcontext(Analyzer(None)), **c.kwargs()).start()
+    assert p.finished.wait(5)
+    assert [str(e) for e in c.errors] == ["video not found: nope.mp4"] and p.stop()
+
+
+def test_decode_error_while_playing_is_reported():
+    c = Collect()
+    p = make(ListSource(30, fail_at=10), c, speed=4.0)
+    assert p.finished.wait(5) and p.stop()
+    assert "fake decode failure" in str(c.errors[0])
+
+
+def test_live_delivers_newest_frames_freezes_and_feeds_sinks():
+    c = Collect()
+    src = ListSource(10_000, delay=0.005)
+    src.info.seekable = False
+    sunk = []
+    p = make(src, c)
+    p.add_sink(sunk.append)
+    try:
+        assert wait_for(lambda: len(c.shown) > 10)
+        assert p.live
+        p.frozen = True
+        time.sleep(0.05)
+        n, m = len(c.shown), len(sunk)
+        time.sleep(0.2)
+        assert len(c.shown) == n and len(sunk) > m + 5  # frozen picture, capture goes on
+        p.frozen = False
+        assert wait_for(lambda: len(c.shown) > n)
+        assert p.stats().analysed > 0
+    finally:
+        assert p.stop()
+
+
+def test_live_reconnects_a_lost_device():
+    c = Collect()
+    src = ListSource(10_000, lose_at=5, missing_reopens=1, delay=0.002)
+    src.info.seekable = False
+    p = Player(lambda: src, lambda: contextlib.nullcontext(Analyzer(None)), **c.kwargs())
+    p.start()
+    try:
+        assert wait_for(lambda: any("is back" in s for s in c.status), timeout=10)
+        assert any("reconnecting" in s for s in c.status)
+        n = len(c.shown)
+        assert wait_for(lambda: len(c.shown) > n + 5)
+        assert p.stats().reconnects == 1 and not c.errors
+    finally:
+        assert p.stop()
+
+
+def test_stop_is_bounded_while_playing():
+    c = Collect()
+    p = make(ListSource(100_000, fps=30), c)
+    assert wait_for(lambda: len(c.shown) > 3)
+    t0 = time.monotonic()
+    assert p.stop(timeout=3)
+    assert time.monotonic() - t0 < 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("endoview-")]
