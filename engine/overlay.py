@@ -85,7 +85,7 @@ class ClassLabel(Layer):
         bar_w = round(190 * s)
         w, h = round(330 * s), pad * 2 + line + self.k * round(22 * s)
         x, y = pad, pad
-        _panel(image, x, y, w, h)
+        _panel(image, x, y, w, h, 0.8)  # dark enough to hide burned-in text underneath
         idx = p.labels.index(p.label)
         _text(image, f"{p.label} {p.confidence:.0%}", (x + pad, y + pad + round(22 * s)),
               0.8 * s, class_color(idx), max(1, round(2 * s)))

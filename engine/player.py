@@ -67,7 +67,7 @@ class PlayerStats:
 
 class Player:
     """See the module docstring. ``open_source()`` returns a Source (a context manager);
-    ``open_analyzer()`` returns a context manager yielding an Analyzer.
+    ``open_analyzer(info)`` returns a context manager yielding an Analyzer for that source.
 
     Callbacks (worker threads): ``on_open(info, analyzer)``, ``on_frame(shown)`` (not while
     frozen), ``on_result(result)`` (every analysed frame), ``on_playing(bool)`` (play state
@@ -75,7 +75,7 @@ class Player:
     (the player has stopped), ``on_finished()`` (the worker ended, after closing everything).
     """
 
-    def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[], ContextManager[Analyzer]],
+    def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[object], ContextManager[Analyzer]],
                  *, overlay: Overlay | None = None, live: bool | None = None, pace: float | None = None,
                  speed: float = 1.0, loop: bool = False, play: bool = True,
                  on_open=None, on_frame=None, on_result=None, on_playing=None, on_status=None,
@@ -180,7 +180,7 @@ class Player:
                 source = stack.enter_context(self._open_source())
                 self.info = source.info
                 self._status("loading the model")
-                analyzer = stack.enter_context(self._open_analyzer())
+                analyzer = stack.enter_context(self._open_analyzer(source.info))
                 if self._halt.is_set():
                     return
                 self.live = (not source.info.seekable) if self._live_request is None else self._live_request

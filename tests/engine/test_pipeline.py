@@ -184,3 +184,37 @@ def test_live_runner_pacing_keeps_arrival_rate():
     with runner:
         runner.wait(5)
     assert time.perf_counter() - t0 >= 9 / 50 * 0.9
+
+
+def test_live_runner_survives_an_unplugged_capture_card():
+    """The real DeviceSource over a fake OpenCV capture: unplugged mid-stream, plugged back."""
+    from engine.sources import DeviceSource
+    from test_sources import FakeCamera, FakeCapture
+
+    class SlowCapture(FakeCapture):  # a 200 Hz card
+        def read(self):
+            time.sleep(0.005)
+            return super().read()
+
+    camera = FakeCamera()
+    src = DeviceSource(0, capture_factory=lambda target: SlowCapture(camera), max_failures=3,
+                       lost_after_s=0.05)
+    statuses, results = [], []
+    runner = LiveRunner(src, Analyzer(None), on_status=statuses.append,
+                        on_result=lambda r, img: results.append(r.frame.index), backoff=(0.05,),
+                        max_frames=40)
+    with runner:
+        deadline = time.monotonic() + 5
+        while runner.stats.frames_in < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        camera.present = False
+        while not any("reconnecting" in s for s in statuses) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.2)  # a few failed reconnects
+        camera.present = True
+        assert runner.wait(5)
+    src.close()
+    assert runner.error is None
+    assert runner.stats.frames_in == 40 and runner.stats.reconnects == 1
+    assert any("is back" in s for s in statuses)
+    assert results[-1] == 39  # indices keep counting across the reconnect

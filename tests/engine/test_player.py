@@ -37,7 +37,7 @@ class Collect:
 
 
 def make(source, c: Collect, **kw) -> Player:
-    return Player(lambda: source, lambda: contextlib.nullcontext(Analyzer(None)), **c.kwargs(), **kw).start()
+    return Player(lambda: source, lambda info: contextlib.nullcontext(Analyzer(None)), **c.kwargs(), **kw).start()
 
 
 def test_plays_every_frame_in_order_then_pauses_at_the_end():
@@ -113,7 +113,7 @@ def test_source_error_is_reported_and_the_worker_ends():
     def bad():
         raise SourceError("video not found: nope.mp4")
 
-    p = Player(bad, lambda: contextlib.nullcontext(Analyzer(None)), **c.kwargs()).start()
+    p = Player(bad, lambda info: contextlib.nullcontext(Analyzer(None)), **c.kwargs()).start()
     assert p.finished.wait(5)
     assert [str(e) for e in c.errors] == ["video not found: nope.mp4"] and p.stop()
 
@@ -151,7 +151,7 @@ def test_live_reconnects_a_lost_device():
     c = Collect()
     src = ListSource(10_000, lose_at=5, missing_reopens=1, delay=0.002)
     src.info.seekable = False
-    p = Player(lambda: src, lambda: contextlib.nullcontext(Analyzer(None)), **c.kwargs())
+    p = Player(lambda: src, lambda info: contextlib.nullcontext(Analyzer(None)), **c.kwargs())
     p.start()
     try:
         assert wait_for(lambda: any("is back" in s for s in c.status), timeout=10)
