@@ -82,3 +82,47 @@ def test_kvasir_seg_clip_through_annotate(tmp_path, data_dir, tiny_bundle):
 
     with open_source(out) as src:
         assert sum(1 for _ in src) == 24
+
+
+def test_truncated_video_is_annotated_as_far_as_it_decodes(tmp_path, tiny_bundle, media):
+    clip = media.make_clip(tmp_path / "whole.mkv", 60)
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cut_annotated.mp4"
+    r = endoview("annotate", cut, "-o", out, "--model", tiny_bundle.path, "--no-log")
+    assert "Traceback" not in r.stderr
+    assert out.exists(), r.stderr
+    from engine.sources import open_source
+
+    with open_source(out) as src:
+        written = sum(1 for _ in src)
+    assert 0 < written < 60
+    if r.returncode == 3:  # the source knew the file was cut short and said where it stopped
+        assert "warning:" in r.stderr and "stopped" in r.stderr
+    else:
+        assert r.returncode == 0
+
+
+def test_missing_capture_device(tmp_path, tiny_bundle):
+    r = endoview("annotate", "/dev/video63", "-o", tmp_path / "o.mp4", "--model", tiny_bundle.path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("endoview: error:")]
+    assert len(lines) == 1 and "/dev/video63" in lines[0]
+
+
+def test_audio_only_file_is_refused(tmp_path, tiny_bundle):
+    import av
+
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    r = endoview("annotate", path, "-o", tmp_path / "o.mp4", "--model", tiny_bundle.path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "no video stream" in r.stderr
