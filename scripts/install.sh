@@ -13,6 +13,9 @@ python="${PYTHON:-python3}"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "endoview needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
 
+# pip's local mirror configuration warns about absent folders on every call: keep those out
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+
 key="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16)-${extras//,/-}"
 venv="$cache/venv-$key"
 mkdir -p "$cache"
@@ -20,14 +23,14 @@ if [ ! -x "$venv/bin/endoview-ready" ]; then
   echo "endoview: building the environment in $venv (once per change of requirements)" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+  quiet "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=77" wheel
+  quiet "$venv/bin/python" -m pip install -q -e "$here[$extras]"
   printf '#!/bin/sh\n# marker: this environment finished installing\n' > "$venv/bin/endoview-ready"
   chmod +x "$venv/bin/endoview-ready"
   # keep the two newest environments, remove older ones
   ls -1dt "$cache"/venv-*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
 else
-  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here"
+  quiet "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here"
 fi
 ln -sfn "$venv" "$cache/venv"
 echo "endoview: environment ready: $cache/venv (endoview is $cache/venv/bin/endoview)" >&2
