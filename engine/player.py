@@ -73,10 +73,12 @@ class Player:
     frozen), ``on_result(result)`` (every analysed frame), ``on_playing(bool)`` (play state
     changed by the player itself: end of stream), ``on_status(message)``, ``on_error(exc)``
     (the player has stopped), ``on_finished()`` (the worker ended, after closing everything).
+    ``live``: None picks live mode for sources that cannot seek. ``pace`` (live mode): deliver a
+    file at this many frames/s, True: at its own rate, None: as fast as it decodes.
     """
 
     def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[object], ContextManager[Analyzer]],
-                 *, overlay: Overlay | None = None, live: bool | None = None, pace: float | None = None,
+                 *, overlay: Overlay | None = None, live: bool | None = None, pace: float | bool | None = None,
                  speed: float = 1.0, loop: bool = False, play: bool = True,
                  on_open=None, on_frame=None, on_result=None, on_playing=None, on_status=None,
                  on_error=None, on_finished=None) -> None:
@@ -339,8 +341,11 @@ class Player:
     # live -------------------------------------------------------------
 
     def _run_live(self, source, analyzer: Analyzer) -> None:
+        pace = self.pace or None
+        if pace is True:  # a file or demo at its own rate; a device delivers at its own anyway
+            pace = source.info.fps if source.info.seekable else None
         runner = LiveRunner(source, analyzer, on_frame=self._live_frame, on_result=self._live_result,
-                            on_status=self._status, pace=self.pace)
+                            on_status=self._status, pace=pace)
         self._runner = runner
         with runner:
             while not self._halt.is_set() and not runner.finished.wait(0.05):

@@ -165,6 +165,7 @@ class FrameResult:
             "label": p.label if p else None,
             "confidence": round(p.confidence, 6) if p else None,
             "topk": [[name, round(prob, 6)] for name, prob in p.top(k)] if p else [],
+            "smoothed": p.smoothed if p else False,
             "content_area": self.area.to_dict(),
             "timings_ms": {k_: round(v, 3) for k_, v in self.timings.items()},
         }

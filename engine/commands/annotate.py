@@ -12,7 +12,7 @@ from ..config import load_config
 from ..export import annotate
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
-from .common import add_model_options, config_from_args
+from .common import add_model_options, add_source_options, config_from_args, source_options
 
 
 def add_parser(sub) -> None:
@@ -43,6 +43,7 @@ def add_parser(sub) -> None:
                    help="x264 speed preset: ultrafast (default) is fastest, slower ones give smaller files")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_model_options(p)
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
@@ -52,7 +53,7 @@ def run(args) -> int:
     if output.suffix.lower() != ".mp4":
         output = output.with_suffix(output.suffix + ".mp4") if output.suffix else output.with_suffix(".mp4")
     logs = [] if args.no_log else (args.log or [output.with_suffix(".jsonl"), output.with_suffix(".csv")])
-    with open_source(args.input) as source:
+    with open_source(args.input, **source_options(args)) as source:
         info = source.info
         total = info.frame_count
         with open_analyzer(config, still=info.still, model=not args.no_model) as analyzer, \

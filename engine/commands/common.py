@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..config import Config, load_config
@@ -17,6 +18,27 @@ def add_model_options(p) -> None:
     g.add_argument("--no-model", action="store_true", help="content area only, no classifier")
     g.add_argument("--outline", action="store_true", default=None,
                    help="draw the detected endoscopic field")
+
+
+def add_source_options(p) -> None:
+    g = p.add_argument_group("source (capture devices; --fps also sets the rate of image folders and the demo)")
+    g.add_argument("--size", metavar="WxH", type=_size, help="ask the device for this frame size")
+    g.add_argument("--fps", type=float, help="ask the device for this frame rate")
+    g.add_argument("--pixel-format", metavar="FOURCC", help="ask the device for this pixel format (MJPG, YUYV, ...)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1920x1080, not {text!r}") from None
+    return w, h
+
+
+def source_options(args) -> dict:
+    """Keyword arguments for ``engine.sources.open_source`` from the device flags."""
+    w, h = args.size or (None, None)
+    return {"width": w, "height": h, "fps": args.fps, "pixel_format": args.pixel_format}
 
 
 def config_from_args(args) -> Config:

@@ -37,6 +37,7 @@ def test_annotate_demo_clip_end_to_end(tmp_path, tiny_bundle):
     rows = (tmp_path / "demo.jsonl").read_text().splitlines()
     assert len(rows) == 30 and (tmp_path / "demo.csv").exists()
     assert json.loads(rows[0])["label"] in tiny_bundle.labels
+    assert json.loads(rows[1])["smoothed"]  # a video: smoothed by the configured EMA
 
 
 @pytest.mark.parametrize("make, message", [
@@ -126,3 +127,29 @@ def test_audio_only_file_is_refused(tmp_path, tiny_bundle):
     r = endoview("annotate", path, "-o", tmp_path / "o.mp4", "--model", tiny_bundle.path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "no video stream" in r.stderr
+
+
+def test_device_request_flags(capsys):
+    from engine.cli import build_parser
+    from engine.commands.common import source_options
+
+    args = build_parser().parse_args(["annotate", "0", "-o", "x.mp4", "--size", "1920x1080",
+                                      "--fps", "60", "--pixel-format", "MJPG"])
+    assert source_options(args) == {"width": 1920, "height": 1080, "fps": 60.0, "pixel_format": "MJPG"}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["annotate", "0", "-o", "x.mp4", "--size", "big"])
+    assert "1920x1080" in capsys.readouterr().err
+
+
+def test_image_folder_is_annotated_without_smoothing(tmp_path, tiny_bundle, data_dir):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in sorted((data_dir / "hyperkvasir-ileum").rglob("*.jpg"))[:4]:
+        img = cv2.imread(str(p))
+        cv2.imwrite(str(folder / p.name), cv2.resize(img, (320, 256)))
+    r = endoview("annotate", folder, "-o", tmp_path / "f.mp4", "--model", tiny_bundle.path,
+                 "--log", tmp_path / "f.jsonl", "--fps", "2")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[1]["timestamp"] == 0.5
+    assert not any(row["smoothed"] for row in rows)  # unrelated stills: no temporal smoothing

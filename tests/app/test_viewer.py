@@ -1,0 +1,237 @@
+"""The viewer driven through its state object, its session and its widgets (offscreen)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.session import ExportOptions
+from app.state import ViewerState
+
+from fakes import ListSource
+
+WAIT = 15_000  # ms
+
+
+def opened(qtbot, window, spec) -> None:
+    window.open(str(spec))
+    qtbot.waitUntil(lambda: window.session.info is not None and window.state.position >= 0, timeout=WAIT)
+
+
+def paused_at(qtbot, window, index) -> None:
+    qtbot.waitUntil(lambda: not window.state.playing and window.state.position == index, timeout=WAIT)
+
+
+def test_state_notifies_changes_only_and_rejects_unknown_fields():
+    state, seen = ViewerState(), []
+    state.subscribe(lambda name, value: seen.append((name, value)))
+    state.speed = 2.0
+    state.speed = 2.0
+    state.update(loop=True, position=3)
+    assert seen == [("speed", 2.0), ("loop", True), ("position", 3)]
+    with pytest.raises(AttributeError, match="no field"):
+        state.update(nope=1)
+
+
+def test_widgets_mirror_the_state_both_ways_and_let_go_on_close(make_viewer):
+    w = make_viewer()
+    c = w.controls
+    w.state.speed = 2.0
+    assert c.speed.currentText() == "2x"
+    c.speed.setCurrentIndex(c.speed.findData(0.5))
+    assert w.state.speed == 0.5
+    c.loop.setChecked(True)
+    assert w.state.loop
+    w.state.overlay = False
+    assert not c.overlay.isChecked()
+    c.close_sync()
+    w.state.speed = 4.0
+    assert c.speed.currentText() == "0.5x"  # disconnected
+
+
+def test_play_pause_step_seek_jump_and_speed(qtbot, make_viewer, clip):
+    w = make_viewer()
+    w.state.speed = 4.0
+    opened(qtbot, w, clip)
+    assert w.state.frame_count == 90 and not w.state.live
+    paused_at(qtbot, w, 89)  # played to the end at 4x and paused there
+    assert w.session.timeline.analysed == 90
+    w.session.seek(10)
+    qtbot.waitUntil(lambda: w.state.position == 10, timeout=WAIT)
+    qtbot.keyClick(w.video, Qt.Key.Key_Right)
+    paused_at(qtbot, w, 11)
+    qtbot.keyClick(w.video, Qt.Key.Key_Left)
+    qtbot.keyClick(w.video, Qt.Key.Key_Left)
+    paused_at(qtbot, w, 9)
+    qtbot.keyClick(w.video, Qt.Key.Key_Right, Qt.KeyboardModifier.ShiftModifier)  # +5 s = 150 -> last
+    paused_at(qtbot, w, 89)
+    w.session.seek(30)
+    paused_at(qtbot, w, 30)
+    assert w.controls.slider.value() == 30
+    w.state.speed = 0.25
+    qtbot.keyClick(w.video, Qt.Key.Key_Space)
+    assert w.state.playing
+    qtbot.waitUntil(lambda: w.state.position > 30, timeout=WAIT)
+    qtbot.keyClick(w.video, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: not w.session.player.playing, timeout=WAIT)
+    at = w.state.position
+    qtbot.wait(300)
+    assert w.state.position == at and at < 40  # 0.25x: about 7 frames a second
+    assert w.video.painted > 0
+
+
+def test_timeline_findings_and_whole_video_analysis(qtbot, make_viewer, clip):
+    w = make_viewer()
+    w.state.playing = False
+    opened(qtbot, w, clip)
+    w.state.playing = False
+    w.session.analyse_whole()
+    assert w.state.analysing
+    qtbot.waitUntil(lambda: not w.state.analysing, timeout=WAIT)
+    assert w.session.timeline.analysed == 90 and "analysed 90 frames" in w.last_message
+    w.refresh()
+    w.session.timeline.classes = tuple(w.session.timeline.labels)  # every class counts: one finding
+    w.session.timeline.version += 1
+    w.refresh()
+    assert w.findings.count() >= 1
+    w.findings.itemClicked.emit(w.findings.item(0))
+    target = w.findings.item(0).data(Qt.ItemDataRole.UserRole)
+    qtbot.waitUntil(lambda: w.state.position == target, timeout=WAIT)
+
+
+def test_export_with_cancel_then_complete(qtbot, make_viewer, clip, tmp_path):
+    w = make_viewer()
+    opened(qtbot, w, clip)
+    out = tmp_path / "x.mp4"
+    w.session.export(ExportOptions(out, log=tmp_path / "x.jsonl"))
+    w.session.cancel("export")
+    qtbot.waitUntil(lambda: not w.state.exporting, timeout=WAIT)
+    assert "cancelled" in w.last_message and not out.exists()
+    w.state.mark_in, w.state.mark_out = 30, 59
+    w.session.export(ExportOptions(out, log=tmp_path / "x.jsonl", start_s=1.0, end_s=2.0))
+    assert w.job.isVisible()
+    qtbot.waitUntil(lambda: not w.state.exporting, timeout=WAIT)
+    assert "exported 30 frames" in w.last_message and out.exists() and str(out) in w.last_message
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 30 and not w.job.isVisible()
+
+
+def test_snapshot_with_and_without_overlay(qtbot, make_viewer, clip, tmp_path):
+    w = make_viewer()
+    opened(qtbot, w, clip)
+    qtbot.keyClick(w.video, Qt.Key.Key_S)
+    qtbot.waitUntil(lambda: "snapshot saved" in w.last_message, timeout=WAIT)
+    import cv2
+
+    pngs = sorted((tmp_path / "out").glob("*.png"), key=lambda p: len(p.name))
+    assert len(pngs) == 2 and pngs[1].name == pngs[0].name.replace(".png", "-overlay.png")
+    raw, annotated = (cv2.imread(str(p)) for p in pngs)
+    assert raw.shape == annotated.shape == (160, 192, 3) and not np.array_equal(raw, annotated)
+
+
+def test_bad_file_shows_a_message_and_the_app_stays_usable(qtbot, make_viewer, clip, tmp_path):
+    w = make_viewer()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    w.open(str(bad))
+    qtbot.waitUntil(lambda: bool(w.state.error), timeout=WAIT)
+    assert "not a video" in w.state.error and w.banner.isVisible()
+    opened(qtbot, w, clip)
+    assert w.state.error == "" and not w.banner.isVisible()
+
+
+def test_missing_model_is_reported(qtbot, make_viewer, clip, tmp_path):
+    w = make_viewer()
+    assert w.apply_settings(w.session.settings.with_(bundle=str(tmp_path / "no-model")))
+    w.open(str(clip))
+    qtbot.waitUntil(lambda: bool(w.state.error), timeout=WAIT)
+    assert "no-model" in w.state.error
+    assert not w.apply_settings(w.session.settings.with_(bundle="", smoothing="bogus"))
+    assert "smoothing" in w.state.error
+
+
+def fake_device(**kw):
+    src = ListSource(100_000, delay=0.01, **kw)
+    src.info.seekable = False
+    src.info.kind = "device"
+    return src
+
+
+def test_live_freeze_reconnect_after_device_loss(qtbot, make_viewer):
+    w = make_viewer(source_opener=lambda spec: fake_device(lose_at=20, missing_reopens=1))
+    w.open("/dev/video-fake")
+    qtbot.waitUntil(lambda: w.state.live and w.state.position > 5, timeout=WAIT)
+    qtbot.waitUntil(lambda: "reconnecting" in w.state.status or "waiting" in w.state.status, timeout=WAIT)
+    qtbot.waitUntil(lambda: "is back" in w.state.status, timeout=WAIT)
+    at = w.state.position
+    qtbot.waitUntil(lambda: w.state.position > at + 5, timeout=WAIT)
+    qtbot.keyClick(w.video, Qt.Key.Key_Space)  # freeze
+    assert w.state.frozen and "FROZEN" in (w.refresh() or w.status_label.text())
+    qtbot.wait(100)
+    at, analysed = w.state.position, w.session.player.stats().analysed
+    qtbot.wait(300)
+    assert w.state.position == at and w.session.player.stats().analysed > analysed
+    qtbot.keyClick(w.video, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: w.state.position > at, timeout=WAIT)
+
+
+def test_recording_live_and_closing_asks_first(qtbot, make_viewer, tmp_path):
+    import av
+
+    w = make_viewer(source_opener=lambda spec: fake_device())
+    w.session.settings = w.session.settings.with_(record_annotated=True)
+    w.open("/dev/video-fake")
+    qtbot.waitUntil(lambda: w.state.live and w.state.position > 2, timeout=WAIT)
+    qtbot.keyClick(w.video, Qt.Key.Key_R)
+    assert w.state.recording and w.controls.rec.isChecked()
+    qtbot.waitUntil(lambda: min(r.frames for r in w.session.recorders) > 10, timeout=WAIT)
+    w.refresh()
+    assert "REC" in w.rec_label.text() and "GB free" in w.rec_label.text()
+    asked = []
+    w.confirm = lambda title, text: asked.append(text) or False
+    w.close()
+    assert asked and "recording" in asked[0] and w.isVisible()
+    qtbot.keyClick(w.video, Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: "recorded" in w.last_message, timeout=WAIT)
+    files = sorted((tmp_path / "out").glob("rec-*.mp4"))
+    assert [f.name.split("-")[-1] for f in files] == ["annotated.mp4", "raw.mp4"]
+    with av.open(str(files[1])) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 10
+
+
+def test_closing_during_export_asks_and_cancels_when_confirmed(qtbot, make_viewer, clip, tmp_path):
+    slow = lambda spec: ListSource(2000, delay=0.01) if "slow" in str(spec) else None  # noqa: E731
+    w = make_viewer(source_opener=slow)
+    opened(qtbot, w, "slow")
+    w.session.export(ExportOptions(tmp_path / "slow.mp4"))
+    assert w.state.exporting
+    w.confirm = lambda title, text: False
+    w.close()
+    assert w.isVisible() and w.state.exporting
+    w.confirm = lambda title, text: "export" in text
+    w.close()
+    assert not w.isVisible() and not (tmp_path / "slow.mp4").exists()
+
+
+def test_second_pass_control_explains_what_is_missing(qtbot, make_viewer):
+    w = make_viewer()
+    w.controls.second.setChecked(True)
+    assert "not available yet" in w.last_message and not w.state.second_pass
+    assert not w.controls.second.isChecked()
+    qtbot.keyClick(w.video, Qt.Key.Key_A)
+    assert "Mask R-CNN" in w.last_message
+
+
+def test_settings_persist(qtbot, make_viewer, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.settings import load_settings
+
+    w = make_viewer()
+    new = w.session.settings.with_(layers=("label",), finding_min_s=2.5, smoothing="off")
+    assert w.apply_settings(new)
+    assert [type(l).__name__ for l in w.session.overlay.layers] == ["ClassLabel"]
+    back = load_settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    assert back.layers == ("label",) and back.finding_min_s == 2.5 and back.smoothing == "off"

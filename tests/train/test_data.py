@@ -1,0 +1,151 @@
+"""Reading HyperKvasir's layout with the split file; real split file and real images."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.content_area import detect_content_area, model_input
+from train.data import (ARCHIVE_FOLDERS, CLASS_TO_ARCHIVE_PATH, FOLDER_TO_CLASS, format_counts, load_dataset,
+                        load_model_input, read_split, scan_images)
+from train.errors import DataError
+from train.labels import RAW_CLASSES
+from train.synthetic import make_synthetic_hyperkvasir
+
+
+def test_every_archive_folder_maps_to_one_class_and_covers_all_23():
+    assert sorted(FOLDER_TO_CLASS[f] for f in ARCHIVE_FOLDERS) == sorted(RAW_CLASSES)
+    assert CLASS_TO_ARCHIVE_PATH["hemorroids"] == "lower-gi-tract/pathological-findings/hemorrhoids"
+    assert CLASS_TO_ARCHIVE_PATH["normal-z-line"] == "upper-gi-tract/anatomical-landmarks/z-line"
+
+
+@pytest.mark.parametrize("layout", ["archive", "plain"])
+def test_both_layouts_read_with_counts_per_fold(tmp_path, layout):
+    data, split = make_synthetic_hyperkvasir(tmp_path, per_class=3, size=32, layout=layout)
+    ds = load_dataset(data, split)
+    assert len(ds.samples) == 69 and ds.folds == [0, 1]
+    counts = ds.counts()
+    assert counts["hemorroids"] == {0: 2, 1: 1}
+    table = format_counts(ds)
+    assert "hemorroids" in table and table.splitlines()[-1].split() == ["all", "46", "23", "69", "0"]
+
+
+def test_folder_that_matches_no_class_fails_naming_it(tmp_path):
+    data, split = make_synthetic_hyperkvasir(tmp_path, per_class=1, size=32, classes=("polyp",))
+    odd = data / "lower-gi-tract" / "pathological-findings" / "polypz"
+    odd.mkdir()
+    shutil.copy(next((data / CLASS_TO_ARCHIVE_PATH["polyp"]).glob("*.jpg")), odd / "x.jpg")
+    with pytest.raises(DataError, match=r"polypz matches no HyperKvasir class"):
+        scan_images(data)
+
+
+def test_image_missing_from_split_or_in_the_wrong_folder_fails(tmp_path):
+    data, split = make_synthetic_hyperkvasir(tmp_path, per_class=2, size=32, classes=("polyp", "ileum"))
+    polyp = data / CLASS_TO_ARCHIVE_PATH["polyp"]
+    stray = polyp / "not-in-split.jpg"
+    shutil.copy(next(polyp.glob("*.jpg")), stray)
+    with pytest.raises(DataError, match="not-in-split.jpg is not listed in the split file"):
+        load_dataset(data, split)
+    stray.unlink()
+    moved = next(polyp.glob("*.jpg"))
+    moved.rename(data / CLASS_TO_ARCHIVE_PATH["ileum"] / moved.name)
+    with pytest.raises(DataError, match="'ileum' folder .* split file .* says polyp"):
+        load_dataset(data, split)
+
+
+def test_malformed_split_files(tmp_path):
+    bad = tmp_path / "s.csv"
+    bad.write_text("name,class,fold\n")
+    with pytest.raises(DataError, match="header"):
+        read_split(bad)
+    bad.write_text("file-name;class-name;split-index\na.jpg;hemorrhoids;0\n")
+    with pytest.raises(DataError, match=r"s.csv:2: class 'hemorrhoids' is not one of"):
+        read_split(bad)
+    with pytest.raises(DataError, match="split file not found"):
+        read_split(tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# real data
+
+
+@pytest.fixture(scope="module")
+def split_csv(data_dir) -> Path:
+    return data_dir / "hyperkvasir-official-splits" / "official_splits" / "2_fold_split.csv"
+
+
+def test_real_split_file(split_csv):
+    rows = read_split(split_csv)
+    assert len(rows) == 10662
+    assert {r.label for r in rows.values()} == set(RAW_CLASSES)
+    per = {}
+    for r in rows.values():
+        per.setdefault(r.label, [0, 0])[r.fold] += 1
+    assert per["ileum"] == [4, 5] and per["polyp"] == [514, 514] and per["hemorroids"] == [3, 3]
+    assert [sum(v[k] for v in per.values()) for k in (0, 1)] == [5324, 5338]
+
+
+def real_layout(data_dir: Path, root: Path) -> Path:
+    """The real ileum and Kvasir-SEG polyp images, linked under HyperKvasir's layout and names."""
+    labeled = root / "labeled-images"
+    ileum = labeled / CLASS_TO_ARCHIVE_PATH["ileum"]
+    polyp = labeled / CLASS_TO_ARCHIVE_PATH["polyp"]
+    ileum.mkdir(parents=True)
+    polyp.mkdir(parents=True)
+    for f in sorted((data_dir / "hyperkvasir-ileum" / "ileum").glob("*.jpg")):
+        (ileum / f.name).symlink_to(f)
+    mapping = data_dir / "hyperkvasir-segmented-bboxes" / "kvasirseg_to_hyperkvasir_uuid_by_bbox.csv"
+    with open(mapping, newline="") as fh:
+        for row in csv.DictReader(fh):
+            src = data_dir / "kvasir-seg" / "images" / f"{row['kvasir_seg_name']}.jpg"
+            (polyp / f"{row['hyperkvasir_uuid_candidates']}.jpg").symlink_to(src)
+    return labeled
+
+
+@pytest.fixture(scope="module")
+def real_data(data_dir, tmp_path_factory) -> Path:
+    return real_layout(data_dir, tmp_path_factory.mktemp("real"))
+
+
+def test_real_ileum_and_polyp_images_match_the_split(real_data, split_csv):
+    ds = load_dataset(real_data, split_csv)
+    counts = ds.counts()
+    assert counts["ileum"] == {0: 4, 1: 5}
+    assert counts["polyp"] == {0: 500, 1: 500}  # Kvasir-SEG: 1,000 of HyperKvasir's 1,028 polyps
+    assert ds.missing["polyp"] == 28 and "ileum" not in ds.missing
+    assert sum(ds.missing.values()) == 10662 - 1009
+
+
+def test_training_input_is_the_engines_model_input(real_data, split_csv):
+    """No augmentation: the bytes the viewer would feed (black outside the field)."""
+    import torch
+
+    from train.augment import ImageDataset
+
+    ds = load_dataset(real_data, split_csv)
+    samples = [s for s in ds.samples if s.label == "polyp"][:6]
+    train_view = ImageDataset(samples, (224, 224), augment=False)
+    aug_view = ImageDataset(samples, (224, 224), augment=True)
+    bordered = 0
+    for i, s in enumerate(samples):
+        import cv2
+
+        bgr = cv2.imread(str(s.path))
+        area = detect_content_area(bgr)
+        expected = model_input(bgr, area, (224, 224), mask=True)
+        x, y = train_view[i]
+        assert y == RAW_CLASSES.index("polyp")
+        np.testing.assert_array_equal(x.permute(1, 2, 0).numpy(), expected)
+        rgb, field = load_model_input(s.path, (224, 224), with_mask=True)
+        if area.shape != "full":
+            bordered += 1
+            assert not rgb[~field].any()  # black outside the field
+            assert field.mean() < 0.99
+        torch.manual_seed(i)
+        xa, _ = aug_view[i]
+        assert xa.dtype == torch.uint8 and xa.shape == (3, 224, 224)
+    assert bordered >= 3  # Kvasir-SEG frames carry the processor's border
