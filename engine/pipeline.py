@@ -2,7 +2,9 @@
 
 source -> crop -> resize -> classify -> (second pass) -> overlay -> sink
 
-- ``Analyzer``: the analysis of one frame (content area, model input, classifier) with timings.
+- ``Analyzer``: the analysis of one frame (content area, model input, classifier) with timings;
+  it asks the second-pass worker (engine.second_pass) for a look when its triggers fire and
+  attaches the worker's newest result.
 - ``run_stages``: a short chain of threads joined by bounded queues, order kept, errors carried to
   the caller, stopped cooperatively; used by export (every frame, as fast as possible).
 - ``replay``: every frame in order, paced to the source rate times a speed.
@@ -64,10 +66,12 @@ class Analyzer:
     """
 
     def __init__(self, classifier: Classifier | None, *, tracker: ContentAreaTracker | None = None,
-                 smooth: bool = True) -> None:
+                 smooth: bool = True, second_pass=None, triggers: Callable | None = None) -> None:
         self.classifier = classifier
         self.tracker = tracker or ContentAreaTracker()
         self.smooth = smooth
+        self.second_pass = second_pass  # a started SecondPassWorker, or None
+        self.triggers = triggers  # FrameResult -> bool: ask the second pass to look at this frame
         self.untrained = bool(classifier and not classifier.bundle.trained)
         self._meter = RateMeter()
 
@@ -83,8 +87,13 @@ class Analyzer:
             timings["resize"] = _ms(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = prediction.latency_ms
-        return FrameResult(frame, area, prediction, timings=timings, untrained=self.untrained,
-                           fps=self._meter.tick())
+        result = FrameResult(frame, area, prediction, timings=timings, untrained=self.untrained,
+                             fps=self._meter.tick())
+        if self.second_pass is not None:
+            if self.triggers is not None and self.triggers(result):
+                self.second_pass.request(frame, area)
+            result.second_pass = self.second_pass.latest
+        return result
 
     def reset(self) -> None:
         """After a seek or a source change: forget smoothing history and the tracked field."""
