@@ -16,6 +16,24 @@ python="${PYTHON:-python3}"
 # pip's local mirror configuration warns about absent folders on every call: keep those out
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
+# System packages: Xvfb and two xcb libraries for a real window on a virtual screen (tests take
+# a screenshot), ffmpeg for command-line checks. Installed when missing and we are root.
+need=()
+command -v Xvfb >/dev/null || need+=(xvfb)
+command -v ffprobe >/dev/null || need+=(ffmpeg)
+ldconfig -p 2>/dev/null | grep -q libxcb-icccm.so.4 || need+=(libxcb-icccm4)
+ldconfig -p 2>/dev/null | grep -q libxcb-keysyms.so.1 || need+=(libxcb-keysyms1)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "endoview: installing system packages: ${need[*]}" >&2
+    apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${need[@]}" >/dev/null; }
+  else
+    echo "endoview: optional system packages missing: ${need[*]} (the window still runs on a desktop;" \
+         "tests that need them skip)" >&2
+  fi
+fi
+
 key="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16)-${extras//,/-}"
 venv="$cache/venv-$key"
 mkdir -p "$cache"

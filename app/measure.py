@@ -1,0 +1,134 @@
+"""``python -m app.measure``: is the GUI thread ever blocked, and does the window slow the pipeline?
+
+Plays a 1080p clip (default: the 1920x1080 60 fps demo clip ``endoview bench`` generates) with
+the overlay on in the real window, while a 5 ms QTimer records how late the event loop serves it
+(the longest stall; target < 50 ms). The window's analysed frame rate in live mode is compared
+with ``engine.bench.live_run`` (the figures ``endoview bench`` prints for live mode) fed from the
+same in-memory capture buffer: offered at bench's capacity rate, and paced at the clip's rate
+(target: the window costs at most 10%). Replay mode's
+shown frame rate is printed too. Figures, not a test: they depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from engine.bench import LIVE_CAPACITY_RATE, CaptureBuffer, live_run, make_bench_clip
+from engine.commands.common import add_model_options, config_from_args
+
+
+class StallMeter:
+    """A 5 ms repeating QTimer; records how late each tick comes (the event loop's stalls)."""
+
+    def __init__(self, interval_ms: int = 5) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.interval = interval_ms / 1000.0
+        self.stalls: list[float] = []
+        self._last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.stalls.append(max(0.0, now - self._last - self.interval) * 1000.0)
+        self._last = now
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+
+def run_window(clip, config, *, live: bool, pace, seconds: float) -> dict:
+    """Play ``clip`` (a path, or a CaptureBuffer) in the real window; frame rates and stalls."""
+    import contextlib
+
+    import numpy as np
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from app.session import Session
+    from app.settings import Settings
+    from app.state import ViewerState
+    from app.window import MainWindow
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    with tempfile.TemporaryDirectory() as tmp:
+        qs = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
+        opener = (lambda spec: contextlib.nullcontext(clip)) if isinstance(clip, CaptureBuffer) else None
+        session = Session(ViewerState(), config, Settings(), live=live, pace=pace,
+                          **({"source_opener": opener} if opener else {}))
+        window = MainWindow(session, qs, lambda s: config)
+        window.show()
+        window.open("capture-buffer" if opener else str(clip))
+        while session.info is None and not session.state.error:
+            app.processEvents()
+            time.sleep(0.005)
+        meter = StallMeter()
+        t0, painted0 = time.perf_counter(), window.video.painted
+        player = session.player
+        while not player.finished.is_set() and time.perf_counter() - t0 < seconds and player.playing:
+            app.processEvents()
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - t0
+        meter.stop()
+        stats = player.stats()
+        painted = window.video.painted - painted0
+        window._closing_confirmed = True
+        window.close()
+    stalls = np.asarray(meter.stalls or [0.0])
+    return {"mode": "live" if live else "replay", "pace": pace, "seconds": elapsed,
+            "analysed_fps": stats.analysed / elapsed, "painted_fps": painted / elapsed,
+            "dropped": stats.dropped, "stall_max_ms": float(stalls.max()),
+            "stall_p99_ms": float(np.percentile(stalls, 99)), "error": session.state.error}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.measure", description=__doc__.split("\n\n")[0])
+    p.add_argument("clip", nargs="?", type=Path, help="1080p clip (default: generated demo clip)")
+    p.add_argument("--frames", type=int, default=600, help="length of the generated clip (60 fps)")
+    p.add_argument("--seconds", type=float, default=10.0, help="longest time per window run")
+    p.add_argument("--json", action="store_true")
+    add_model_options(p)
+    args = p.parse_args(argv)
+    config = config_from_args(args)
+    with tempfile.TemporaryDirectory(prefix="endoview-measure-") as tmp:
+        clip = args.clip or make_bench_clip(Path(tmp), frames=args.frames)
+        from engine.sources import open_source
+
+        with open_source(clip) as source:
+            fps = source.info.fps
+        buffer = CaptureBuffer(clip, frames=round(LIVE_CAPACITY_RATE * args.seconds))
+        runs = {"bench_live_capacity": live_run(buffer, config, pace=LIVE_CAPACITY_RATE)}
+        buffer.rewind()
+        runs["window_live_capacity"] = run_window(buffer, config, live=True, pace=LIVE_CAPACITY_RATE,
+                                                  seconds=2 * args.seconds)
+        buffer.frames = round(fps * args.seconds)
+        runs["bench_live_paced"] = live_run(buffer, config, pace=fps)
+        buffer.rewind()
+        runs["window_live_paced"] = run_window(buffer, config, live=True, pace=fps, seconds=2 * args.seconds)
+        runs["window_replay"] = run_window(clip, config, live=False, pace=None, seconds=args.seconds)
+    if args.json:
+        print(json.dumps(runs, indent=2, default=str))
+        return 0
+    for pace in ("capacity", "paced"):
+        bench, window = runs[f"bench_live_{pace}"], runs[f"window_live_{pace}"]
+        change = (window["analysed_fps"] / bench["fps"] - 1) * 100 if bench["fps"] else float("nan")
+        print(f"live {pace:8s}: bench {bench['fps']:6.1f} FPS analysed, window {window['analysed_fps']:6.1f} "
+              f"({change:+.1f}%), window painted {window['painted_fps']:.1f} FPS, "
+              f"longest event-loop stall {window['stall_max_ms']:.1f} ms (p99 {window['stall_p99_ms']:.1f})")
+    r = runs["window_replay"]
+    print(f"replay (1x)   : shown {r['analysed_fps']:.1f} FPS of a {fps:.0f} fps clip, painted "
+          f"{r['painted_fps']:.1f} FPS, longest event-loop stall {r['stall_max_ms']:.1f} ms "
+          f"(p99 {r['stall_p99_ms']:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""The viewer's controller: the state on one side, the engine's player, recorder, timeline and
+background jobs on the other (STYLE 7 and 8).
+
+Engine callbacks run on worker threads; :class:`PlayerBridge` re-emits them as Qt signals, so
+everything here that touches the state or widgets runs on the GUI thread. The newest picture
+wins: a frame that arrives while the previous one has not been painted replaces it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from engine.config import Config
+from engine.errors import EndoviewError
+from engine.export import annotate
+from engine.player import Player, Shown
+from engine.recorder import Recorder, recording_path
+from engine.runtime import make_overlay, open_analyzer
+from engine.snapshot import save_snapshot
+from engine.sources import open_source
+from engine.timeline import Timeline, analyse_video
+
+from .settings import Settings
+from .state import ViewerState
+from .tasks import Task
+
+logger = logging.getLogger(__name__)
+
+SECOND_PASS_MISSING = (
+    "Second pass: not available yet. It needs the ResNet-152 classifier bundle and the Cascade "
+    "Mask R-CNN polyp segmentation bundle, which train/ will produce (a later issue); once "
+    "installed, this toggle and the A key will draw the mask and label with their age in frames.")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the user: our own errors as they are, anything else as an internal error."""
+    if isinstance(exc, EndoviewError):
+        return str(exc)
+    return f"internal error: {exc!r} (please report it)"
+
+
+class PlayerBridge(QObject):
+    """Player callbacks (worker threads) -> queued signals on the GUI thread."""
+
+    opened = Signal(object, object)  # SourceInfo, model text
+    frame_ready = Signal()
+    status = Signal(str)
+    error = Signal(object)
+    playing = Signal(bool)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._latest: Shown | None = None
+        self._pending = False
+        self._lock = threading.Lock()
+
+    def on_frame(self, shown: Shown) -> None:
+        with self._lock:
+            self._latest = shown
+            if self._pending:
+                return
+            self._pending = True
+        self.frame_ready.emit()
+
+    def take(self) -> Shown | None:
+        with self._lock:
+            shown, self._latest, self._pending = self._latest, None, False
+            return shown
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    output: Path
+    overlay: bool = True
+    deidentify: bool = False
+    log: Path | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    force: bool = False
+
+
+class Session(QObject):
+    """Owns what is open and every job; actions are methods, choices are state fields."""
+
+    frame_shown = Signal(object)  # Shown
+    opened = Signal()
+    message = Signal(str)  # a one-off message: export done, snapshot saved...
+    failed = Signal(object)  # an error from a worker (recorder), re-emitted on the GUI thread
+
+    def __init__(self, state: ViewerState, config: Config, settings: Settings, *, model: bool = True,
+                 source_opener: Callable = open_source, live: bool | None = None,
+                 pace: float | bool | None = True, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.config = config
+        self.settings = settings
+        self.model = model
+        self.source_opener = source_opener
+        self.live, self.pace = live, pace  # live None: devices live, files replayed
+        self.player: Player | None = None
+        self.timeline: Timeline | None = None
+        self.info = None
+        self.model_text = ""
+        self.shown: Shown | None = None
+        self.recorders: list[Recorder] = []
+        self.tasks: dict[str, Task] = {}
+        self._bridge: PlayerBridge | None = None
+        self._sink = None
+        self.overlay = make_overlay(config)
+        self.failed.connect(self._on_recorder_error)
+        state.subscribe(self._on_state)
+
+    # ------------------------------------------------------------------ sources
+
+    def open(self, spec: str) -> None:
+        """Open a file, device, folder or 'demo' (in the player's worker: never blocks)."""
+        self.close_source()
+        spec = str(spec)
+        bridge = PlayerBridge()
+        bridge.opened.connect(self._on_opened)
+        bridge.frame_ready.connect(self._on_frame_ready)
+        bridge.status.connect(self._on_status)
+        bridge.error.connect(self._on_error)
+        bridge.playing.connect(lambda playing: setattr(self.state, "playing", playing))
+        self._bridge = bridge
+        self.state.update(source=spec, loading=True, error="", status=f"opening {spec}",
+                          position=-1, frame_count=None, mark_in=None, mark_out=None, frozen=False)
+        self.player = Player(
+            lambda: self.source_opener(spec), self._analyzer_for, overlay=self._overlay_or_none(),
+            speed=self.state.speed, loop=self.state.loop, play=True, live=self.live, pace=self.pace,
+            on_open=lambda info, analyzer: self._worker_opened(bridge, info, analyzer),
+            on_frame=bridge.on_frame, on_result=self._record_result,
+            on_playing=bridge.playing.emit, on_status=bridge.status.emit, on_error=bridge.error.emit,
+        ).start()
+
+    def _analyzer_for(self, info):
+        return open_analyzer(self.config, still=info.still, model=self.model)
+
+    def _worker_opened(self, bridge: PlayerBridge, info, analyzer) -> None:
+        """Worker thread: make the timeline before the first result, then tell the GUI."""
+        c = analyzer.classifier
+        if c is not None:
+            s = self.settings
+            self.timeline = Timeline(c.labels, info.fps or 30.0, info.frame_count,
+                                     classes=s.finding_classes, min_duration_s=s.finding_min_s,
+                                     min_confidence=s.finding_min_confidence)
+        text = f"{c.name} on {c.backend.description}" if c is not None else "no model (content area only)"
+        bridge.opened.emit(info, text)
+
+    def _record_result(self, result) -> None:
+        timeline = self.timeline
+        if timeline is not None:
+            timeline.record(result)
+
+    def close_source(self, timeout: float = 4.0) -> None:
+        if self.recorders:
+            self.stop_recording(wait=True)
+        for name in ("analyse",):
+            self.cancel(name)
+        if self._bridge is not None:
+            self._bridge.blockSignals(True)  # nothing more from the old player
+            self._bridge = None
+        if self.player is not None:
+            player, self.player = self.player, None
+            player.stop(timeout)
+        self.timeline = None
+        self.info = None
+        self.shown = None
+
+    @Slot(object, object)
+    def _on_opened(self, info, model_text: str) -> None:
+        self.info, self.model_text = info, model_text
+        self.state.update(loading=False, live=bool(self.player and self.player.live),
+                          frame_count=info.frame_count, fps=float(info.fps),
+                          playing=bool(self.player and self.player.playing), status="")
+        self.opened.emit()
+
+    @Slot()
+    def _on_frame_ready(self) -> None:
+        shown = self._bridge.take() if self._bridge is not None else None
+        if shown is None:
+            return
+        self.shown = shown
+        self.state.position = shown.frame.index
+        self.frame_shown.emit(shown)
+
+    @Slot(str)
+    def _on_status(self, message: str) -> None:
+        self.state.status = message
+
+    @Slot(object)
+    def _on_error(self, exc: BaseException) -> None:
+        self.state.update(error=describe(exc), loading=False, playing=False, status="")
+
+    # ------------------------------------------------------------------ state -> engine
+
+    def _overlay_or_none(self):
+        return self.overlay if self.state.overlay else None
+
+    def _on_state(self, name: str, value) -> None:
+        p = self.player
+        if name == "second_pass" and value:
+            self.message.emit(SECOND_PASS_MISSING)
+            self.state.second_pass = False
+        if p is None:
+            return
+        if name == "playing" and not self.state.live:
+            (p.play if value else p.pause)()
+        elif name == "frozen":
+            p.frozen = bool(value) and bool(self.state.live)
+        elif name == "speed":
+            p.set_speed(float(value))
+        elif name == "loop":
+            p.loop = bool(value)
+        elif name == "overlay":
+            p.overlay = self._overlay_or_none()
+
+    # ------------------------------------------------------------------ actions
+
+    def toggle_play(self) -> None:
+        """Space: freeze/unfreeze live, play/pause a replay."""
+        if self.state.live:
+            self.state.frozen = not self.state.frozen
+        else:
+            self.state.playing = not self.state.playing
+
+    def step(self, frames: int) -> None:
+        if self.player is not None and not self.state.live:
+            self.player.step(frames)
+
+    def jump(self, seconds: float) -> None:
+        if self.player is not None and not self.state.live:
+            self.player.jump(seconds)
+
+    def seek(self, index: int) -> None:
+        if self.player is not None and not self.state.live:
+            self.player.seek(index)
+
+    def mark(self, which: str) -> None:
+        """I / O: the export range starts / ends at the frame on screen."""
+        if self.state.position >= 0 and not self.state.live:
+            setattr(self.state, f"mark_{which}", self.state.position)
+
+    def analyse_this_frame(self) -> None:
+        self.message.emit(SECOND_PASS_MISSING)
+
+    def apply_settings(self, settings: Settings, config: Config) -> None:
+        """New settings: the overlay follows at once, a new model by reopening the source."""
+        reopen = (config.bundle, config.backend, config.smoothing) != (
+            self.config.bundle, self.config.backend, self.config.smoothing)
+        self.settings, self.config = settings, config
+        self.overlay = make_overlay(config)
+        if self.player is not None:
+            self.player.overlay = self._overlay_or_none()
+        if self.timeline is not None:
+            self.timeline.classes = settings.finding_classes
+            self.timeline.min_duration_s = settings.finding_min_s
+            self.timeline.min_confidence = settings.finding_min_confidence
+            self.timeline.version += 1
+        if reopen and self.state.source:
+            self.open(self.state.source)
+
+    # ------------------------------------------------------------------ background jobs
+
+    def busy(self) -> list[str]:
+        """What would be lost by closing now."""
+        jobs = ["an export"] if self.running("export") else []
+        return jobs + (["a recording"] if self.recorders else [])
+
+    def running(self, name: str) -> bool:
+        task = self.tasks.get(name)
+        return task is not None and task.running
+
+    def cancel(self, name: str) -> None:
+        task = self.tasks.get(name)
+        if task is not None:
+            task.cancel()
+
+    def _start(self, name: str, job, *, done: Callable[[object], None],
+               total: int | None = None) -> Task | None:
+        if self.running(name):
+            self.message.emit(f"{name} is already running")
+            return None
+        task = Task(name, job, self)
+        flag = {"export": "exporting", "analyse": "analysing"}.get(name)
+        if flag:
+            self.state.update(**{flag: True}, progress=(0, total or 0))
+            task.progressed.connect(lambda n: setattr(self.state, "progress", (n, total or 0)))
+        task.succeeded.connect(done)
+        task.failed.connect(lambda exc: self._job_failed(name, exc, task))
+        task.ended.connect(lambda: self._job_ended(name, task, flag))
+        self.tasks[name] = task
+        return task.start()
+
+    def _job_failed(self, name: str, exc: BaseException, task: Task) -> None:
+        if task.stop.is_set():
+            self.message.emit(f"{name} cancelled")
+        else:
+            self.state.error = describe(exc)
+
+    def _job_ended(self, name: str, task: Task, flag: str | None) -> None:
+        task.join(1.0)
+        if self.tasks.get(name) is task:
+            del self.tasks[name]
+        if flag:
+            self.state.update(**{flag: False}, progress=None)
+
+    def export(self, options: ExportOptions) -> Task | None:
+        """Annotated clip (and log) of the open video, in the background."""
+        spec, config, fps = self.state.source, self.config, self.state.fps
+        if not spec or self.state.live:
+            self.state.error = "export needs an open video file (not a live source)"
+            return None
+        n = self.state.frame_count or 0
+        first = round((options.start_s or 0) * fps)
+        last = round(options.end_s * fps) if options.end_s is not None else n
+        overlay = make_overlay(config) if options.overlay else None
+
+        def job(stop, progress):
+            with self.source_opener(spec) as source, open_analyzer(config, model=self.model) as analyzer:
+                return annotate(source, options.output, analyzer, overlay=overlay,
+                                logs=[options.log] if options.log else [], deidentify=options.deidentify,
+                                start_s=options.start_s, end_s=options.end_s, force=options.force,
+                                progress=progress, stop=stop)
+
+        def done(report):
+            logs = "".join(f" and {p}" for p in report.logs)
+            self.message.emit(f"exported {report.frames} frames to {report.output}{logs}")
+
+        return self._start("export", job, done=done, total=max(0, last - first))
+
+    def analyse_whole(self) -> Task | None:
+        """Fill the timeline for every frame, in the background."""
+        timeline, spec, config = self.timeline, self.state.source, self.config
+        if timeline is None or self.state.live:
+            self.state.error = "analysing the whole video needs an open video file and a model"
+            return None
+
+        def job(stop, progress):
+            with self.source_opener(spec) as source, open_analyzer(config) as analyzer:
+                return analyse_video(source, analyzer, timeline, progress=progress, stop=stop)
+
+        done = lambda n: self.message.emit(f"analysed {n} frames; {len(timeline.findings())} findings")  # noqa: E731
+        return self._start("analyse", job, done=done, total=self.state.frame_count or 0)
+
+    def snapshot(self) -> Task | None:
+        """S: the frame on screen as PNG, with and without the overlay."""
+        shown, folder, overlay = self.shown, Path(self.settings.output_folder), self.overlay
+        if shown is None:
+            self.state.error = "no frame to save yet"
+            return None
+        name = Path(self.state.source).name or "frame"
+
+        def job(stop, progress):
+            folder.mkdir(parents=True, exist_ok=True)
+            return save_snapshot(folder, name, shown.frame.index, shown.frame.image, shown.annotated(overlay))
+
+        done = lambda paths: self.message.emit("snapshot saved: " + ", ".join(map(str, paths)))  # noqa: E731
+        return self._start("snapshot", job, done=done)
+
+    # ------------------------------------------------------------------ recording
+
+    def toggle_recording(self) -> None:
+        if self.recorders:
+            self.stop_recording()
+        else:
+            self.start_recording()
+
+    def start_recording(self) -> None:
+        s, info, p = self.settings, self.info, self.player
+        if p is None or info is None:
+            self.state.error = "nothing to record: open a source first"
+            return
+        kinds = [k for k, on in (("raw", s.record_raw), ("annotated", s.record_annotated)) if on]
+        if not kinds:
+            self.state.error = "choose raw and/or annotated recording in the settings"
+            return
+        folder = Path(s.output_folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            recs = {k: Recorder(recording_path(folder, k), info.width, info.height, info.fps,
+                                on_error=self.failed.emit)
+                    for k in kinds}
+        except (EndoviewError, OSError) as exc:
+            self.state.error = describe(exc) if isinstance(exc, EndoviewError) else f"cannot record in {folder}: {exc}"
+            return
+        overlay = self.overlay
+
+        def sink(shown: Shown) -> None:
+            if "raw" in recs:
+                recs["raw"].write(shown.frame.image)
+            if "annotated" in recs:
+                recs["annotated"].write(shown.annotated(overlay))
+
+        self.recorders, self._sink = list(recs.values()), sink
+        p.add_sink(sink)
+        self.state.recording = True
+
+    @Slot(object)
+    def _on_recorder_error(self, exc: BaseException) -> None:
+        self.state.error = describe(exc)
+        if self.recorders:
+            self.stop_recording()
+
+    def stop_recording(self, wait: bool = False) -> None:
+        recorders, self.recorders = self.recorders, []
+        if self.player is not None and self._sink is not None:
+            self.player.remove_sink(self._sink)
+        self._sink = None
+        self.state.recording = False
+
+        def job(stop, progress):
+            return [r.stop() for r in recorders]
+
+        done = lambda paths: self.message.emit("recorded " + ", ".join(map(str, paths)))  # noqa: E731
+        task = self._start("recording", job, done=done)
+        if wait and task is not None:
+            task.join(15.0)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop everything with bounded waits (the window's close)."""
+        self.state.unsubscribe(self._on_state)
+        for task in list(self.tasks.values()):
+            task.cancel()
+        self.close_source()
+        for task in list(self.tasks.values()):
+            if not task.join(timeout):
+                logger.warning("%s did not stop within %.1f s", task.name, timeout)

@@ -1,0 +1,285 @@
+"""The viewer's widgets. Each only paints or forwards user input; the state is in ViewerState."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRect, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QPushButton, QSlider, QToolButton, QWidget)
+
+from engine.overlay import class_color
+from engine.player import SPEEDS
+from engine.timeline import Timeline
+
+from .state import ViewerState
+
+
+def qcolor(bgr: tuple[int, int, int]) -> QColor:
+    return QColor(bgr[2], bgr[1], bgr[0])
+
+
+def timecode(index: int, fps: float) -> str:
+    if index < 0 or fps <= 0:
+        return "--:--.--"
+    m, s = divmod(index / fps, 60)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+class VideoView(QWidget):
+    """Paints the newest BGR picture (overlay already drawn by engine.overlay), scaled to fit."""
+
+    HINT = "Open a video (Ctrl+O), a capture device or the demo clip, or drop a file here"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(320, 240)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._array: np.ndarray | None = None
+        self._image: QImage | None = None
+        self.painted = 0
+
+    def set_image(self, image: np.ndarray | None) -> None:
+        self._array = image  # QImage shares this buffer: keep it alive
+        if image is None:
+            self._image = None
+        else:
+            h, w = image.shape[:2]
+            self._image = QImage(image.data, w, h, image.strides[0], QImage.Format.Format_BGR888)
+        self.update()
+
+    def target_rect(self) -> QRect:
+        if self._image is None:
+            return self.rect()
+        w, h = self._image.width(), self._image.height()
+        scale = min(self.width() / w, self.height() / h)
+        tw, th = max(1, int(w * scale)), max(1, int(h * scale))
+        return QRect((self.width() - tw) // 2, (self.height() - th) // 2, tw, th)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), Qt.GlobalColor.black)
+        if self._image is None:
+            painter.setPen(QColor(170, 170, 170))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.HINT)
+        else:
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            painter.drawImage(self.target_rect(), self._image)
+            self.painted += 1
+        painter.end()
+
+
+class TimelineStrip(QWidget):
+    """One pixel column per stretch of frames, coloured by predicted class; click to seek."""
+
+    seek = Signal(int)
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.timeline: Timeline | None = None
+        self._version = -1
+        self.setFixedHeight(16)
+        self.setToolTip("Predicted class of every analysed frame (grey: not analysed yet); click to jump")
+
+    def set_timeline(self, timeline: Timeline | None) -> None:
+        self.timeline, self._version = timeline, -1
+        self.update()
+
+    def refresh(self) -> None:
+        if self.timeline is not None and self.timeline.version != self._version:
+            self._version = self.timeline.version
+            self.update()
+
+    def _x(self, index: int, n: int) -> int:
+        return round(index * self.width() / max(1, n))
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(45, 45, 45))
+        n = self.state.frame_count or 0
+        if self.timeline is not None and n:
+            for start, end, cls in self.timeline.runs():
+                if cls >= 0:
+                    x0, x1 = self._x(start, n), self._x(end + 1, n)
+                    painter.fillRect(x0, 0, max(1, x1 - x0), self.height(), qcolor(class_color(cls)))
+        if n:
+            painter.setPen(QPen(QColor(255, 255, 255), 2))
+            x = self._x(max(0, self.state.position), n)
+            painter.drawLine(x, 0, x, self.height())
+            painter.setPen(QPen(QColor(255, 220, 0), 2))
+            for mark in (self.state.mark_in, self.state.mark_out):
+                if mark is not None:
+                    painter.drawLine(self._x(mark, n), 0, self._x(mark, n), self.height())
+        painter.end()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        n = self.state.frame_count or 0
+        if n and self.width():
+            self.seek.emit(min(n - 1, int(event.position().x() * n / self.width())))
+
+
+class FindingsList(QListWidget):
+    """Stretches where a polyp-related class held; clicking one jumps to its start."""
+
+    seek = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._shown: list = []
+        self.itemClicked.connect(lambda item: self.seek.emit(item.data(Qt.ItemDataRole.UserRole)))
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+
+    def set_findings(self, findings: list) -> None:
+        if findings == self._shown:
+            return
+        self._shown = findings
+        self.clear()
+        for f in findings:
+            item = QListWidgetItem(str(f))
+            item.setData(Qt.ItemDataRole.UserRole, f.start)
+            self.addItem(item)
+
+
+class ControlBar(QWidget):
+    """Transport controls mirroring ViewerState both ways; actions go out as signals."""
+
+    step = Signal(int)
+    seek = Signal(int)
+    record = Signal()
+    analyse = Signal()
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.play = self._button("Play", "Play / pause (Space); live: freeze the picture")
+        self.back = self._button("<", "One frame back (Left)")
+        self.forward = self._button(">", "One frame forward (Right)")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.time = QLabel("--:--.--")
+        self.speed = QComboBox()
+        self.speed.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        for s in SPEEDS:
+            self.speed.addItem(f"{s:g}x", s)
+        self.loop = self._check("Loop", "Start again at the end")
+        self.overlay = self._check("Overlay", "Draw the model's overlay")
+        self.second = self._check("2nd pass", "Second-pass models (ResNet-152, Mask R-CNN)")
+        self.rec = self._button("REC", "Record the live video (R); raw and/or annotated: see Settings")
+        self.rec.setCheckable(True)
+        self.whole = self._button("Analyse all", "Analyse the whole video in the background")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        for w in (self.back, self.play, self.forward, self.slider, self.time, self.speed, self.loop,
+                  self.overlay, self.second, self.whole, self.rec):
+            layout.addWidget(w, 1 if w is self.slider else 0)
+
+        self.play.clicked.connect(self._toggle_play)
+        self.back.clicked.connect(lambda: self.step.emit(-1))
+        self.forward.clicked.connect(lambda: self.step.emit(1))
+        self.slider.sliderReleased.connect(lambda: self.seek.emit(self.slider.value()))
+        self.slider.actionTriggered.connect(self._slider_action)
+        self.speed.currentIndexChanged.connect(lambda i: setattr(state, "speed", self.speed.itemData(i)))
+        self.loop.toggled.connect(lambda on: setattr(state, "loop", on))
+        self.overlay.toggled.connect(lambda on: setattr(state, "overlay", on))
+        self.second.toggled.connect(lambda on: setattr(state, "second_pass", on))
+        self.rec.clicked.connect(lambda: self.record.emit())
+        self.whole.clicked.connect(lambda: self.analyse.emit())
+        state.subscribe(self.sync)
+        for name in ("speed", "loop", "overlay", "second_pass", "playing", "live", "frame_count", "recording"):
+            self.sync(name, getattr(state, name))
+
+    def _button(self, text: str, tip: str) -> QPushButton:
+        b = QPushButton(text)
+        b.setToolTip(tip)
+        b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        return b
+
+    def _check(self, text: str, tip: str) -> QCheckBox:
+        c = QCheckBox(text)
+        c.setToolTip(tip)
+        c.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        return c
+
+    def _toggle_play(self) -> None:
+        if self.state.live:
+            self.state.frozen = not self.state.frozen
+        else:
+            self.state.playing = not self.state.playing
+
+    def _slider_action(self, action) -> None:
+        if action != QSlider.SliderAction.SliderMove:  # page steps and clicks on the groove
+            self.seek.emit(self.slider.sliderPosition())
+
+    def sync(self, name: str, value) -> None:
+        """State -> widgets (signals blocked, so this never loops back)."""
+        s = self.state
+        if name in ("playing", "frozen", "live"):
+            text = ("Unfreeze" if s.frozen else "Freeze") if s.live else ("Pause" if s.playing else "Play")
+            self.play.setText(text)
+            for w in (self.back, self.forward, self.slider, self.speed, self.loop, self.whole):
+                w.setEnabled(not s.live)
+            self.rec.setEnabled(s.live)
+        elif name == "position" and not self.slider.isSliderDown():
+            with _Blocked(self.slider):
+                self.slider.setValue(max(0, value))
+            self.time.setText(f"{timecode(value, s.fps)} / {timecode((s.frame_count or 0) - 1, s.fps)}")
+        elif name == "frame_count":
+            self.slider.setRange(0, max(0, (value or 1) - 1))
+        elif name == "speed":
+            with _Blocked(self.speed):
+                self.speed.setCurrentIndex(max(0, self.speed.findData(value)))
+        elif name in ("loop", "overlay", "recording"):
+            box = {"loop": self.loop, "overlay": self.overlay, "recording": self.rec}[name]
+            with _Blocked(box):
+                box.setChecked(bool(value))
+        elif name == "second_pass":
+            with _Blocked(self.second):
+                self.second.setChecked(bool(value))
+
+    def close_sync(self) -> None:
+        self.state.unsubscribe(self.sync)
+
+
+class _Blocked:
+    def __init__(self, widget: QWidget) -> None:
+        self.widget = widget
+
+    def __enter__(self) -> None:
+        self.widget.blockSignals(True)
+
+    def __exit__(self, *exc) -> None:
+        self.widget.blockSignals(False)
+
+
+class JobBar(QWidget):
+    """Progress of the running background job (export, whole-video analysis) with Cancel."""
+
+    cancel = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        from PySide6.QtWidgets import QProgressBar
+
+        super().__init__(parent)
+        self.label = QLabel()
+        self.bar = QProgressBar()
+        self.bar.setMaximumWidth(220)
+        self.button = QToolButton()
+        self.button.setText("Cancel")
+        self.button.clicked.connect(self.cancel.emit)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for w in (self.label, self.bar, self.button):
+            layout.addWidget(w)
+        self.hide()
+
+    def show_progress(self, what: str, progress: tuple[int, int] | None) -> None:
+        if progress is None:
+            self.hide()
+            return
+        done, total = progress
+        self.label.setText(what)
+        self.bar.setRange(0, total)  # total 0: busy indicator
+        self.bar.setValue(min(done, total) if total else 0)
+        self.show()
