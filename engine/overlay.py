@@ -46,7 +46,10 @@ def _panel(image: np.ndarray, x: int, y: int, w: int, h: int, alpha: float = 0.5
 
 
 def _text(image, text, org, scale, color=WHITE, thickness=1) -> None:
-    cv2.putText(image, text, org, FONT, scale, BLACK, thickness + 2, cv2.LINE_AA)
+    """Text with a drop shadow (same stroke: in OpenCV a thicker stroke also widens the advance,
+    so a thick black outline would drift away from the text)."""
+    d = max(1, thickness)
+    cv2.putText(image, text, (org[0] + d, org[1] + d), FONT, scale, BLACK, thickness, cv2.LINE_AA)
     cv2.putText(image, text, org, FONT, scale, color, thickness, cv2.LINE_AA)
 
 
@@ -179,8 +182,11 @@ class UntrainedBanner(Layer):
             return
         s = _scale(image)
         text = "UNTRAINED MODEL - labels are meaningless"
-        (tw, th), _ = cv2.getTextSize(text, FONT, 0.7 * s, 2)
-        x, y = (image.shape[1] - tw) // 2, round(40 * s)
+        (tw, th), _ = cv2.getTextSize(text, FONT, 0.7 * s, max(1, round(2 * s)))
+        # top right, clear of the label panel (top left); on very narrow frames, under the panels
+        x, y = image.shape[1] - tw - round(18 * s), round(40 * s)
+        if x < round(350 * s):
+            x, y = round(18 * s), round(200 * s) + th
         _panel(image, x - 8, y - th - 8, tw + 16, th + 16, 0.7)
         _text(image, text, (x, y), 0.7 * s, RED, max(1, round(2 * s)))
 
