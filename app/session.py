@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QGuiApplication
 
 from engine.config import Config
 from engine.errors import EndoviewError
@@ -104,6 +105,7 @@ class Session(QObject):
         self.source_opener = source_opener
         self.live, self.pace = live, pace  # live None: devices live, files replayed
         self.player: Player | None = None
+        self._screen_size: tuple[int, int] | None = None
         self.timeline: Timeline | None = None
         self.info = None
         self.model_text = ""
@@ -134,10 +136,20 @@ class Session(QObject):
         self.player = Player(
             lambda: self.source_opener(spec), self._analyzer_for, overlay=self._overlay_or_none(),
             speed=self.state.speed, loop=self.state.loop, play=True, live=self.live, pace=self.pace,
+            present_fps=_display_hz(),
             on_open=lambda info, analyzer: self._worker_opened(bridge, info, analyzer),
             on_frame=bridge.on_frame, on_result=self._record_result,
             on_playing=bridge.playing.emit, on_status=bridge.status.emit, on_error=bridge.error.emit,
-        ).start()
+        )
+        self.player.screen_size = self._screen_size
+        self.player.start()
+
+    @Slot(int, int)
+    def set_screen_size(self, width: int, height: int) -> None:
+        """The video view's size: the player scales pictures to it off the GUI thread."""
+        self._screen_size = (width, height)
+        if self.player is not None:
+            self.player.screen_size = self._screen_size
 
     def _analyzer_for(self, info):
         return open_analyzer(self.config, still=info.still, model=self.model)
@@ -434,3 +446,10 @@ class Session(QObject):
         for task in list(self.tasks.values()):
             if not task.join(timeout):
                 logger.warning("%s did not stop within %.1f s", task.name, timeout)
+
+
+def _display_hz() -> float:
+    """The primary screen's refresh rate (60 when Qt does not know it, e.g. offscreen)."""
+    screen = QGuiApplication.primaryScreen()
+    hz = screen.refreshRate() if screen is not None else 0.0
+    return hz if 20.0 <= hz <= 240.0 else 60.0

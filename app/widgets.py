@@ -30,6 +30,7 @@ class VideoView(QWidget):
     """Paints the newest BGR picture (overlay already drawn by engine.overlay), scaled to fit."""
 
     HINT = "Open a video (Ctrl+O), a capture device or the demo clip, or drop a file here"
+    resized = Signal(int, int)  # width, height: the player pre-scales pictures to fit
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -49,6 +50,10 @@ class VideoView(QWidget):
             self._image = QImage(image.data, w, h, image.strides[0], QImage.Format.Format_BGR888)
         self.update()
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        self.resized.emit(self.width(), self.height())
+
     def target_rect(self) -> QRect:
         if self._image is None:
             return self.rect()
@@ -64,8 +69,12 @@ class VideoView(QWidget):
             painter.setPen(QColor(170, 170, 170))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.HINT)
         else:
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            painter.drawImage(self.target_rect(), self._image)
+            target = self.target_rect()
+            if target.size() == self._image.size():  # pre-scaled by the player: a plain copy
+                painter.drawImage(target.topLeft(), self._image)
+            else:
+                painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+                painter.drawImage(target, self._image)
             self.painted += 1
         painter.end()
 

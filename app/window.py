@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self._make_actions(dock)
 
         session.frame_shown.connect(self._show_frame)
+        self.video.resized.connect(session.set_screen_size)
         session.opened.connect(self._opened)
         session.message.connect(self._message)
         self.strip.seek.connect(session.seek)
@@ -187,7 +188,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ session -> widgets
 
     def _show_frame(self, shown) -> None:
-        self.video.set_image(shown.image)
+        self.video.set_image(shown.screen if shown.screen is not None else shown.image)
         self.frames_seen += 1
         if self.exit_after_frames and self.frames_seen == self.exit_after_frames:
             QTimer.singleShot(0, self.finish_automation)

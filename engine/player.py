@@ -22,14 +22,16 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ContextManager
 
+import cv2
 import numpy as np
 
 from .errors import SourceError
 from .overlay import Overlay
-from .pipeline import JOIN_TIMEOUT_S, Analyzer, LiveRunner, Pacer, RateMeter, run_stages, timed_frames
+from .pipeline import (JOIN_TIMEOUT_S, Analyzer, LatestSlot, LiveRunner, Pacer, RateMeter, run_stages,
+                       timed_frames)
 from .types import Frame, FrameResult
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Shown:
     result: FrameResult | None
     image: np.ndarray
     overlaid: bool
+    screen: np.ndarray | None = None  # ``image`` scaled to fit the screen, when one was asked for
 
     def annotated(self, overlay: Overlay) -> np.ndarray:
         """The picture with ``overlay`` drawn (reuses ``image`` when it has it already)."""
@@ -75,17 +78,24 @@ class Player:
     (the player has stopped), ``on_finished()`` (the worker ended, after closing everything).
     ``live``: None picks live mode for sources that cannot seek. ``pace`` (live mode): deliver a
     file at this many frames/s, True: at its own rate, None: as fast as it decodes.
+    ``present_fps`` (live mode): the most pictures per second drawn for ``on_frame`` (a screen
+    shows 60; a capture card may deliver more). Live pictures are drawn by a presenter thread
+    that always takes the newest frame, so the overlay is drawn only for pictures that will be
+    shown and the capture thread never waits for it; sinks (recorders) still get every frame.
     """
 
     def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[object], ContextManager[Analyzer]],
                  *, overlay: Overlay | None = None, live: bool | None = None, pace: float | bool | None = None,
                  speed: float = 1.0, loop: bool = False, play: bool = True,
+                 present_fps: float | None = None,
                  on_open=None, on_frame=None, on_result=None, on_playing=None, on_status=None,
                  on_error=None, on_finished=None) -> None:
         self._open_source, self._open_analyzer = open_source, open_analyzer
         self.overlay = overlay
         self._live_request = live
         self.pace = pace
+        self.present_fps = present_fps
+        self.screen_size: tuple[int, int] | None = None  # (width, height) to pre-scale pictures to
         self.speed = speed
         self.loop = loop
         self.frozen = False
@@ -213,12 +223,25 @@ class Player:
             if self.on_playing is not None:
                 self.on_playing(playing)
 
-    def _deliver(self, frame: Frame, result: FrameResult | None) -> None:
+    def _picture(self, frame: Frame, result: FrameResult | None) -> Shown:
+        """The frame with the overlay drawn, and scaled for the screen when a size is set (here,
+        with OpenCV, so the GUI thread only copies pixels)."""
         overlay = self.overlay
         if overlay is not None and result is not None:
             shown = Shown(frame, result, overlay.draw(frame.image.copy(), result, frame.index), True)
         else:
             shown = Shown(frame, result, frame.image, False)
+        size = self.screen_size
+        if size is not None:
+            h, w = shown.image.shape[:2]
+            scale = min(size[0] / w, size[1] / h)
+            if scale < 1.0:
+                fitted = (max(1, int(w * scale)), max(1, int(h * scale)))
+                shown = replace(shown, screen=cv2.resize(shown.image, fitted, interpolation=cv2.INTER_LINEAR))
+        return shown
+
+    def _deliver(self, frame: Frame, result: FrameResult | None) -> None:
+        shown = self._picture(frame, result)
         self.position = frame.index
         for sink in self._sinks:
             sink(shown)
@@ -347,16 +370,48 @@ class Player:
         runner = LiveRunner(source, analyzer, on_frame=self._live_frame, on_result=self._live_result,
                             on_status=self._status, pace=pace)
         self._runner = runner
-        with runner:
-            while not self._halt.is_set() and not runner.finished.wait(0.05):
-                while self._take(block=False) is not None:
-                    pass  # replay commands mean nothing live; freeze is an attribute
+        self._present_slot = LatestSlot()
+        presenter = threading.Thread(target=self._present, name="endoview-presenter", daemon=True)
+        presenter.start()
+        try:
+            with runner:
+                while not self._halt.is_set() and not runner.finished.wait(0.05):
+                    while self._take(block=False) is not None:
+                        pass  # replay commands mean nothing live; freeze is an attribute
+        finally:
+            self._present_slot.close()
+            presenter.join(JOIN_TIMEOUT_S)
         if runner.error is not None:
             raise runner.error
         self._set_playing(False)
 
     def _live_frame(self, frame: Frame) -> None:
-        self._deliver(frame, self._runner.latest)
+        """Capture thread: every frame to the sinks, the newest to the presenter."""
+        result = self._runner.latest
+        self.position = frame.index
+        if self._sinks:
+            shown = Shown(frame, result, frame.image, False)  # sinks draw only if they need it
+            for sink in self._sinks:
+                sink(shown)
+        if not self.frozen:
+            self._present_slot.put((frame, result))
+
+    def _present(self) -> None:
+        """Presenter thread: draws the overlay on the newest frame for the screen."""
+        while True:
+            item = self._present_slot.get(timeout=0.1)
+            if item is None:
+                if self._present_slot.closed:
+                    return
+                continue
+            frame, result = item
+            started = time.perf_counter()
+            if self.on_frame is not None and not self.frozen:
+                self.on_frame(self._picture(frame, result))
+            if self.present_fps:  # no faster than the screen: the next picture is newer anyway
+                delay = 1.0 / self.present_fps - (time.perf_counter() - started)
+                if delay > 0:
+                    time.sleep(delay)
 
     def _live_result(self, result: FrameResult, image) -> None:
         if self.on_result is not None:

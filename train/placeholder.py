@@ -20,26 +20,9 @@ import torchvision
 from engine.bundle import write_bundle
 
 from .labels import RAW_CLASSES
+from .models import WithPreprocessing
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class WithPreprocessing(torch.nn.Module):
-    """uint8 RGB NHWC in, softmax probabilities out: cast, scale, normalise, transpose in-graph."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float()
-        x = (x - self.mean) / self.std
-        return torch.softmax(self.model(x), dim=1)
 
 
 def export_placeholder(out: Path, *, size: int = 224, seed: int = 0, force: bool = False,

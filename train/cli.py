@@ -1,0 +1,382 @@
+"""Console subcommands of train/: ``train``, ``eval``, ``export``, ``data``.
+
+Registered in pyproject's ``endoview.commands`` entry-point group (``engine.cli`` finds them);
+each ``add_*_parser(subparsers)`` adds one subcommand whose ``func(args) -> int`` runs it. Without
+the entry points (or under torchrun): ``python -m train train classify ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import DataError, TrainError
+
+log = logging.getLogger(__name__)
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+TRAIN_EPILOG = """\
+Defaults are the paper's (He et al., EndoTect 2020): SGD lr 0.003, momentum 0.9, x0.1 after epochs
+10, 20, 30; 40 epochs; batch 128 (mobilenet_v3_large) / 32 (resnet152); hybrid loss over the
+raw, macro, oesophagus and ulcer heads. --fold K holds out the images with split-index K (they are
+evaluated each epoch); the others are trained on. Values: built-in defaults < --config FILE <
+command-line flags; the resolved configuration is saved as RUN_DIR/config.json.
+
+examples:
+  endoview train classify --data hyper-kvasir/labeled-images \\
+      --split-csv official_splits/2_fold_split.csv --fold 0 --arch mobilenet_v3_large --out runs/mnv3-f0
+  endoview train classify ... --arch resnet152 --weights resnet152-f82ba261.pth --out runs/r152-f0
+  endoview train classify ... --heads raw --out runs/mnv3-raw-f0        # the paper's baseline
+  endoview train classify ... --cv 2 --out runs/mnv3-cv                  # Table 1: both folds, hybrid and raw
+  endoview train classify ... --out runs/mnv3-f0 --resume --epochs 50
+  torchrun --nproc-per-node 4 -m train train classify ... --out runs/mnv3-ddp
+"""
+
+EVAL_EPILOG = """\
+Prints the paper's Table 1 columns (macro and micro precision, recall, F1; MCC) and a per-class
+table, and writes the confusion matrix as PNG. A bundle is run by engine/'s backend (what the
+viewer runs); a run folder by torch from its last checkpoint. With a run folder, --data,
+--split-csv and --fold default to the run's own.
+
+examples:
+  endoview eval bundles/mnv3-f0 --data hyper-kvasir/labeled-images --split-csv 2_fold_split.csv --fold 0
+  endoview eval runs/mnv3-f0 --json > metrics.json
+"""
+
+EXPORT_EPILOG = """\
+Keeps the raw head only (network trimming), exports ONNX (uint8 RGB NHWC input, preprocessing in
+the graph) and TorchScript, checks the ONNX with onnx.checker and ONNX Runtime against PyTorch
+(max probability difference <= 1e-4, recorded in the manifest), and prints parameter count and
+CPU latency of the trimmed model next to the untrimmed one. A ResNet-152 run gives the viewer's
+second-pass classifier bundle (manifest training.role = "second-pass").
+
+examples:
+  endoview export runs/mnv3-f0 -o bundles/mobilenetv3-large-hyperkvasir
+  endoview export runs/r152-f0 -o bundles/resnet152-hyperkvasir --images some/frames/
+  endoview build-engine bundles/mobilenetv3-large-hyperkvasir --fp16
+"""
+
+DATA_EPILOG = """\
+examples:
+  endoview data fetch hyperkvasir ~/data/hyper-kvasir     # ~3.9 GB, resumes when run again
+  endoview data fetch kvasir-seg ~/data/kvasir-seg
+  endoview data counts --data ~/data/hyper-kvasir/labeled-images --split-csv ~/data/hyper-kvasir/2_fold_split.csv
+"""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# train
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train models (classify: the hybrid-loss classifiers)",
+                              description="Train the models endoview runs.")
+    sub = p.add_subparsers(dest="train_command", metavar="TASK", required=True)
+    c = sub.add_parser("classify", help="train a classifier with the hybrid loss (paper recipe)",
+                       description="Train MobileNetV3-Large or ResNet-152 on HyperKvasir with the "
+                       "hybrid loss, as in the paper.", epilog=TRAIN_EPILOG, formatter_class=RAW)
+    c.add_argument("--data", type=Path, help="HyperKvasir labeled-images folder (or plain class folders)")
+    c.add_argument("--split-csv", type=Path, help="official split file (file-name;class-name;split-index)")
+    c.add_argument("--out", type=Path, help="run folder to write (with --cv: one sub-folder per run)")
+    c.add_argument("--fold", type=int, help="held-out split-index (default 0)")
+    c.add_argument("--cv", type=int, metavar="N", help="train every fold 0..N-1 (hybrid and raw-only "
+                   "baseline) and print the Table-1 mean rows")
+    c.add_argument("--no-baseline", action="store_true", help="with --cv: skip the raw-only baseline")
+    c.add_argument("--arch", choices=("mobilenet_v3_large", "resnet152"), help="default mobilenet_v3_large")
+    c.add_argument("--heads", help="'all' (hybrid loss, default) or a comma list including raw; "
+                   "'raw' is the single-head baseline")
+    c.add_argument("--epochs", type=int, help="default 40")
+    c.add_argument("--batch-size", type=int, help="global batch (default: 128 MobileNetV3, 32 ResNet-152)")
+    c.add_argument("--lr", type=float, help="initial learning rate (default 0.003)")
+    c.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    c.add_argument("--weight-decay", type=float, help="SGD weight decay (default 0; the paper states none)")
+    c.add_argument("--milestones", type=_int_list, help="epochs after which lr x0.1 (default 10,20,30)")
+    c.add_argument("--weights", help="ImageNet weights: a local torchvision state-dict file, 'imagenet' "
+                   "(download), 'none' (random init) or 'auto' (download where possible, default)")
+    c.add_argument("--image-size", type=int, help="square model input side (default 224)")
+    c.add_argument("--workers", type=int, help="data loader processes (default: min(8, CPUs))")
+    c.add_argument("--seed", type=int, help="default 0")
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    c.add_argument("--amp", choices=("auto", "on", "off"), help="mixed precision (default: on with CUDA)")
+    c.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (short runs)")
+    c.add_argument("--config", type=Path, help="JSON file of defaults (e.g. a run's config.json)")
+    c.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    c.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.set_defaults(func=run_train)
+    return p
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from .labels import parse_heads
+    from .trainer import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict = {}
+    if args.config is not None:
+        try:
+            loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise TrainError(f"cannot read --config {args.config}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise TrainError(f"--config {args.config} must hold a JSON object")
+        unknown = sorted(set(loaded) - fields - {"resolved"})
+        if unknown:
+            raise TrainError(f"--config {args.config}: unknown keys {', '.join(unknown)}")
+        values.update({k: v for k, v in loaded.items() if k in fields})
+    for name in fields:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = str(v) if isinstance(v, Path) else v
+    if args.no_progress:
+        values["progress"] = False
+    missing = [f"--{k.replace('_', '-')}" for k in ("data", "split_csv", "out") if not values.get(k)]
+    if missing:
+        raise TrainError(f"train classify needs {', '.join(missing)}")
+    heads = values.get("heads", "all")
+    try:
+        values["heads"] = parse_heads(heads if isinstance(heads, str) else ",".join(heads))
+    except ValueError as err:
+        raise TrainError(f"--heads: {err}") from None
+    if "milestones" in values:
+        values["milestones"] = tuple(values["milestones"])
+    return TrainConfig(**values)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .metrics import table1_header, table1_row
+    from .trainer import format_table1, run_cross_validation, train_classifier
+
+    cfg = train_config_from_args(args)
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        if args.cv:
+            if args.cv < 2:
+                raise TrainError("--cv needs at least 2 folds")
+            table = run_cross_validation(cfg, args.cv, baseline=not args.no_baseline, resume=args.resume,
+                                         force=args.force)
+            if main:
+                print(json.dumps(table, indent=2) if args.json else format_table1(table))
+            return 0
+        summary = train_classifier(cfg, resume=args.resume, force=args.force)
+    finally:
+        _leave_process_group()
+    if main:
+        if args.json:
+            print(json.dumps({k: v for k, v in summary.items() if k != "metrics_full"}, indent=2))
+        else:
+            print(f"run folder: {summary['run']} ({summary['arch']}, heads {','.join(summary['heads'])}, "
+                  f"weights: {summary['weights_source']})")
+            if summary["metrics"]:
+                print(table1_header())
+                print(table1_row(f"{summary['arch']} {'+'.join(summary['heads'])}",
+                                 f"held-out fold {summary['fold']}", summary["metrics"]))
+    return 0
+
+
+def _leave_process_group() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="evaluate a model bundle or a training run on a fold",
+                              description="Evaluate a classify bundle or a run folder on one fold of "
+                              "the split (the paper's Table 1 columns).", epilog=EVAL_EPILOG,
+                              formatter_class=RAW)
+    p.add_argument("model", type=Path, help="bundle folder (manifest.json) or run folder (checkpoint-last.pt)")
+    p.add_argument("--data", type=Path, help="HyperKvasir labeled-images folder")
+    p.add_argument("--split-csv", type=Path, help="official split file")
+    p.add_argument("--fold", type=int, help="split-index to evaluate on")
+    p.add_argument("--out", type=Path, help="folder for confusion.png and metrics.json "
+                   "(default: eval-fold<K> inside the model folder)")
+    p.add_argument("--backend", default="onnxruntime", help="engine backend for a bundle (default onnxruntime)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--device", default="cpu", help="torch device for a run folder (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import load_dataset
+    from .evaluate import evaluate_bundle, evaluate_run, is_bundle, write_report
+    from .metrics import format_per_class, plot_confusion, table1_header, table1_row
+
+    model = Path(args.model).expanduser()
+    bundle = is_bundle(model)
+    data, split, fold = args.data, args.split_csv, args.fold
+    if not bundle:
+        from .checkpoint import load_checkpoint
+
+        cfg = load_checkpoint(model)["config"]
+        data = data or Path(cfg["data"])
+        split = split or Path(cfg["split_csv"])
+        fold = cfg["fold"] if fold is None else fold
+    if data is None or split is None or fold is None:
+        raise TrainError("eval of a bundle needs --data, --split-csv and --fold")
+    ds = load_dataset(data, split)
+    samples = ds.fold(fold)
+    if not samples:
+        raise DataError(f"fold {fold} has no images under {data} (folds found: {ds.folds})")
+    if bundle:
+        metrics, info = evaluate_bundle(model, samples, batch_size=args.batch_size, workers=args.workers,
+                                        backend=args.backend)
+    else:
+        metrics, info = evaluate_run(model, samples, batch_size=args.batch_size, workers=args.workers,
+                                     device=args.device)
+    out = args.out or (model / f"eval-fold{fold}")
+    info = {**info, "data": str(data), "split_csv": str(split), "fold": fold}
+    png = plot_confusion(np.array(metrics["confusion_matrix"]), metrics["labels"],
+                         out / "confusion.png", title=f"{info['model']} - fold {fold}")
+    write_report(metrics, info, out / "metrics.json")
+    if args.json:
+        print(json.dumps({**info, **metrics, "confusion_png": str(png) if png else None}, indent=2))
+        return 0
+    print(f"{info['model']}: fold {fold}, {metrics['n']} images, {metrics['classes_evaluated']} classes")
+    print(table1_header())
+    print(table1_row(model.name[:28], f"fold {fold}", metrics))
+    print()
+    print(format_per_class(metrics))
+    print(f"\nconfusion matrix: {png or '(no matplotlib: not drawn)'}; metrics: {out / 'metrics.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# export
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("export", help="trim a training run to its raw head and write a model bundle",
+                              description="Trim a run to the raw head and export the bundle the "
+                              "viewer loads (ONNX + TorchScript, self-checked).", epilog=EXPORT_EPILOG,
+                              formatter_class=RAW)
+    p.add_argument("run", type=Path, help="run folder written by 'endoview train classify'")
+    p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--name", help="bundle name (default: <arch>-hyperkvasir-<hybrid|raw-only>-fold<K>)")
+    p.add_argument("--role", choices=("fast", "second-pass"),
+                   help="what the viewer uses it for (default: fast for MobileNetV3, second-pass for ResNet-152)")
+    p.add_argument("--images", type=Path, nargs="+", help="real images (files or folders) for the parity "
+                   "check (default: the run's held-out fold)")
+    p.add_argument("--no-torchscript", action="store_true", help="ONNX only (no torch backend)")
+    p.add_argument("--latency-runs", type=int, default=10, help="timed runs per latency figure (default 10)")
+    p.add_argument("--threads", type=int, help="CPU threads for the checks and latency")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=run_export)
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    report = export_run(args.run, args.out, name=args.name, role=args.role, images=args.images,
+                        torchscript=not args.no_torchscript, latency_runs=args.latency_runs,
+                        threads=args.threads, force=args.force)
+    if args.json:
+        print(json.dumps({"bundle": str(report.bundle.path), "parity": report.parity, "size": report.size,
+                          "cpu_latency_ms": report.latency_ms}, indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def add_data_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("data", help="download datasets; count images per class and fold",
+                              description="Dataset helpers.", epilog=DATA_EPILOG, formatter_class=RAW)
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = sub.add_parser("fetch", help="download, verify and unpack HyperKvasir or Kvasir-SEG (resumes)",
+                       epilog=DATA_EPILOG, formatter_class=RAW)
+    f.add_argument("dataset", choices=("hyperkvasir", "kvasir-seg"))
+    f.add_argument("dir", type=Path, help="folder to download and unpack into")
+    f.add_argument("--url", help="archive URL (default: the official one)")
+    f.add_argument("--sha256", help="expected sha256 of the archive")
+    f.add_argument("--split-url", help="hyperkvasir: URL of the 2-fold split file (default: the official one)")
+    f.add_argument("--no-split", action="store_true", help="hyperkvasir: do not fetch the split file")
+    f.add_argument("--delete-archive", action="store_true", help="delete the archive after unpacking")
+    f.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds (default 30)")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=run_data_fetch)
+    c = sub.add_parser("counts", help="images per class and fold (data matched with the split file)")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--split-csv", type=Path, required=True)
+    c.set_defaults(func=run_data_counts)
+    return p
+
+
+def run_data_fetch(args: argparse.Namespace) -> int:
+    from .fetch import SPLIT_URL, fetch
+
+    split_url = None if args.no_split else (args.split_url or SPLIT_URL)
+    info = fetch(args.dataset, args.dir, url=args.url, sha256=args.sha256, split_url=split_url,
+                 keep_archive=not args.delete_archive, progress=not args.no_progress, timeout=args.timeout)
+    state = "already fetched" if info.get("already") else "fetched"
+    print(f"{args.dataset} {state}: {info['data']} ({info['contents']}); archive sha256 {info['sha256']}"
+          f"{'' if info['verified'] else ' (no published checksum: recorded, not verified)'}")
+    if info.get("split_csv"):
+        print(f"split file: {info['split_csv']}")
+    return 0
+
+
+def run_data_counts(args: argparse.Namespace) -> int:
+    from .data import format_counts, load_dataset
+
+    print(format_counts(load_dataset(args.data, args.split_csv)))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with train/'s four subcommands only (``python -m train``, torchrun, tests)."""
+    parser = argparse.ArgumentParser(prog="python -m train")
+    parser.add_argument("-v", "--verbose", action="count", default=1)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (add_train_parser, add_eval_parser, add_export_parser, add_data_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.errors import EndoviewError
+
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    rank = os.environ.get("RANK")
+    fmt = f"%(levelname)s [rank {rank}] %(name)s: %(message)s" if rank else "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt)
+    try:
+        return int(args.func(args) or 0)
+    except EndoviewError as exc:
+        print(f"endoview: error: {exc}", file=sys.stderr)
+        return exc.exit_code

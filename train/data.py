@@ -1,0 +1,285 @@
+"""HyperKvasir's labeled images as distributed, matched with the official split file.
+
+Layout read (both are found by walking ``root``)::
+
+    labeled-images/lower-gi-tract/pathological-findings/hemorrhoids/*.jpg   (as distributed)
+    polyp/*.jpg                                                          (plain class folders)
+
+The split file (``file-name;class-name;split-index``) spells classes as :data:`RAW_CLASSES`;
+the archive's folders do not always (``hemorrhoids`` / ``hemorroids``, ``z-line`` /
+``normal-z-line``, ``esophagitis-a`` / ``oesophagitis-a``, ...). :data:`FOLDER_TO_CLASS` maps them
+explicitly; a folder of images that maps to nothing, an image the split file does not list, or an
+image whose folder disagrees with the split file is a :class:`DataError` naming the file.
+
+``--fold K``: the images with split-index K are the evaluation (held-out) set; all the others are
+the training set. With the 2-fold split, fold 0 and fold 1 together are the paper's 2-fold CV.
+
+Every image goes through :func:`engine.content_area.model_input` (crop to the visible field,
+resize, black outside the field): the same bytes the viewer feeds its models.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.content_area import detect_content_area, model_input
+
+from .errors import DataError
+from .labels import RAW_CLASSES
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLIT_HEADER = ("file-name", "class-name", "split-index")
+
+#: Folder name (as in the HyperKvasir archive, or as in the split file) -> split-file class.
+FOLDER_TO_CLASS: dict[str, str] = {c: c for c in RAW_CLASSES} | {
+    "hemorrhoids": "hemorroids",
+    "barretts-short-segment": "short-segment-barretts",
+    "cecum": "normal-cecum",
+    "pylorus": "normal-pylorus",
+    "z-line": "normal-z-line",
+    "esophagitis-a": "oesophagitis-a",
+    "esophagitis-b-d": "oesophagitis-b-d",
+    "polyps": "polyp",
+    # the spellings of HyperKvasir's README table
+    "ulcerative-colitis-0-1": "ulcerative-colitis-grade-0-1",
+    "ulcerative-colitis-1-2": "ulcerative-colitis-grade-1-2",
+    "ulcerative-colitis-2-3": "ulcerative-colitis-grade-2-3",
+}
+
+#: Where each class lies in HyperKvasir's ``labeled-images`` archive (folder spelling of the archive).
+ARCHIVE_FOLDERS: dict[str, str] = {
+    "cecum": "lower-gi-tract/anatomical-landmarks", "ileum": "lower-gi-tract/anatomical-landmarks",
+    "retroflex-rectum": "lower-gi-tract/anatomical-landmarks",
+    "hemorrhoids": "lower-gi-tract/pathological-findings", "polyps": "lower-gi-tract/pathological-findings",
+    **{f"ulcerative-colitis-grade-{g}": "lower-gi-tract/pathological-findings"
+       for g in ("0-1", "1", "1-2", "2", "2-3", "3")},
+    "bbps-0-1": "lower-gi-tract/quality-of-mucosal-views", "bbps-2-3": "lower-gi-tract/quality-of-mucosal-views",
+    "impacted-stool": "lower-gi-tract/quality-of-mucosal-views",
+    "dyed-lifted-polyps": "lower-gi-tract/therapeutic-interventions",
+    "dyed-resection-margins": "lower-gi-tract/therapeutic-interventions",
+    "pylorus": "upper-gi-tract/anatomical-landmarks", "retroflex-stomach": "upper-gi-tract/anatomical-landmarks",
+    "z-line": "upper-gi-tract/anatomical-landmarks",
+    "barretts": "upper-gi-tract/pathological-findings",
+    "barretts-short-segment": "upper-gi-tract/pathological-findings",
+    "esophagitis-a": "upper-gi-tract/pathological-findings",
+    "esophagitis-b-d": "upper-gi-tract/pathological-findings",
+}
+#: split-file class -> its folder path inside labeled-images/ as distributed.
+CLASS_TO_ARCHIVE_PATH: dict[str, str] = {FOLDER_TO_CLASS[f]: f"{parent}/{f}" for f, parent in ARCHIVE_FOLDERS.items()}
+
+#: Folders of the full HyperKvasir download that hold images but are not labeled classes.
+NOT_LABELED = {"unlabeled-images", "segmented-images", "masks"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str  # a RAW_CLASSES name
+    fold: int
+
+    @property
+    def index(self) -> int:
+        return RAW_CLASSES.index(self.label)
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    label: str
+    fold: int
+
+
+# --------------------------------------------------------------------------------------------
+# split file and folders
+
+
+def read_split(csv_path: str | os.PathLike[str]) -> dict[str, SplitRow]:
+    """``file-name -> SplitRow`` from an official split file; DataError on anything malformed."""
+    path = Path(csv_path).expanduser()
+    if not path.is_file():
+        raise DataError(f"split file not found: {path} (HyperKvasir's official_splits/2_fold_split.csv)")
+    rows: dict[str, SplitRow] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=";")
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != SPLIT_HEADER:
+            raise DataError(
+                f"{path} does not start with the header {';'.join(SPLIT_HEADER)} (got {header!r}); "
+                "pass HyperKvasir's official split file"
+            )
+        for line, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 3:
+                raise DataError(f"{path}:{line}: expected 3 fields separated by ';', got {len(row)}: {row!r}")
+            name, label, fold = (v.strip() for v in row)
+            if label not in RAW_CLASSES:
+                raise DataError(
+                    f"{path}:{line}: class {label!r} is not one of the 23 HyperKvasir classes "
+                    f"({', '.join(RAW_CLASSES)})"
+                )
+            try:
+                k = int(fold)
+            except ValueError:
+                raise DataError(f"{path}:{line}: split-index {fold!r} is not an integer") from None
+            if name in rows:
+                raise DataError(f"{path}:{line}: {name} is listed twice")
+            rows[name] = SplitRow(label, k)
+    if not rows:
+        raise DataError(f"{path} lists no images")
+    return rows
+
+
+def folder_class(name: str) -> str | None:
+    """The split-file class of an image folder name, or None."""
+    return FOLDER_TO_CLASS.get(name.strip().lower())
+
+
+def scan_images(root: str | os.PathLike[str]) -> dict[str, tuple[Path, str]]:
+    """``file-name -> (path, class)`` for every image under ``root`` in a class folder.
+
+    Raises DataError for a folder of images whose name maps to no class, or for a file name
+    found in two folders.
+    """
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"data folder not found: {base} (HyperKvasir's labeled-images folder)")
+    found: dict[str, tuple[Path, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        dirnames.sort()
+        images = sorted(f for f in filenames if f.lower().endswith(IMAGE_SUFFIXES))
+        if not images:
+            continue
+        folder = Path(dirpath)
+        if NOT_LABELED.intersection(folder.relative_to(base).parts):
+            raise DataError(
+                f"{folder} holds images that are not labeled classes; point --data at HyperKvasir's "
+                "labeled-images folder"
+            )
+        label = folder_class(folder.name)
+        if label is None:
+            raise DataError(
+                f"image folder {folder} matches no HyperKvasir class (e.g. {images[0]}); known folder "
+                f"names: {', '.join(sorted(FOLDER_TO_CLASS))}"
+            )
+        for f in images:
+            if f in found:
+                raise DataError(f"{f} is in two class folders: {found[f][0].parent} and {folder}")
+            found[f] = (folder / f, label)
+    if not found:
+        raise DataError(f"no images found under {base} (expected <class>/*.jpg folders)")
+    return found
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """All images found, each with its split-file class and fold."""
+
+    root: Path
+    split_csv: Path
+    samples: tuple[Sample, ...]
+    missing: dict[str, int]  # class -> images the split file lists that are not under root
+
+    def fold(self, k: int) -> list[Sample]:
+        return [s for s in self.samples if s.fold == k]
+
+    def not_fold(self, k: int) -> list[Sample]:
+        return [s for s in self.samples if s.fold != k]
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted({s.fold for s in self.samples})
+
+    def counts(self) -> dict[str, dict[int, int]]:
+        """class -> fold -> number of images found (every class, zero where none)."""
+        c = Counter((s.label, s.fold) for s in self.samples)
+        folds = self.folds
+        return {label: {k: c[(label, k)] for k in folds} for label in RAW_CLASSES}
+
+
+def load_dataset(root: str | os.PathLike[str], split_csv: str | os.PathLike[str]) -> Dataset:
+    """Match the images under ``root`` with ``split_csv``; DataError on any disagreement."""
+    split = read_split(split_csv)
+    images = scan_images(root)
+    samples = []
+    for name, (path, label) in sorted(images.items()):
+        row = split.get(name)
+        if row is None:
+            raise DataError(
+                f"{path} is not listed in the split file {split_csv}; remove it or use the split file "
+                "that goes with this data"
+            )
+        if row.label != label:
+            raise DataError(
+                f"{path} lies in a {path.parent.name!r} folder (class {label}) but the split file "
+                f"{split_csv} says {row.label}"
+            )
+        samples.append(Sample(path, label, row.fold))
+    missing = Counter(r.label for n, r in split.items() if n not in images)
+    if missing:
+        log.warning("%d of the %d images listed in %s are not under %s (%s)", sum(missing.values()),
+                    len(split), split_csv, root,
+                    ", ".join(f"{k}: {v}" for k, v in sorted(missing.items())))
+    return Dataset(Path(root), Path(split_csv), tuple(samples), dict(missing))
+
+
+def format_counts(ds: Dataset) -> str:
+    """A plain-text table: class, images per fold, total, and how many the split lists but are missing."""
+    counts = ds.counts()
+    folds = ds.folds
+    width = max(len(c) for c in RAW_CLASSES)
+    head = f"{'class':<{width}} " + " ".join(f"{'fold ' + str(k):>7}" for k in folds) + f" {'total':>7} {'missing':>7}"
+    lines = [head]
+    for label in RAW_CLASSES:
+        per = counts[label]
+        lines.append(f"{label:<{width}} " + " ".join(f"{per[k]:>7}" for k in folds)
+                     + f" {sum(per.values()):>7} {ds.missing.get(label, 0):>7}")
+    totals = [sum(counts[c][k] for c in RAW_CLASSES) for k in folds]
+    lines.append(f"{'all':<{width}} " + " ".join(f"{t:>7}" for t in totals)
+                 + f" {sum(totals):>7} {sum(ds.missing.values()):>7}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# images
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"cannot read image {path} (missing, unreadable or not an image)")
+    return image
+
+
+def load_model_input(path: Path, size: tuple[int, int], *, with_mask: bool = False):
+    """The model input of one image file: H x W x 3 uint8 RGB, black outside the visible field.
+
+    With ``with_mask``, also the field mask at the model's size (H x W bool), for augmentations
+    that move pixels (flips, perspective) so the border can be blacked out again afterwards.
+    """
+    bgr = read_bgr(path)
+    area = detect_content_area(bgr)
+    rgb = model_input(bgr, area, size, mask=True)
+    if not with_mask:
+        return rgb
+    if area.shape == "full":
+        return rgb, np.ones(rgb.shape[:2], bool)
+    # the engine's own mask at the model's size, exactly: model_input of an all-white frame
+    white = np.full_like(bgr, 255)
+    field = model_input(white, area, size, mask=True)
+    return rgb, field[..., 0] > 0
+
+
+def subset_summary(samples: Sequence[Sample]) -> str:
+    c = Counter(s.label for s in samples)
+    return f"{len(samples)} images, {len(c)} classes"

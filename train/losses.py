@@ -1,0 +1,35 @@
+"""The hybrid loss (paper eq. 1): the sum of one cross-entropy per head, each reported."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .labels import head_targets
+
+
+class HybridLoss(nn.Module):
+    """``forward(outputs, raw_targets) -> (total, {head: loss})``.
+
+    Raw targets are indices into RAW_CLASSES; each head's target is looked up from them (a raw
+    class an auxiliary head does not name is that head's ``other``). With ``heads=("raw",)`` it is
+    the paper's single-head baseline.
+    """
+
+    def __init__(self, heads: Sequence[str]) -> None:
+        super().__init__()
+        self.head_names = tuple(heads)
+        for name in self.head_names:
+            self.register_buffer(f"lookup_{name}", torch.tensor(head_targets(name), dtype=torch.long),
+                                 persistent=False)
+
+    def targets(self, raw_targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: getattr(self, f"lookup_{n}")[raw_targets] for n in self.head_names}
+
+    def forward(self, outputs: dict[str, torch.Tensor], raw_targets: torch.Tensor):
+        per_head = {n: F.cross_entropy(outputs[n].float(), t) for n, t in self.targets(raw_targets).items()}
+        total = torch.stack(list(per_head.values())).sum()
+        return total, per_head
