@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -416,6 +417,11 @@ class ContentAreaTracker:
     row; otherwise the current ContentArea object is returned unchanged (callers cache by
     identity). Estimates with a low confidence (a black or blurred frame) neither confirm nor
     cancel a pending change.
+
+    ``background = True`` (live mode) moves the periodic re-estimates off the caller's thread:
+    a copy of the frame goes to a worker and its estimate is considered on a later frame, so the
+    live path never pays for a detection. The first estimate and size changes stay synchronous.
+    Call ``close()`` (or leave background mode) to end the worker.
     """
 
     MIN_CONFIDENCE = 0.3
@@ -433,11 +439,31 @@ class ContentAreaTracker:
         self._last_index: int | None = None
         self._pending = 0
         self.estimates = 0  # how many times detection ran (for tests and statistics)
+        self._background = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._future: Future | None = None
+
+    @property
+    def background(self) -> bool:
+        return self._background
+
+    @background.setter
+    def background(self, on: bool) -> None:
+        self._background = bool(on)
+        if not on:
+            self.close()
+
+    def close(self) -> None:
+        """End the background worker (waits for a detection under way: a few milliseconds)."""
+        executor, self._executor, self._future = self._executor, None, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def reset(self) -> None:
         self.current = None
         self._last_index = None
         self._pending = 0
+        self._future = None
 
     def _differs(self, new: ContentArea) -> bool:
         cur = self.current
@@ -455,22 +481,42 @@ class ContentAreaTracker:
         if cur is None or cur.frame_size != size:
             if cur is not None:
                 logger.info("content area: frame size changed to %dx%d, re-estimating", *size)
+            self._future = None
             self.current = detect_content_area(image)
             self.estimates += 1
             self._last_index = index
             self._pending = 0
             return self.current
+        if self._future is not None and self._future.done():
+            future, self._future = self._future, None
+            new = future.result()
+            if new.frame_size == size:
+                self._consider(new)
         last = self._last_index if self._last_index is not None else index
         if index - last < self.every and index >= last:
-            return cur
+            return self.current
         self._last_index = index
-        new = detect_content_area(image)
+        if self._background:
+            if self._future is None:  # one at a time: a busy worker skips this round
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="endoview-content-area")
+                self._future = self._executor.submit(self._estimate, image.copy())
+            return self.current
+        self._consider(self._estimate(image))
+        return self.current
+
+    def _estimate(self, image: np.ndarray) -> ContentArea:
         self.estimates += 1
+        return detect_content_area(image)
+
+    def _consider(self, new: ContentArea) -> None:
+        """Hysteresis: adopt ``new`` only after ``confirm`` differing estimates in a row."""
+        cur = self.current
         if new.confidence < self.MIN_CONFIDENCE and cur.confidence >= self.MIN_CONFIDENCE:
-            return cur
+            return
         if not self._differs(new):
             self._pending = 0
-            return cur
+            return
         self._pending += 1
         if self._pending >= self.confirm:
             logger.info(
@@ -478,7 +524,6 @@ class ContentAreaTracker:
             )
             self.current = new
             self._pending = 0
-        return self.current
 
 
 # --------------------------------------------------------------------------------------------

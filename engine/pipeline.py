@@ -295,7 +295,13 @@ class LatestSlot:
             if self._item is None and not self._closed:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
+            self._cond.notify_all()
             return item
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until the item was taken (or the slot closed); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._item is None or self._closed, timeout)
 
     def close(self) -> None:
         with self._cond:
@@ -332,6 +338,9 @@ class LiveRunner:
     backoff; any other error stops the runner and is kept in ``error`` (and sent to ``on_error``).
 
     ``pace``: deliver a file at this rate (frames/s) instead of as fast as it decodes.
+    ``lockstep``: the capture thread hands over the next frame only once the analysis has taken
+    the previous one, so frames are offered exactly as fast as they can be analysed (none is
+    dropped): the live path's capacity, for benchmarks.
     """
 
     def __init__(self, source, analyzer: Analyzer, *, overlay: Overlay | None = None,
@@ -339,7 +348,7 @@ class LiveRunner:
                  on_result: Callable[[FrameResult, np.ndarray | None], None] | None = None,
                  on_status: Callable[[str], None] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
-                 pace: float | None = None, max_frames: int | None = None,
+                 pace: float | None = None, max_frames: int | None = None, lockstep: bool = False,
                  backoff: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> None:
         self.source = source
         self.analyzer = analyzer
@@ -347,6 +356,7 @@ class LiveRunner:
         self.on_frame, self.on_result = on_frame, on_result
         self.on_status, self.on_error = on_status, on_error
         self.pace = pace
+        self.lockstep = lockstep
         self.max_frames = max_frames
         self.backoff = tuple(backoff)
         self.stats = LiveStats()
@@ -360,6 +370,7 @@ class LiveRunner:
 
     # lifecycle
     def start(self) -> LiveRunner:
+        self.analyzer.tracker.background = True  # periodic border re-estimates off the live path
         self._threads = [
             threading.Thread(target=self._capture, name="endoview-capture", daemon=True),
             threading.Thread(target=self._analyse, name="endoview-analyse", daemon=True),
@@ -378,6 +389,8 @@ class LiveRunner:
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             logger.warning("live threads did not stop within %.1f s: %s", timeout, alive)
+        else:
+            self.analyzer.tracker.background = False
         return not alive
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -451,6 +464,9 @@ class LiveRunner:
                 if self.on_frame is not None:
                     self.on_frame(frame)
                 self._slot.put(frame)
+                if self.lockstep:
+                    while not self._slot.wait_empty(0.1) and not self._stop.is_set():
+                        pass
                 if self.max_frames is not None and n >= self.max_frames:
                     break
         except BaseException as exc:  # noqa: BLE001 - reported, never lost
@@ -470,7 +486,9 @@ class LiveRunner:
                 image = None
                 if self.overlay is not None:
                     t0 = time.perf_counter()
-                    image = self.overlay.draw(frame.image.copy(), result)
+                    # a painter may be showing this very frame: draw on a copy then
+                    canvas = frame.image.copy() if self.on_frame is not None else frame.image
+                    image = self.overlay.draw(canvas, result)
                     result.timings["overlay"] = _ms(t0)
                 now = time.perf_counter()
                 result.fps = self._meter.tick(now)

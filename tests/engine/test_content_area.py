@@ -290,3 +290,27 @@ def test_tracker_ignores_a_black_frame():
 def test_tracker_rejects_bad_settings():
     with pytest.raises(ValueError, match="every"):
         ContentAreaTracker(every=0)
+
+
+def test_tracker_background_mode_estimates_off_the_caller_thread():
+    import threading
+    import time
+
+    width, height = 640, 480
+    small, _ = _frame(width, height, _octagon(width, height))
+    tracker = ContentAreaTracker(every=5, confirm=1)
+    tracker.background = True
+    first = tracker.update(small, 0)
+    assert tracker.estimates == 1  # the first estimate is synchronous
+    # the scope changes: a smaller octagon; the change arrives a few frames later, from the worker
+    poly = _octagon(width, height)
+    centre = poly.mean(axis=0)
+    shrunk, _ = _frame(width, height, ((poly - centre) * 0.7 + centre).astype(np.int32))
+    seen = []
+    for i in range(1, 60):
+        seen.append(tracker.update(shrunk, i))
+        time.sleep(0.002)
+    assert seen[0] is first  # never blocks on a detection: the old area until the new one is in
+    assert seen[-1] is not first and seen[-1].bbox[2] < first.bbox[2]
+    tracker.background = False
+    assert not [t for t in threading.enumerate() if t.name.startswith("endoview-content-area")]
