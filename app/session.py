@@ -8,6 +8,7 @@ wins: a frame that arrives while the previous one has not been painted replaces 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from engine.runtime import make_overlay, open_analyzer
 from engine.snapshot import save_snapshot
 from engine.sources import open_source
 from engine.timeline import Timeline, analyse_video
+from engine.types import ContentArea
 
 from .settings import Settings
 from .state import ViewerState
@@ -34,9 +36,10 @@ from .tasks import Task
 logger = logging.getLogger(__name__)
 
 SECOND_PASS_MISSING = (
-    "Second pass: not available yet. It needs the ResNet-152 classifier bundle and the Cascade "
-    "Mask R-CNN polyp segmentation bundle, which train/ will produce (a later issue); once "
-    "installed, this toggle and the A key will draw the mask and label with their age in frames.")
+    "Second pass: no second-pass model is set. Give a classifier bundle (for example the trimmed "
+    "ResNet-152 that 'endoview export' writes) with --second-pass BUNDLE or in "
+    "assets/config.toml [second_pass]; the polyp segmentation model (Cascade Mask R-CNN) comes "
+    "with a later issue.")
 
 
 def describe(exc: BaseException) -> str:
@@ -54,6 +57,7 @@ class PlayerBridge(QObject):
     status = Signal(str)
     error = Signal(object)
     playing = Signal(bool)
+    second_pass = Signal(object)  # SecondPassResult
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,6 +110,8 @@ class Session(QObject):
         self.live, self.pace = live, pace  # live None: devices live, files replayed
         self.player: Player | None = None
         self._screen_size: tuple[int, int] | None = None
+        self.analyzer = None  # the player's Analyzer, once its worker has opened it
+        self._triggers = None
         self.timeline: Timeline | None = None
         self.info = None
         self.model_text = ""
@@ -127,6 +133,7 @@ class Session(QObject):
         bridge = PlayerBridge()
         bridge.opened.connect(self._on_opened)
         bridge.frame_ready.connect(self._on_frame_ready)
+        bridge.second_pass.connect(self._on_second_pass)
         bridge.status.connect(self._on_status)
         bridge.error.connect(self._on_error)
         bridge.playing.connect(lambda playing: setattr(self.state, "playing", playing))
@@ -156,6 +163,11 @@ class Session(QObject):
 
     def _worker_opened(self, bridge: PlayerBridge, info, analyzer) -> None:
         """Worker thread: make the timeline before the first result, then tell the GUI."""
+        self.analyzer = analyzer
+        self._triggers = analyzer.triggers
+        analyzer.triggers = self._triggers if self.state.second_pass else None
+        if analyzer.second_pass is not None:
+            analyzer.second_pass.on_result = bridge.second_pass.emit
         c = analyzer.classifier
         if c is not None:
             s = self.settings
@@ -184,6 +196,7 @@ class Session(QObject):
         self.timeline = None
         self.info = None
         self.shown = None
+        self.analyzer = None
 
     @Slot(object, object)
     def _on_opened(self, info, model_text: str) -> None:
@@ -217,9 +230,13 @@ class Session(QObject):
 
     def _on_state(self, name: str, value) -> None:
         p = self.player
-        if name == "second_pass" and value:
-            self.message.emit(SECOND_PASS_MISSING)
-            self.state.second_pass = False
+        if name == "second_pass":
+            worker = self.analyzer.second_pass if self.analyzer is not None else None
+            if value and worker is None and self.config.second_pass is None:
+                self.message.emit(SECOND_PASS_MISSING)
+                self.state.second_pass = False
+            elif self.analyzer is not None:  # the triggers run only while the toggle is on
+                self.analyzer.triggers = self._triggers if value else None
         if p is None:
             return
         if name == "playing" and not self.state.live:
@@ -260,7 +277,32 @@ class Session(QObject):
             setattr(self.state, f"mark_{which}", self.state.position)
 
     def analyse_this_frame(self) -> None:
-        self.message.emit(SECOND_PASS_MISSING)
+        """A: the second pass looks at the frame on screen; its result is drawn when it is in."""
+        worker = self.analyzer.second_pass if self.analyzer is not None else None
+        if worker is None:
+            self.message.emit(SECOND_PASS_MISSING)
+            return
+        shown = self.shown
+        if shown is not None:
+            area = shown.result.area if shown.result is not None else None
+            if area is None:
+                h, w = shown.frame.image.shape[:2]
+                area = ContentArea.full_frame(w, h)
+            worker.request(shown.frame, area)
+            self.state.status = f"second pass: analysing frame {shown.frame.index}"
+
+    @Slot(object)
+    def _on_second_pass(self, result) -> None:
+        """A second-pass result: redraw the picture on screen with it when the video stands still."""
+        shown, player = self.shown, self.player
+        self.state.status = f"second pass: {result.label} {result.confidence:.0%} (frame {result.frame_index})"
+        if shown is None or shown.result is None or player is None:
+            return
+        if self.state.playing and not self.state.frozen:
+            return  # the next frames carry it anyway
+        updated = dataclasses.replace(shown.result, second_pass=result)
+        self.shown = player.picture(shown.frame, updated)
+        self.frame_shown.emit(self.shown)
 
     def apply_settings(self, settings: Settings, config: Config) -> None:
         """New settings: the overlay follows at once, a new model by reopening the source."""
@@ -355,7 +397,8 @@ class Session(QObject):
             return None
 
         def job(stop, progress):
-            with self.source_opener(spec) as source, open_analyzer(config) as analyzer:
+            fast_only = dataclasses.replace(config, second_pass=None)
+            with self.source_opener(spec) as source, open_analyzer(fast_only) as analyzer:
                 return analyse_video(source, analyzer, timeline, progress=progress, stop=stop)
 
         done = lambda n: self.message.emit(f"analysed {n} frames; {len(timeline.findings())} findings")  # noqa: E731

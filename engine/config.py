@@ -25,6 +25,9 @@ class Config:
     reestimate_every: int = 30
     layers: tuple[str, ...] = ("label", "second_pass", "stats", "untrained", "research_mark")
     outline: bool = False
+    second_pass: Path | None = None  # classifier bundle run by the second-pass worker
+    second_pass_every: int = 0  # frames between second passes (0: off)
+    second_pass_hold: float = 1.0  # seconds a polyp-related class holds before a look (0: off)
     source: Path = field(default=DEFAULT_CONFIG)
 
     def override(self, **values) -> Config:
@@ -42,7 +45,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from None
     try:
         model, analysis, overlay = data.get("model", {}), data.get("analysis", {}), data.get("overlay", {})
+        second = data.get("second_pass", {})
         bundle = Path(model.get("bundle", "models/mobilenetv3-large-untrained"))
+        second_bundle = Path(second["bundle"]) if second.get("bundle") else None
         return Config(
             bundle=bundle if bundle.is_absolute() else path.parent / bundle,
             backend=str(model.get("backend", "auto")),
@@ -50,6 +55,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             reestimate_every=int(analysis.get("reestimate_every", 30)),
             layers=tuple(overlay.get("layers", Config.layers)),
             outline=bool(overlay.get("outline", False)),
+            second_pass=(second_bundle if second_bundle is None or second_bundle.is_absolute()
+                         else path.parent / second_bundle),
+            second_pass_every=int(second.get("every_n", 0)),
+            second_pass_hold=float(second.get("hold_seconds", 1.0)),
             source=path,
         )
     except (TypeError, ValueError) as exc:

@@ -101,7 +101,7 @@ class ClassLabel(Layer):
             bh = round(14 * s)
             cv2.rectangle(image, (x + pad, by), (x + pad + bar_w, by + bh), (90, 90, 90), 1)
             cv2.rectangle(image, (x + pad, by), (x + pad + round(bar_w * prob), by + bh), color, -1)
-            _text(image, f"{name[:18]} {prob:.2f}", (x + pad * 2 + bar_w, by + bh - 2), 0.38 * s)
+            _text(image, f"{name[:18]}  {prob:.2f}", (x + pad * 2 + bar_w, by + bh - 2), 0.38 * s)
             by += round(22 * s)
 
 

@@ -223,7 +223,7 @@ class Player:
             if self.on_playing is not None:
                 self.on_playing(playing)
 
-    def _picture(self, frame: Frame, result: FrameResult | None) -> Shown:
+    def picture(self, frame: Frame, result: FrameResult | None) -> Shown:
         """The frame with the overlay drawn, and scaled for the screen when a size is set (here,
         with OpenCV, so the GUI thread only copies pixels)."""
         overlay = self.overlay
@@ -241,7 +241,7 @@ class Player:
         return shown
 
     def _deliver(self, frame: Frame, result: FrameResult | None) -> None:
-        shown = self._picture(frame, result)
+        shown = self.picture(frame, result)
         self.position = frame.index
         for sink in self._sinks:
             sink(shown)
@@ -407,7 +407,7 @@ class Player:
             frame, result = item
             started = time.perf_counter()
             if self.on_frame is not None and not self.frozen:
-                self.on_frame(self._picture(frame, result))
+                self.on_frame(self.picture(frame, result))
             if self.present_fps:  # no faster than the screen: the next picture is newer anyway
                 delay = 1.0 / self.present_fps - (time.perf_counter() - started)
                 if delay > 0:

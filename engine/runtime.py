@@ -14,6 +14,7 @@ from .config import Config
 from .content_area import ContentAreaTracker
 from .overlay import Overlay
 from .pipeline import Analyzer
+from .second_pass import ClassifierPass, SecondPassWorker, Triggers
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,25 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
         yield Analyzer(None, tracker=tracker)
         return
     bundle = load_bundle(Path(config.bundle))
-    with open_backend(bundle, config.backend) as backend:
+    with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(open_backend(bundle, config.backend))
         logger.info("model %s on %s", bundle.name, backend.description)
         smoother = make_smoother(None if still else config.smoothing)
-        yield Analyzer(Classifier(bundle, backend, smoother), tracker=tracker, smooth=not still)
+        worker = stack.enter_context(open_second_pass(config)) if config.second_pass else None
+        triggers = Triggers(every_n=config.second_pass_every or None,
+                            hold_seconds=config.second_pass_hold or None)
+        yield Analyzer(Classifier(bundle, backend, smoother), tracker=tracker, smooth=not still,
+                       second_pass=worker, triggers=None if still else triggers)
+
+
+@contextlib.contextmanager
+def open_second_pass(config: Config) -> Iterator[SecondPassWorker]:
+    """The second-pass worker over ``config.second_pass`` (a classifier bundle), started."""
+    bundle = load_bundle(Path(config.second_pass))
+    with open_backend(bundle, config.backend) as backend:
+        logger.info("second pass %s on %s", bundle.name, backend.description)
+        with SecondPassWorker(ClassifierPass(Classifier(bundle, backend))) as worker:
+            yield worker
 
 
 def make_overlay(config: Config) -> Overlay:

@@ -16,6 +16,9 @@ def add_model_options(p) -> None:
                    help="inference backend (default from the config: auto)")
     g.add_argument("--smoothing", metavar="SPEC", help="off, window:N or ema:ALPHA")
     g.add_argument("--no-model", action="store_true", help="content area only, no classifier")
+    g.add_argument("--second-pass", type=Path, metavar="BUNDLE",
+                   help="a slower classifier bundle (e.g. ResNet-152) run in the background on "
+                        "frames where a polyp-related class holds (see assets/config.toml)")
     g.add_argument("--outline", action="store_true", default=None,
                    help="draw the detected endoscopic field")
 
@@ -43,4 +46,5 @@ def source_options(args) -> dict:
 
 def config_from_args(args) -> Config:
     return load_config(args.config).override(
-        bundle=args.model, backend=args.backend, smoothing=args.smoothing, outline=args.outline)
+        bundle=args.model, backend=args.backend, smoothing=args.smoothing, outline=args.outline,
+        second_pass=getattr(args, "second_pass", None))

@@ -76,10 +76,11 @@ def make_viewer(qtbot, tmp_path, tiny_bundle, no_leaks):
 
     made = []
 
-    def make(**session_kw):
+    def make(second_pass=None, **session_kw):
         qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
         settings = Settings(output_folder=str(tmp_path / "out"), finding_min_s=0.1, finding_min_confidence=0.0)
-        base = load_config().override(bundle=tiny_bundle.path, backend="onnxruntime")
+        base = load_config().override(bundle=tiny_bundle.path, backend="onnxruntime",
+                                      second_pass=second_pass)
         state = ViewerState()
         session = Session(state, settings.apply(base), settings, **session_kw)
         window = MainWindow(session, qs, lambda s: s.apply(base))

@@ -218,10 +218,28 @@ def test_closing_during_export_asks_and_cancels_when_confirmed(qtbot, make_viewe
 def test_second_pass_control_explains_what_is_missing(qtbot, make_viewer):
     w = make_viewer()
     w.controls.second.setChecked(True)
-    assert "not available yet" in w.last_message and not w.state.second_pass
+    assert "no second-pass model" in w.last_message and not w.state.second_pass
     assert not w.controls.second.isChecked()
     qtbot.keyClick(w.video, Qt.Key.Key_A)
-    assert "Mask R-CNN" in w.last_message
+    assert "--second-pass BUNDLE" in w.last_message
+
+
+def test_second_pass_on_a_paused_frame_is_drawn_with_its_frame(qtbot, make_viewer, clip, tiny_bundle):
+    w = make_viewer(second_pass=tiny_bundle.path)
+    opened(qtbot, w, clip)
+    paused_at(qtbot, w, 89)
+    w.session.seek(40)
+    paused_at(qtbot, w, 40)
+    qtbot.waitUntil(lambda: w.session.shown is not None and w.session.shown.frame.index == 40, timeout=WAIT)
+    qtbot.keyClick(w.video, Qt.Key.Key_A)
+    qtbot.waitUntil(lambda: w.session.shown.result.second_pass is not None, timeout=WAIT)
+    sp = w.session.shown.result.second_pass
+    assert sp.frame_index == 40 and sp.label in tiny_bundle.labels
+    assert "second pass" in w.state.status
+    w.controls.second.setChecked(True)  # a bundle is configured: the toggle stays on
+    assert w.state.second_pass and w.session.analyzer.triggers is not None
+    w.controls.second.setChecked(False)
+    assert w.session.analyzer.triggers is None
 
 
 def test_settings_persist(qtbot, make_viewer, tmp_path):

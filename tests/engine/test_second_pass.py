@@ -106,3 +106,24 @@ def test_classifier_pass_labels_a_frame(tiny_bundle):
     with open_backend(tiny_bundle, "onnxruntime") as backend:
         sp = ClassifierPass(Classifier(tiny_bundle, backend))(f, ContentArea.full_frame(160, 120))
     assert sp.frame_index == 0 and sp.label in tiny_bundle.labels and 0 < sp.confidence <= 1
+
+
+def test_config_second_pass_runs_in_annotate(tmp_path, tiny_bundle):
+    """--second-pass BUNDLE: the worker labels frames every N, and the log names the frame used."""
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\nbundle = "{tiny_bundle.path}"\n[second_pass]\nevery_n = 10\n'
+                      'hold_seconds = 0\n', encoding="utf-8")
+    out = tmp_path / "o.mp4"
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "demo:160x128@10", "-o", out,
+                        "--end", "4", "--config", config, "--second-pass", tiny_bundle.path],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    used = [row["second_pass"] for row in rows if "second_pass" in row]
+    assert used, "no frame carried a second-pass result"
+    assert all(u["frame_index"] % 10 == 0 and u["label"] in tiny_bundle.labels for u in used)
+    assert all(row["index"] >= row["second_pass"]["frame_index"] for row in rows if "second_pass" in row)
