@@ -22,7 +22,7 @@ from engine.config import Config
 from engine.errors import EndoviewError
 from engine.export import annotate
 from engine.player import Player, Shown
-from engine.recorder import Recorder, recording_path
+from engine.recorder import Recorder, recording_path, recording_sink
 from engine.runtime import make_overlay, open_analyzer
 from engine.snapshot import save_snapshot
 from engine.sources import open_source
@@ -445,14 +445,7 @@ class Session(QObject):
         except (EndoviewError, OSError) as exc:
             self.state.error = describe(exc) if isinstance(exc, EndoviewError) else f"cannot record in {folder}: {exc}"
             return
-        overlay = self.overlay
-
-        def sink(shown: Shown) -> None:
-            if "raw" in recs:
-                recs["raw"].write(shown.frame.image)
-            if "annotated" in recs:
-                recs["annotated"].write(shown.annotated(overlay))
-
+        sink = recording_sink(recs, self.overlay)
         self.recorders, self._sink = list(recs.values()), sink
         p.add_sink(sink)
         self.state.recording = True

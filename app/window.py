@@ -239,6 +239,11 @@ class MainWindow(QMainWindow):
         if self.state.status:
             parts.append(self.state.status)
         self.status_label.setText("  |  ".join(parts))
+        if (self.exit_after_frames and self.frames_seen and not self.state.live and not self.state.playing
+                and not self.state.loading and s.player is not None
+                and not self.state.loop and self.frames_seen < self.exit_after_frames):
+            # --exit-after-frames N on a source with fewer frames (one image): it ended, so stop
+            QTimer.singleShot(0, self.finish_automation)
         self.strip.refresh()
         if s.timeline is not None:
             self.findings.set_findings(s.timeline.findings())

@@ -2,7 +2,8 @@
 H.264 MP4 with the overlay burned in, plus a per-frame log (JSONL and/or CSV).
 
 Decode, analysis, overlay and encode overlap in a short chain of bounded queues; the output has
-exactly the input's frames and rate. Every file is written under a temporary name and renamed
+exactly the input's frames and rate (a source whose frame size changes mid-stream is scaled to
+its first size, see :func:`same_size`). Every file is written under a temporary name and renamed
 when complete, so nothing is ever left under a final name by a failed or cancelled export.
 """
 
@@ -18,13 +19,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
+
+import cv2
 
 from .content_area import deidentify as blacken_outside
 from .errors import ExportError, OutputExistsError
 from .overlay import Overlay
 from .pipeline import Analyzer, run_stages, timed_frames
-from .types import FrameResult
+from .types import Frame, FrameResult
 from .writer import VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ def _partial_name(path: Path) -> Path:
 
 def check_output(path: Path, force: bool) -> None:
     """Refuse an existing output (unless ``force``) or a folder that cannot be written."""
+    if path.is_dir():
+        raise ExportError(f"output is a folder, not a file name: {path}")
     if path.exists() and not force:
         raise OutputExistsError(f"output exists: {path} (use --force to overwrite)")
     folder = path.parent if str(path.parent) else Path(".")
@@ -143,6 +148,28 @@ def frame_range(info, start_s: float | None, end_s: float | None) -> tuple[int, 
     return first, last
 
 
+def same_size(items: Iterable[tuple[Frame, dict]], width: int, height: int,
+              name: str = "source") -> Iterator[tuple[Frame, dict]]:
+    """Frames scaled to ``width`` x ``height`` when the source changes size mid-stream.
+
+    An MP4 holds one frame size, so export keeps the first size: later frames of another size are
+    scaled to it (aspect ratio not kept), with one warning per change.
+    """
+    current = (width, height)
+    for n, (frame, timings) in enumerate(items):
+        h, w = frame.image.shape[:2]
+        if (w, h) != (width, height):
+            if (w, h) != current:
+                logger.warning("%s: frame size changed to %dx%d after %d frames; scaling to %dx%d",
+                               name, w, h, n, width, height)
+                current = (w, h)
+            image = cv2.resize(frame.image, (width, height), interpolation=cv2.INTER_AREA)
+            frame = Frame(frame.index, frame.timestamp, image, frame.arrival)
+        elif current != (width, height):
+            current = (width, height)
+        yield frame, timings
+
+
 def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overlay | None,
              logs: list[Path] = (), deidentify: bool = False, start_s: float | None = None,
              end_s: float | None = None, force: bool = False, lossless: bool = False,
@@ -186,7 +213,9 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
         if output is not None:
             writer = VideoWriter(Path(output), info.width, info.height, info.rate,
                                  force=force, lossless=lossless, preset=preset)
-        chain = run_stages(timed_frames(source, start=first, end=last),
+        frames_in = same_size(timed_frames(source, start=first, end=last), info.width, info.height,
+                              info.name)
+        chain = run_stages(frames_in,
                            [("analyse", analyse), ("overlay", render)], stop=stop)
         for result, image in chain:
             if writer is not None:

@@ -205,7 +205,9 @@ class Player:
                     self._run_replay(source, analyzer)
         except BaseException as exc:  # noqa: BLE001 - reported, never lost
             self.error = exc
-            logger.warning("player stopped: %s", exc)
+            # reported through on_error when someone listens; logged only when nobody does
+            logger.log(logging.DEBUG if self.on_error is not None else logging.WARNING,
+                       "player stopped: %s", exc)
             if self.on_error is not None:
                 self.on_error(exc)
         finally:

@@ -6,8 +6,8 @@ starts at each keyframe. Keyframes come every half second and the encoder has no
 (``tune=zerolatency``), so a SIGKILL or a power cut loses at most the last half second or so.
 
 :class:`Recorder` encodes in its own thread behind a bounded queue: ``write`` never blocks the
-capture (a full queue drops the frame and counts it). The viewer's REC button uses it; a
-headless ``endoview record`` command can reuse it.
+capture (a full queue drops the frame and counts it). The viewer's REC button and the headless
+``endoview record`` command both use it, through :func:`recording_sink`.
 """
 
 from __future__ import annotations
@@ -183,4 +183,19 @@ class Recorder:
             logger.info("recorded %s (%d frames, %d dropped)", self.path, self.frames, self.dropped)
 
 
-__all__ = ["FragmentedWriter", "Recorder", "recording_path"]
+def recording_sink(recorders: dict[str, Recorder], overlay) -> Callable:
+    """A player sink (``engine.player.Player.add_sink``) feeding ``recorders``: ``"raw"`` gets
+    each frame as captured, ``"annotated"`` the frame with ``overlay`` and the newest result drawn.
+    The window's REC button and ``endoview record`` both record through this."""
+    raw, annotated = recorders.get("raw"), recorders.get("annotated")
+
+    def sink(shown) -> None:
+        if raw is not None:
+            raw.write(shown.frame.image)
+        if annotated is not None:
+            annotated.write(shown.annotated(overlay))
+
+    return sink
+
+
+__all__ = ["FragmentedWriter", "Recorder", "recording_path", "recording_sink"]

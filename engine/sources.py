@@ -525,7 +525,8 @@ class ImageSource(Source):
             first = read_image(path)
             if first is not None:
                 break
-            logger.warning("skipping unreadable image %s", path)
+            if len(self.paths) > 1:  # one image: the error below says it
+                logger.warning("skipping unreadable image %s", path)
         if first is None:
             what = "image" if kind == "image" else "images in folder"
             raise SourceError(f"cannot read {what} '{name}': not an image file OpenCV can decode")
