@@ -121,8 +121,8 @@ def run_bench(config: Config, input_path: Path | None = None, *, frames: int = 3
             info = source.info
         say("annotate (pipelined)")
         with open_source(input_path) as source, open_analyzer(config) as analyzer:
-            model = analyzer.classifier.name if analyzer.classifier else None
-            backend = analyzer.classifier.backend.description if analyzer.classifier else None
+            model = analyzer.model.name if analyzer.model else None
+            backend = analyzer.model.backend.description if analyzer.model else None
             report = annotate(source, tmp / "annotated.mp4", analyzer, overlay=make_overlay(config),
                               force=True, preset=EXPORT_PRESET)
         say("naive sequential loop")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import EndoviewError
+from .overlay import DEFAULT_LAYERS
 
 ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DEFAULT_CONFIG = ASSETS / "config.toml"
@@ -23,7 +24,7 @@ class Config:
     backend: str = "auto"
     smoothing: str = "ema:0.3"
     reestimate_every: int = 30
-    layers: tuple[str, ...] = ("label", "second_pass", "stats", "untrained", "research_mark")
+    layers: tuple[str, ...] = DEFAULT_LAYERS
     outline: bool = False
     second_pass: Path | None = None  # classifier bundle run by the second-pass worker
     second_pass_every: int = 0  # frames between second passes (0: off)

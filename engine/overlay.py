@@ -138,27 +138,66 @@ class SecondPass(Layer):
             _text(image, text, (x + round(8 * s), y + round(21 * s)), 0.5 * s, self.color)
 
     def _mask(self, image, mask) -> None:
-        if mask.shape != image.shape[:2]:
-            mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], cv2.INTER_NEAREST)
-        m = mask.astype(np.uint8)
-        ys, xs = np.nonzero(m)
-        if len(xs) == 0:
+        draw_mask(image, mask, self.color, self.alpha)
+
+
+class Segmentation(Layer):
+    """The real-time segmenter's mask (filled, outlined) and "polyp NN%" beside it."""
+
+    name = "segmentation"
+
+    def __init__(self, color=(60, 230, 255), alpha: float = 0.3) -> None:
+        self.color = color
+        self.alpha = alpha
+
+    def draw(self, image, result, shown_index):
+        seg = result.segmentation
+        if seg is None:
             return
-        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-        roi, mroi = image[y0:y1, x0:x1], m[y0:y1, x0:x1].astype(bool)
-        fill = np.empty_like(roi)
-        fill[:] = self.color
-        blended = cv2.addWeighted(roi, 1 - self.alpha, fill, self.alpha, 0)
-        roi[mroi] = blended[mroi]
-        contours, _ = cv2.findContours(m[y0:y1, x0:x1], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(roi, contours, -1, self.color, max(1, round(2 * _scale(image))))
+        s = _scale(image)
+        box = draw_mask(image, seg.mask, self.color, self.alpha)
+        if box is None:
+            return
+        x0, y0, x1, y1 = box
+        text = f"{seg.label} {seg.confidence:.0%}"
+        if result.frame.index != shown_index:
+            text += f" ({shown_index - result.frame.index}f)"
+        scale, thick = 0.6 * s, max(1, round(2 * s))
+        (tw, th), _ = cv2.getTextSize(text, FONT, scale, thick)
+        H, W = image.shape[:2]
+        tx = int(min(max(0, x0), max(0, W - tw - 8)))
+        ty = int(y0 - 8 if y0 - th - 12 >= 0 else min(H - 6, y1 + th + 8))
+        _panel(image, tx - 4, ty - th - 6, tw + 8, th + 12, 0.6)
+        _text(image, text, (tx, ty), scale, self.color, thick)
+
+
+def draw_mask(image: np.ndarray, mask: np.ndarray, color, alpha: float) -> tuple[int, int, int, int] | None:
+    """Blend ``color`` over ``mask`` (H x W, any dtype; resized when its size differs) and outline it.
+
+    Only the mask's bounding box is touched. Returns that box (x0, y0, x1, y1), None when empty.
+    """
+    m = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8)  # no copy for bool
+    if m.shape != image.shape[:2]:
+        m = cv2.resize(m, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    x0, y0, w, h = cv2.boundingRect(m)  # of the non-zero pixels
+    if w == 0 or h == 0:
+        return None
+    x1, y1 = x0 + w, y0 + h
+    roi, mroi = image[y0:y1, x0:x1], np.ascontiguousarray(m[y0:y1, x0:x1])
+    fill = np.empty_like(roi)
+    fill[:] = color
+    blended = cv2.addWeighted(roi, 1 - alpha, fill, alpha, 0)
+    cv2.copyTo(blended, mroi, roi)
+    contours, _ = cv2.findContours(mroi, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(roi, contours, -1, color, max(1, round(2 * _scale(image))))
+    return x0, y0, x1, y1
 
 
 class Stats(Layer):
     """FPS and per-stage latency, small, at the bottom right."""
 
     name = "stats"
-    stages = ("decode", "crop", "resize", "inference", "overlay", "encode")
+    stages = ("decode", "crop", "resize", "inference", "mask", "overlay", "encode")
 
     def draw(self, image, result, shown_index):
         s = _scale(image)
@@ -200,10 +239,10 @@ class ResearchMark(Layer):
               (round(10 * s), image.shape[0] - round(12 * s)), 0.4 * s, (200, 200, 200))
 
 
-DEFAULT_LAYERS = ("label", "second_pass", "stats", "untrained", "research_mark")
+DEFAULT_LAYERS = ("label", "segmentation", "second_pass", "stats", "untrained", "research_mark")
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.name: cls
-    for cls in (ContentAreaOutline, ClassLabel, SecondPass, Stats, UntrainedBanner, ResearchMark)
+    for cls in (ContentAreaOutline, ClassLabel, Segmentation, SecondPass, Stats, UntrainedBanner, ResearchMark)
 }
 
 

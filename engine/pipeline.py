@@ -28,6 +28,7 @@ from .classifier import Classifier
 from .content_area import ContentAreaTracker, model_input
 from .errors import DeviceLostError, EndoviewError, PipelineError, SourceError
 from .overlay import Overlay
+from .segmenter import Segmenter
 from .types import Frame, FrameResult
 
 logger = logging.getLogger(__name__)
@@ -59,36 +60,56 @@ class RateMeter:
 
 
 class Analyzer:
-    """Content area -> model input -> classifier for one frame, with per-stage timings.
+    """Content area -> model input -> classifier and/or segmenter for one frame, with timings.
 
-    ``classifier`` may be None (passthrough: content area only). Not thread-safe: one Analyzer
-    per analysis thread.
+    ``classifier`` and ``segmenter`` may be None (both None: passthrough, content area only).
+    With both, each gets its own model input (their sizes may differ) and "inference" is the sum.
+    Not thread-safe: one Analyzer per analysis thread.
     """
 
     def __init__(self, classifier: Classifier | None, *, tracker: ContentAreaTracker | None = None,
-                 smooth: bool = True, second_pass=None, triggers: Callable | None = None) -> None:
+                 smooth: bool = True, second_pass=None, triggers: Callable | None = None,
+                 segmenter: Segmenter | None = None) -> None:
         self.classifier = classifier
+        self.segmenter = segmenter
         self.tracker = tracker or ContentAreaTracker()
         self.smooth = smooth
         self.second_pass = second_pass  # a started SecondPassWorker, or None
         self.triggers = triggers  # FrameResult -> bool: ask the second pass to look at this frame
-        self.untrained = bool(classifier and not classifier.bundle.trained)
+        self.untrained = any(m is not None and not m.bundle.trained for m in (classifier, segmenter))
         self._meter = RateMeter()
+
+    @property
+    def model(self) -> Classifier | Segmenter | None:
+        """The frame-by-frame model (the classifier, else the segmenter), for names and backends."""
+        return self.classifier if self.classifier is not None else self.segmenter
 
     def __call__(self, frame: Frame, timings: dict[str, float] | None = None) -> FrameResult:
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
         area = self.tracker.update(frame.image, frame.index)
         timings["crop"] = _ms(t0)
-        prediction = None
+        prediction = segmentation = None
+        inputs: dict[tuple[int, int], np.ndarray] = {}
         if self.classifier is not None:
             t0 = time.perf_counter()
-            x = model_input(frame.image, area, self.classifier.input_size)
+            x = inputs[self.classifier.input_size] = model_input(frame.image, area, self.classifier.input_size)
             timings["resize"] = _ms(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = prediction.latency_ms
-        result = FrameResult(frame, area, prediction, timings=timings, untrained=self.untrained,
-                             fps=self._meter.tick())
+        if self.segmenter is not None:
+            t0 = time.perf_counter()
+            size = self.segmenter.input_size
+            x = inputs.get(size)
+            if x is None:
+                x = model_input(frame.image, area, size)
+                timings["resize"] = timings.get("resize", 0.0) + _ms(t0)
+            t0 = time.perf_counter()
+            segmentation = self.segmenter.segment(x, area, smooth=self.smooth)
+            timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms
+            timings["mask"] = _ms(t0) - segmentation.latency_ms
+        result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
+                             untrained=self.untrained, fps=self._meter.tick())
         if self.second_pass is not None:
             if self.triggers is not None and self.triggers(result):
                 self.second_pass.request(frame, area)
@@ -99,6 +120,8 @@ class Analyzer:
         """After a seek or a source change: forget smoothing history and the tracked field."""
         if self.classifier is not None:
             self.classifier.reset()
+        if self.segmenter is not None:
+            self.segmenter.reset()
         self.tracker.reset()
 
 

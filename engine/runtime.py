@@ -14,6 +14,7 @@ from .config import Config
 from .content_area import ContentAreaTracker
 from .overlay import Overlay
 from .pipeline import Analyzer
+from .segmenter import Segmenter
 from .second_pass import ClassifierPass, SecondPassWorker, Triggers
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
 
     ``still``: the source is a set of unrelated images, so temporal smoothing is off.
     ``model=False``: content area only (no classifier, e.g. ``--no-model``).
+    A bundle with task "segment" gives an Analyzer that runs the segmenter on every frame.
     """
     # Unrelated still images: estimate each one afresh, no hysteresis.
     tracker = (ContentAreaTracker(every=1, tolerance=0.0, confirm=1) if still
@@ -36,11 +38,15 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(open_backend(bundle, config.backend))
         logger.info("model %s on %s", bundle.name, backend.description)
-        smoother = make_smoother(None if still else config.smoothing)
         worker = stack.enter_context(open_second_pass(config)) if config.second_pass else None
         triggers = Triggers(every_n=config.second_pass_every or None,
                             hold_seconds=config.second_pass_hold or None)
-        yield Analyzer(Classifier(bundle, backend, smoother), tracker=tracker, smooth=not still,
+        smoother = make_smoother(None if still else config.smoothing)
+        if bundle.task == "segment":  # the real-time segmenter on every frame
+            classifier, segmenter = None, Segmenter(bundle, backend, smoother)
+        else:
+            classifier, segmenter = Classifier(bundle, backend, smoother), None
+        yield Analyzer(classifier, segmenter=segmenter, tracker=tracker, smooth=not still,
                        second_pass=worker, triggers=None if still else triggers)
 
 

@@ -140,6 +140,48 @@ class SecondPassResult:
     scores: np.ndarray | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class SegmentationResult:
+    """The real-time segmenter's answer for one frame.
+
+    mask: H x W bool in frame pixels (inside the visible field only). confidence: 0..1, the mean
+    probability inside the mask (the largest probability anywhere when the mask is empty).
+    """
+
+    mask: np.ndarray
+    confidence: float
+    label: str = "polyp"
+    model: str = ""
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mask.ndim != 2 or self.mask.dtype != np.bool_:
+            raise ValueError(f"SegmentationResult.mask must be H x W bool, not {self.mask.dtype} {self.mask.shape}")
+
+    @cached_property
+    def area(self) -> int:
+        """Mask pixels."""
+        return int(np.count_nonzero(self.mask))
+
+    @property
+    def present(self) -> bool:
+        return self.area > 0
+
+    @cached_property
+    def bbox(self) -> tuple[int, int, int, int] | None:
+        """(x, y, w, h) of the mask, None when empty."""
+        if not self.present:
+            return None
+        import cv2
+
+        x, y, w, h = cv2.boundingRect(self.mask.view(np.uint8))
+        return int(x), int(y), int(w), int(h)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(float(self.confidence), 6), "area": self.area,
+                "bbox": list(self.bbox) if self.bbox else None, "model": self.model}
+
+
 @dataclass(eq=False)
 class FrameResult:
     """Everything known about one frame when it is drawn or written.
@@ -152,6 +194,7 @@ class FrameResult:
     area: ContentArea
     prediction: Prediction | None = None
     second_pass: SecondPassResult | None = None
+    segmentation: SegmentationResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     untrained: bool = False
     fps: float | None = None  # analysis rate when this result was made, for the overlay
@@ -159,16 +202,26 @@ class FrameResult:
     def to_log_row(self, k: int = 3) -> dict:
         """One row of the per-frame log (JSONL / CSV)."""
         p = self.prediction
+        seg = self.segmentation
+        if p is not None:
+            label, confidence = p.label, round(p.confidence, 6)
+        elif seg is not None:  # a segment bundle alone: its label when it finds something
+            label = seg.label if seg.present else None
+            confidence = round(float(seg.confidence), 6)
+        else:
+            label = confidence = None
         row = {
             "index": self.frame.index,
             "timestamp": round(self.frame.timestamp, 6),
-            "label": p.label if p else None,
-            "confidence": round(p.confidence, 6) if p else None,
+            "label": label,
+            "confidence": confidence,
             "topk": [[name, round(prob, 6)] for name, prob in p.top(k)] if p else [],
             "smoothed": p.smoothed if p else False,
             "content_area": self.area.to_dict(),
             "timings_ms": {k_: round(v, 3) for k_, v in self.timings.items()},
         }
+        if seg is not None:
+            row["segmentation"] = seg.to_dict()
         if self.second_pass is not None:
             sp = self.second_pass
             row["second_pass"] = {

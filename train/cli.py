@@ -82,7 +82,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("train", help="train models (classify: the hybrid-loss classifiers)",
+    p = subparsers.add_parser("train", help="train models (classify: the hybrid-loss classifiers; "
+                              "segment: the real-time polyp segmenter)",
                               description="Train the models endoview runs.")
     sub = p.add_subparsers(dest="train_command", metavar="TASK", required=True)
     c = sub.add_parser("classify", help="train a classifier with the hybrid loss (paper recipe)",
@@ -118,6 +119,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=run_train)
+    from .seg.cli import add_segment_parser
+
+    add_segment_parser(sub)
     return p
 
 
@@ -330,6 +334,9 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--split-csv", type=Path, required=True)
     c.set_defaults(func=run_data_counts)
+    from .seg.cli import add_coco_parser
+
+    add_coco_parser(sub)
     return p
 
 

@@ -85,6 +85,9 @@ def make_viewer(qtbot, tmp_path, tiny_bundle, no_leaks):
         session = Session(state, settings.apply(base), settings, **session_kw)
         window = MainWindow(session, qs, lambda s: s.apply(base))
         qtbot.addWidget(window)
+        # A modal question would block an offscreen test forever: answer yes unless a test
+        # replaces this to check the question.
+        window.confirm = lambda title, text: True
         window.show()
         made.append(window)
         return window

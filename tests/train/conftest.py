@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="train/ needs torch (pip install 'endoview[train]')")
 pytest.importorskip("torchvision", reason="train/ needs torchvision (pip install 'endoview[train]')")
 
-SIZE = 64  # model input side for the tiny runs
+from chain_args import SIZE, train_args
 
 
 @pytest.fixture(scope="session")
@@ -16,12 +16,6 @@ def synthetic(tmp_path_factory):
     from train.synthetic import make_synthetic_hyperkvasir
 
     return make_synthetic_hyperkvasir(tmp_path_factory.mktemp("hk"), per_class=4, size=SIZE)
-
-
-def train_args(data, split, out, *extra: str) -> list[str]:
-    return ["train", "classify", "--data", str(data), "--split-csv", str(split), "--out", str(out),
-            "--epochs", "1", "--batch-size", "8", "--image-size", str(SIZE), "--workers", "0",
-            "--weights", "none", "--no-progress", *extra]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SIZE, train_args
+from chain_args import SIZE, train_args
 from engine.backends import open_backend
 from engine.bundle import load_bundle
 from engine.classifier import Classifier

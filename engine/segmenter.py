@@ -1,0 +1,104 @@
+"""The real-time segmenter: model input -> backend -> polyp mask in frame pixels.
+
+A segment bundle takes the same model input as a classifier (the field's bounding box, resized,
+black outside the field: :func:`engine.content_area.model_input`) and returns its ``mask`` output,
+N x 1 x H x W probabilities at the model's size. :meth:`Segmenter.segment` maps it back onto the
+frame, the inverse of the crop and resize: the probabilities are resized to the bounding box
+(bilinear, the same pixel-centre convention as the forward resize), thresholded, placed at the
+box's position and cut to the visible field.
+
+The threshold is the manifest's ``"threshold"`` (default 0.5); the label is the bundle's first
+label ("polyp"); the confidence is the mean probability inside the mask, or the largest
+probability anywhere when the mask is empty (how close the model came to seeing something).
+Temporal smoothing (the classifier's smoothers, ``ema:A`` / ``window:N``) works on the
+probability maps at the model's size, so the mask does not flicker; it starts afresh whenever the
+content area changes (the maps would no longer line up) and after :meth:`Segmenter.reset`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from .bundle import Bundle
+from .classifier import NoSmoothing, Smoother
+from .errors import BackendError, BundleError
+from .types import ContentArea, SegmentationResult
+
+DEFAULT_THRESHOLD = 0.5
+
+
+class Segmenter:
+    """Runs a segment bundle on model inputs. ``backend`` must be entered by the caller."""
+
+    def __init__(self, bundle: Bundle, backend, smoother: Smoother | None = None, *,
+                 threshold: float | None = None) -> None:
+        if bundle.task != "segment":
+            raise BundleError(f"bundle {bundle.path} has task {bundle.task!r}, not 'segment'")
+        if "mask" not in bundle.outputs:
+            raise BundleError(f"bundle {bundle.path} names no 'mask' output: it cannot segment frames")
+        t = bundle.manifest.get("threshold", DEFAULT_THRESHOLD) if threshold is None else threshold
+        if not isinstance(t, (int, float)) or not 0.0 < float(t) < 1.0:
+            raise BundleError(f"bundle {bundle.path}: threshold must be a number in (0, 1), not {t!r}")
+        self.bundle = bundle
+        self.backend = backend
+        self.threshold = float(t)
+        self.label = bundle.labels[0] if bundle.labels else "polyp"
+        self.input_name = bundle.input_name
+        self.output_name = bundle.outputs["mask"]
+        self.name = bundle.name
+        self.smoother = smoother or NoSmoothing()
+        self._area: ContentArea | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model takes."""
+        return self.bundle.input_size
+
+    def probabilities(self, model_input: np.ndarray) -> tuple[np.ndarray, float]:
+        """(H x W float32 probabilities at the model's size, latency in ms)."""
+        t0 = time.perf_counter()
+        out = self.backend.run({self.input_name: model_input[None]})
+        latency = (time.perf_counter() - t0) * 1000.0
+        prob = np.asarray(out[self.output_name], dtype=np.float32)
+        h, w = self.input_size
+        if prob.size != h * w:
+            raise BackendError(f"model {self.name} returned a mask of shape {prob.shape}, not 1 x 1 x {h} x {w}")
+        return prob.reshape(h, w), latency
+
+    def segment(self, model_input: np.ndarray, area: ContentArea, *, smooth: bool = True) -> SegmentationResult:
+        prob, latency = self.probabilities(model_input)
+        if smooth and not isinstance(self.smoother, NoSmoothing):
+            if not area.same_as(self._area):
+                self.smoother.reset()
+            self._area = area
+            prob = self.smoother.update(prob)
+        return SegmentationResult(to_frame(prob, area, self.threshold), confidence(prob, self.threshold),
+                                  self.label, self.name, latency)
+
+    def reset(self) -> None:
+        """Forget the smoothing history (after a seek or a source change)."""
+        self.smoother.reset()
+        self._area = None
+
+
+def confidence(prob: np.ndarray, threshold: float) -> float:
+    inside = prob[prob >= threshold]
+    return float(inside.mean()) if inside.size else float(prob.max(initial=0.0))
+
+
+def to_frame(prob: np.ndarray, area: ContentArea, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Model-size probabilities -> H x W bool mask in frame pixels (inverse of ``model_input``)."""
+    x, y, bw, bh = area.bbox
+    fw, fh = area.frame_size
+    out = np.zeros((fh, fw), bool)
+    if not (prob >= threshold).any():
+        return out
+    up = cv2.resize(prob, (bw, bh), interpolation=cv2.INTER_LINEAR)
+    box = up >= threshold
+    if area.shape != "full":
+        box &= area.mask[y : y + bh, x : x + bw] > 0
+    out[y : y + bh, x : x + bw] = box
+    return out

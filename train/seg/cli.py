@@ -1,0 +1,278 @@
+"""Console subcommands of the segmentation work: ``train segment``, ``export-seg``, ``eval-seg``.
+
+``add_segment_parser(train_subparsers)`` hangs ``segment`` under ``endoview train`` (train/cli.py
+calls it); ``add_export_parser`` and ``add_eval_parser`` are the ``endoview.commands`` entry points
+``export-seg`` and ``eval-seg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import TrainError
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+SEGMENT_EPILOG = """\
+A real-time polyp segmenter trained from random weights on Kvasir-SEG (HyperKvasir's 1,000
+segmented polyps) with the official 2-fold split. --fold K holds out split-index K (validated
+every epoch; Dice per image, averaged) and trains on the other: the model trained on fold 0 is
+--fold 1. --data is the kvasir-seg folder (or the folder holding it); the mapping and split files
+are found beside it as in ../shared/data, or given with --mapping-csv and --split-csv.
+
+examples:
+  endoview train segment --data ../shared/data/kvasir-seg --fold 1 --out runs/unet-f0
+  endoview train segment --data ../shared/data/kvasir-seg --fold 1 --out runs/unet-f0 --resume
+  endoview train segment ... --arch lraspp --image-size 224 --out runs/lraspp-f0
+  endoview export-seg runs/unet-f0 -o bundles/polyp-unet
+  endoview eval-seg bundles/polyp-unet --images kvasir-seg/images --masks kvasir-seg/masks --fold 1
+"""
+
+
+def add_segment_parser(train_sub) -> argparse.ArgumentParser:
+    from .config import SegTrainConfig
+
+    d = SegTrainConfig(data="", out="")
+    c = train_sub.add_parser("segment", help="train the real-time polyp segmenter (Kvasir-SEG)",
+                             description="Train the real-time polyp segmenter from random weights.",
+                             epilog=SEGMENT_EPILOG, formatter_class=RAW)
+    c.add_argument("--data", type=Path, help="the kvasir-seg folder (images/, masks/)")
+    c.add_argument("--out", type=Path, help="run folder to write")
+    c.add_argument("--fold", type=int, help=f"held-out split-index (default {d.fold}: train on fold 0)")
+    c.add_argument("--arch", choices=("unet", "lraspp"), help=f"default {d.arch}")
+    c.add_argument("--width", type=int, help=f"unet: channels of the first level (default {d.width})")
+    c.add_argument("--image-size", type=int, help=f"square model input side (default {d.image_size})")
+    c.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    c.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    c.add_argument("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr})")
+    c.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    c.add_argument("--warmup-epochs", type=int, help=f"default {d.warmup_epochs}")
+    c.add_argument("--ema", type=float, help=f"weight EMA decay (default {d.ema})")
+    c.add_argument("--seed", type=int, help=f"default {d.seed}")
+    c.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs)")
+    c.add_argument("--limit", type=int, help="use only the first N images of each fold (short runs)")
+    c.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (short runs)")
+    c.add_argument("--split-csv", type=Path, help="official split file (default: found beside --data)")
+    c.add_argument("--mapping-csv", type=Path, help="kvasirseg_to_hyperkvasir_uuid_by_bbox.csv")
+    c.add_argument("--cache-dir", type=Path, help="where decoded images are cached (default RUN_DIR/data-cache)")
+    c.add_argument("--config", type=Path, help="JSON file of defaults (e.g. a run's config.json)")
+    c.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    c.add_argument("--stop-after", type=int, metavar="N", help="train at most N epochs now, then stop "
+                   "(resumable; for sessions with a time limit)")
+    c.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.set_defaults(func=run_segment)
+    return c
+
+
+def segment_config_from_args(args: argparse.Namespace):
+    import dataclasses
+
+    from .config import SegTrainConfig
+
+    fields = {f.name for f in dataclasses.fields(SegTrainConfig)}
+    values: dict = {}
+    if args.config is not None:
+        try:
+            loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise TrainError(f"cannot read --config {args.config}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise TrainError(f"--config {args.config} must hold a JSON object")
+        unknown = sorted(set(loaded) - fields)
+        if unknown:
+            raise TrainError(f"--config {args.config}: unknown keys {', '.join(unknown)}")
+        values.update(loaded)
+    if args.resume and args.out is not None and args.config is None and (Path(args.out) / "config.json").is_file():
+        # a resumed run keeps its own settings unless a flag changes them
+        values.update(json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8")))
+    for name in fields:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = str(v) if isinstance(v, Path) else v
+    if args.no_progress:
+        values["progress"] = False
+    missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
+    if missing:
+        raise TrainError(f"train segment needs {', '.join(missing)}")
+    return SegTrainConfig(**values)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from .trainer import train_segmenter
+
+    cfg = segment_config_from_args(args)
+    summary = train_segmenter(cfg, resume=args.resume, force=args.force, stop_after=args.stop_after)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        last = summary["last"] or {}
+        print(f"run folder: {summary['run']} ({summary['arch']}, {summary['image_size']} px, held-out fold "
+              f"{summary['fold']}, random initialisation): {summary['epochs']} epochs, validation Dice "
+              f"{last.get('val_dice', float('nan')):.4f} (best {summary['best_val_dice']:.4f})")
+    return 0
+
+
+def add_coco_parser(data_sub) -> argparse.ArgumentParser:
+    """``endoview data kvasir-coco DIR --out OUT``: COCO instance annotations per official fold."""
+    c = data_sub.add_parser("kvasir-coco", help="Kvasir-SEG as COCO instances per official fold (MMDetection)",
+                            description="Write OUT/images/*.jpg (black border masked as in the viewer) and "
+                            "OUT/annotations/fold<K>.json: one instance per connected region of each mask "
+                            "(uncompressed RLE), boxes checked against kavsir_bboxes.json.")
+    c.add_argument("data", type=Path, help="the kvasir-seg folder (images/, masks/)")
+    c.add_argument("--out", type=Path, required=True, help="folder to write")
+    c.add_argument("--split-csv", type=Path, help="official split file (default: found beside DATA)")
+    c.add_argument("--mapping-csv", type=Path, help="kvasirseg_to_hyperkvasir_uuid_by_bbox.csv")
+    c.add_argument("--no-masking", action="store_true", help="keep the black border's contents (burned-in text)")
+    c.set_defaults(func=run_coco)
+    return c
+
+
+def run_coco(args: argparse.Namespace) -> int:
+    from .coco import write_coco
+
+    files = write_coco(args.data, args.out, split_csv=args.split_csv, mapping_csv=args.mapping_csv,
+                       masking=not args.no_masking)
+    for k, path in files.items():
+        info = json.loads(path.read_text(encoding="utf-8"))["info"]
+        c = info["bbox_check"]
+        print(f"fold {k}: {path} ({info['images']} images, {info['instances']} instances; {c['matched']} of "
+              f"{c['checked']} regions of >= {c['min_area']} px match a kavsir_bboxes.json box)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# export-seg
+
+
+EXPORT_EPILOG = """\
+Exports the run's EMA weights of its best epoch (--checkpoint last: the last) as a segment bundle:
+model.onnx (uint8 RGB NHWC in, "mask" N x 1 x H x W probabilities out, preprocessing in the graph)
+and model.torchscript.pt; checks ONNX Runtime and TorchScript against PyTorch (<= 1e-4) and
+records the parity, the run's validation Dice and the CPU latency in the manifest. Use the bundle
+as the viewer's model: --model BUNDLE, or [model] bundle in the config.
+
+examples:
+  endoview export-seg runs/unet-f0 -o bundles/polyp-unet
+  endoview annotate demo -o demo.mp4 --model bundles/polyp-unet
+"""
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("export-seg", help="write a segment bundle from a 'train segment' run",
+                              description="Export the real-time polyp segmenter as a self-checked bundle.",
+                              epilog=EXPORT_EPILOG, formatter_class=RAW)
+    p.add_argument("run", type=Path, help="run folder written by 'endoview train segment'")
+    p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--name", help="bundle name (default: polyp-<arch>-<size>-kvasir-seg-heldout<K>)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="which epoch's weights (default: best validation Dice)")
+    p.add_argument("--no-torchscript", action="store_true", help="ONNX only (no torch backend)")
+    p.add_argument("--latency-runs", type=int, default=50, help="timed runs for the latency (default 50)")
+    p.add_argument("--threads", type=int, help="CPU threads for the checks and latency")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=run_export)
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_segmenter
+
+    report = export_segmenter(args.run, args.out, name=args.name, checkpoint=args.checkpoint,
+                              torchscript=not args.no_torchscript, latency_runs=args.latency_runs,
+                              threads=args.threads, force=args.force)
+    if args.json:
+        print(json.dumps({"bundle": str(report.bundle.path), "parity": report.parity,
+                          "cpu_latency_ms": report.latency_ms, "parameters": report.parameters}, indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# eval-seg
+
+
+EVAL_EPILOG = """\
+Runs the bundle as the viewer does (content area, model input, engine backend, mask mapped back to
+the frame) and prints the paper's Table 2 columns: Jaccard, F1 (Dice), recall, precision, per
+image on the union of predicted masks, averaged over images (an empty prediction on a polyp image
+scores 0), and frames per second (model inference, batch 1; and the whole per-frame path).
+--fold K keeps the images of one official fold (Kvasir-SEG layout: the mapping and split files
+are found beside the images' parent folder, as in ../shared/data).
+
+examples:
+  endoview eval-seg bundles/polyp-unet --images kvasir-seg/images --masks kvasir-seg/masks --fold 1
+  endoview eval-seg bundles/polyp-unet --images frames/ --masks masks/ --json
+"""
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval-seg", help="Jaccard, Dice, recall, precision and FPS of a segment bundle",
+                              description="Evaluate a segment bundle on images with ground-truth masks.",
+                              epilog=EVAL_EPILOG, formatter_class=RAW)
+    p.add_argument("bundle", type=Path, help="segment bundle folder (manifest.json)")
+    p.add_argument("--images", type=Path, required=True, help="folder of images")
+    p.add_argument("--masks", type=Path, required=True, help="folder of masks, same file stems (threshold 128)")
+    p.add_argument("--fold", type=int, help="only the images of this official fold (Kvasir-SEG)")
+    p.add_argument("--split-csv", type=Path, help="with --fold: the official split file")
+    p.add_argument("--mapping-csv", type=Path, help="with --fold: kvasirseg_to_hyperkvasir_uuid_by_bbox.csv")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--backend", default="onnxruntime", help="engine backend (default onnxruntime)")
+    p.add_argument("--threads", type=int, help="backend CPU threads")
+    p.add_argument("--out", type=Path, help="also write the metrics as JSON to this file")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help='print {"jaccard", "dice", "recall", "precision", '
+                   '"fps", "images", ...} as JSON')
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_bundle, find_pairs, fold_names, format_table, write_json
+
+    names = None
+    if args.fold is not None:
+        names = fold_names(Path(args.images).expanduser(), args.fold, args.split_csv, args.mapping_csv)
+    pairs = find_pairs(args.images, args.masks, names)
+    if args.limit:
+        pairs = pairs[:args.limit]
+    m = evaluate_bundle(args.bundle, pairs, backend=args.backend, threads=args.threads,
+                        progress=not args.no_progress and not args.json and sys.stderr.isatty())
+    if args.fold is not None:
+        m["fold"] = args.fold
+    if args.out:
+        write_json(m, args.out)
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        print(format_table(m, f"{m['model']}" + (f" fold {args.fold}" if args.fold is not None else "")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.seg.cli export-seg|eval-seg ...`` (without the entry points)."""
+    import logging
+
+    from engine.errors import EndoviewError
+
+    parser = argparse.ArgumentParser(prog="python -m train.seg.cli")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_export_parser(sub)
+    add_eval_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except EndoviewError as exc:
+        print(f"endoview: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""``endoview eval-seg BUNDLE --images DIR --masks DIR``: the paper's Table 2 columns.
+
+Every image goes through what the viewer does (content area, model input, engine backend, mask
+mapped back to frame pixels); the prediction (the union of predicted masks) is compared with the
+ground-truth mask at the image's own resolution. Jaccard, F1 (Dice), recall and precision are
+computed per image and averaged over images; an empty prediction on a polyp image scores 0 on
+all four. Frames per second: model inference alone (``fps``, batch 1, what the paper reports) and
+the whole per-frame path (``fps_pipeline``: content area + resize + inference + mask mapping).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.backends import open_backend
+from engine.bundle import load_bundle
+from engine.content_area import detect_content_area, model_input
+from engine.errors import BundleError
+from engine.segmenter import Segmenter
+
+from ..data import read_bgr
+from ..errors import DataError, TrainError
+from .data import read_mask
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+METRICS = ("jaccard", "dice", "recall", "precision")
+
+
+def image_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """The four scores of one image (bool masks of the same shape)."""
+    tp = float(np.logical_and(pred, gt).sum())
+    fp = float(pred.sum()) - tp
+    fn = float(gt.sum()) - tp
+    if tp + fp + fn == 0:  # nothing to find, nothing found
+        return dict.fromkeys(METRICS, 1.0)
+    return {"jaccard": tp / (tp + fp + fn), "dice": 2 * tp / (2 * tp + fp + fn),
+            "recall": tp / (tp + fn) if tp + fn else 0.0, "precision": tp / (tp + fp) if tp + fp else 0.0}
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+
+
+def find_pairs(images: str | os.PathLike[str], masks: str | os.PathLike[str],
+               names: set[str] | None = None) -> list[Pair]:
+    """Image/mask pairs with the same stem; DataError when an image has no mask."""
+    idir, mdir = Path(images).expanduser(), Path(masks).expanduser()
+    for d, what in ((idir, "--images"), (mdir, "--masks")):
+        if not d.is_dir():
+            raise DataError(f"{what} folder not found: {d}")
+    by_stem = {p.stem: p for p in mdir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs = []
+    for p in sorted(idir.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or (names is not None and p.stem not in names):
+            continue
+        m = by_stem.get(p.stem)
+        if m is None:
+            raise DataError(f"{p.name} has no mask in {mdir}")
+        pairs.append(Pair(p, m))
+    if not pairs:
+        raise DataError(f"no images to evaluate in {idir}")
+    return pairs
+
+
+def evaluate_bundle(bundle_dir: str | os.PathLike[str], pairs: list[Pair], *, backend: str = "onnxruntime",
+                    threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+    bundle = load_bundle(bundle_dir)
+    if bundle.task != "segment":
+        raise BundleError(f"eval-seg needs a segment bundle; {bundle.path} has task {bundle.task!r}")
+    options = {"threads": threads} if threads else {}
+    scores: list[dict[str, float]] = []
+    infer_ms, total_ms = [], []
+    with open_backend(bundle, backend, **options) as be:
+        seg = Segmenter(bundle, be)
+        it = pairs
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(pairs, desc="eval-seg", unit="img", leave=False)
+        # warm-up (first runs allocate)
+        warm = np.zeros((*seg.input_size, 3), np.uint8)
+        for _ in range(3):
+            seg.probabilities(warm)
+        for pair in it:
+            bgr = read_bgr(pair.image)
+            gt = read_mask(pair.mask)
+            if gt.shape != bgr.shape[:2]:
+                raise DataError(f"{pair.mask} and {pair.image} differ in size")
+            t0 = time.perf_counter()
+            area = detect_content_area(bgr)
+            result = seg.segment(model_input(bgr, area, seg.input_size), area)
+            total_ms.append((time.perf_counter() - t0) * 1000.0)
+            infer_ms.append(result.latency_ms)
+            scores.append(image_scores(result.mask, gt))
+    out: dict[str, Any] = {k: float(np.mean([s[k] for s in scores])) for k in METRICS}
+    out.update(
+        fps=1000.0 / float(np.mean(infer_ms)), images=len(scores),
+        fps_pipeline=1000.0 / float(np.mean(total_ms)), inference_ms=float(np.mean(infer_ms)),
+        model=bundle.name, backend=backend, input_size=list(seg.input_size), threshold=seg.threshold,
+    )
+    return out
+
+
+def fold_names(images_dir: Path, fold: int, split_csv=None, mapping_csv=None) -> set[str]:
+    from .data import load_kvasir_seg
+
+    samples = load_kvasir_seg(images_dir.parent, split_csv=split_csv, mapping_csv=mapping_csv)
+    names = {s.name for s in samples if s.fold == fold}
+    if not names:
+        raise TrainError(f"--fold {fold}: no images of that fold")
+    return names
+
+
+def format_table(m: dict[str, Any], title: str) -> str:
+    head = f"{'model':<40} {'images':>6} {'Jaccard':>8} {'F1':>8} {'recall':>8} {'precision':>9} {'FPS':>7}"
+    row = (f"{title[:40]:<40} {m['images']:>6} {m['jaccard']:>8.3f} {m['dice']:>8.3f} {m['recall']:>8.3f} "
+           f"{m['precision']:>9.3f} {m['fps']:>7.1f}")
+    return "\n".join([head, row, f"(whole per-frame path: {m['fps_pipeline']:.1f} FPS; inference "
+                                 f"{m['inference_ms']:.2f} ms at {m['input_size'][0]}x{m['input_size'][1]})"])
+
+
+def write_json(m: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")

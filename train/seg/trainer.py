@@ -1,0 +1,360 @@
+"""``endoview train segment``: the real-time polyp segmenter, trained from random weights.
+
+Recipe (chosen to learn fast on a 2-core CPU): every image decoded once, through the engine's
+crop and black-border masking, and kept in memory at the model's size; augmentation runs on the
+whole batch in torch (flips, 90-degree turns, a random affine: scale, rotation, shift; brightness,
+contrast, saturation, colour cast, gamma), the visible field travels with the image and is applied
+again at the end; loss BCE + soft Dice; AdamW with linear warm-up and cosine decay; an exponential
+moving average (EMA) of the weights is what is validated, kept as best, and exported.
+
+``--fold K`` holds out split-index K (as ``train classify``): it is validated every epoch (Dice
+and IoU per image at the model's size, averaged; an empty prediction on a polyp scores 0), and
+the other fold is trained on. The paper's fold-0-trained model is ``--fold 1``.
+
+Run folder: ``config.json``, ``log.csv`` (one row per epoch), ``train.log``, ``checkpoint-last.pt``
+(written atomically after every epoch) and ``checkpoint-best.pt`` (best validation Dice).
+``--resume`` continues from the last epoch boundary exactly: each epoch's shuffle and
+augmentation draw from a generator seeded by (seed, epoch), and the checkpoint holds the model,
+the EMA, the optimiser and the history, so a resumed run computes what an unbroken one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import TrainError
+from ..models import count_parameters, normalize
+from .data import SegSample, fold_counts, load_arrays, load_kvasir_seg
+from .config import SegTrainConfig
+from .models import HEAD, build_segmenter
+
+log = logging.getLogger(__name__)
+
+FORMAT = "endoview-seg-checkpoint/1"
+LAST = "checkpoint-last.pt"
+BEST = "checkpoint-best.pt"
+#: What must not change when a run is resumed.
+FIXED_ON_RESUME = ("arch", "width", "image_size", "fold", "data", "seed", "limit")
+
+
+# --------------------------------------------------------------------------------------------
+# loss, metrics, augmentation
+
+
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0) -> torch.Tensor:
+    """BCE (mean over pixels) + (1 - soft Dice), the Dice per image then averaged."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    dice = (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
+    return bce_weight * bce + (1 - dice).mean()
+
+
+def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Dice and IoU of two bool masks; both empty scores 1, one empty scores 0."""
+    inter = float(np.logical_and(pred, gt).sum())
+    ps, gs = float(pred.sum()), float(gt.sum())
+    if ps + gs == 0:
+        return 1.0, 1.0
+    return 2 * inter / (ps + gs), inter / (ps + gs - inter)
+
+
+def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def augment(images: torch.Tensor, masks: torch.Tensor, fields: torch.Tensor,
+            g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch (uint8 N x H x W x 3, uint8 N x H x W, uint8 N x H x W) -> (float NCHW 0..255, float N1HW).
+
+    Every draw comes from ``g``: the same generator state gives the same batch.
+    """
+    n = images.shape[0]
+    x = images.permute(0, 3, 1, 2).float()
+    y = torch.cat([masks[:, None].float(), fields[:, None].float()], 1)
+    # flips and 90-degree turns (the field is square-resized, the scope has no up)
+    flip_h = torch.rand(n, generator=g) < 0.5
+    flip_v = torch.rand(n, generator=g) < 0.5
+    turn = torch.rand(n, generator=g) < 0.5
+    x[flip_h], y[flip_h] = x[flip_h].flip(-1), y[flip_h].flip(-1)
+    x[flip_v], y[flip_v] = x[flip_v].flip(-2), y[flip_v].flip(-2)
+    x[turn], y[turn] = x[turn].transpose(-1, -2), y[turn].transpose(-1, -2)
+    # random affine (applied to 80 % of the batch): scale, rotation, shift
+    on = (torch.rand(n, generator=g) < 0.8).float()
+    scale = torch.exp(_uniform(g, n, math.log(0.75), math.log(1.3)) * on)
+    angle = _uniform(g, n, -math.pi / 6, math.pi / 6) * on
+    shift = (torch.rand(n, 2, generator=g) * 0.3 - 0.15) * on[:, None]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mask, field = (y[:, :1] > 0.5).float(), (y[:, 1:] > 0.5).float()
+    # photometric: brightness, contrast, saturation, colour cast, gamma
+    x = x / 255.0
+    x = x * _uniform(g, n, 0.7, 1.3).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * _uniform(g, n, 0.7, 1.3).view(n, 1, 1, 1) + mean
+    grey = x.mean(1, keepdim=True)
+    x = (x - grey) * _uniform(g, n, 0.7, 1.3).view(n, 1, 1, 1) + grey
+    x = x + (torch.rand(n, 3, 1, 1, generator=g) * 0.12 - 0.06)
+    x = x.clamp(0, 1) ** torch.exp(_uniform(g, n, -0.3, 0.3)).view(n, 1, 1, 1)
+    x = (x * 255.0).clamp(0, 255) * field  # black outside the field, as at inference
+    return x, mask
+
+
+def lr_at(cfg: SegTrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to 1 % of ``lr`` at the last step."""
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities N x H x W (float32) for uint8 N x H x W x 3 RGB images."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)
+        x = normalize(x)
+        out.append(torch.sigmoid(model(x)[HEAD])[:, 0].numpy())
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.float32)
+
+
+def validate(model: torch.nn.Module, arrays: dict[str, np.ndarray], threshold: float = 0.5) -> dict[str, float]:
+    probs = predict(model, arrays["images"])
+    scores = np.array([dice_iou(p >= threshold, m > 0) for p, m in zip(probs, arrays["masks"])])
+    if not len(scores):
+        return {"val_dice": float("nan"), "val_iou": float("nan")}
+    return {"val_dice": float(scores[:, 0].mean()), "val_iou": float(scores[:, 1].mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run_or_file: str | os.PathLike[str], name: str = LAST) -> dict[str, Any]:
+    p = Path(run_or_file).expanduser()
+    if p.is_dir():
+        p = p / name
+    if not p.is_file():
+        raise TrainError(f"no segmentation checkpoint at {p}: pass a run folder written by "
+                         "'endoview train segment' (it holds checkpoint-last.pt)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - zip/pickle errors of many kinds: one message
+        raise TrainError(f"cannot read checkpoint {p}: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise TrainError(f"{p} is not an endoview segmentation checkpoint ({FORMAT})")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True) -> torch.nn.Module:
+    cfg = ckpt["config"]
+    model = build_segmenter(cfg["arch"], cfg.get("width", 16))
+    model.load_state_dict(ckpt["ema" if ema and ckpt.get("ema") else "model"])
+    return model.eval()
+
+
+def _write_csv(path: Path, history: Sequence[dict]) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+class _RunLog:
+    def __init__(self, path: Path) -> None:
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.logger = logging.getLogger("train")
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        self._level = self.logger.level
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self._level)
+        self.handler.close()
+
+
+def _split(samples: list[SegSample], fold: int, limit: int) -> tuple[list[SegSample], list[SegSample]]:
+    folds = sorted({s.fold for s in samples})
+    if fold not in folds:
+        raise TrainError(f"--fold {fold}: the split has folds {folds}")
+    train = [s for s in samples if s.fold != fold]
+    val = [s for s in samples if s.fold == fold]
+    if limit:
+        train, val = train[:limit], val[:limit]
+    return train, val
+
+
+def train_segmenter(cfg: SegTrainConfig, *, resume: bool = False, force: bool = False,
+                    stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or continue) one run; returns the summary (also written to summary.json).
+
+    ``stop_after``: train at most this many epochs in this call (the run stays resumable).
+    """
+    cfg.validate()
+    out = Path(cfg.out).expanduser()
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out)
+        old = ckpt["config"]
+        for key in FIXED_ON_RESUME:
+            if old.get(key) != getattr(cfg, key):
+                raise TrainError(f"--resume: {out} was trained with {key}={old.get(key)!r}, not {getattr(cfg, key)!r}")
+        if ckpt["epoch"] >= cfg.epochs:
+            raise TrainError(f"--resume: {out} has already trained {ckpt['epoch']} of {cfg.epochs} epochs; "
+                             "raise --epochs to train on")
+    else:
+        if out.is_dir() and any(out.iterdir()):
+            if not force:
+                raise TrainError(f"{out} already holds a run; pass --resume to continue it, --force to "
+                                 "start over, or choose another --out")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with _RunLog(out / "train.log"):
+        return _train(cfg, out, ckpt, stop_after)
+
+
+def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_after: int | None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    samples = load_kvasir_seg(cfg.data, split_csv=cfg.split_csv, mapping_csv=cfg.mapping_csv)
+    train_s, val_s = _split(samples, cfg.fold, cfg.limit)
+    size = (cfg.image_size, cfg.image_size)
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else out / "data-cache"
+    t0 = time.perf_counter()
+    train_a = load_arrays(train_s, size, cache_dir=cache, progress=cfg.progress)
+    val_a = load_arrays(val_s, size, cache_dir=cache, progress=cfg.progress)
+    log.info("Kvasir-SEG %s: folds %s; training on %d images, validating on fold %d (%d images) at "
+             "%dx%d; decoded in %.1f s", cfg.data, fold_counts(samples), len(train_s), cfg.fold,
+             len(val_s), *size, time.perf_counter() - t0)
+
+    torch.manual_seed(cfg.seed)
+    model = build_segmenter(cfg.arch, cfg.width)
+    ema = build_segmenter(cfg.arch, cfg.width)
+    ema.load_state_dict(model.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    history: list[dict] = []
+    best = -1.0
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        history, best, start = list(ckpt["history"]), float(ckpt["best_dice"]), int(ckpt["epoch"])
+        log.info("resumed %s at epoch %d (best validation Dice %.4f)", ckpt["path"], start, best)
+    else:
+        log.warning("%s (width %d, %d parameters) starts from RANDOM INITIALISATION", cfg.arch, cfg.width,
+                    count_parameters(model))
+
+    n = len(train_s)
+    steps = cfg.steps_per_epoch or max(1, n // cfg.batch_size)
+    images_t = torch.from_numpy(train_a["images"])
+    masks_t = torch.from_numpy(train_a["masks"])
+    fields_t = torch.from_numpy(train_a["fields"])
+    ema_params = list(ema.state_dict().values())
+    model_params = list(model.state_dict().values())
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
+    for epoch in range(start, end):
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(math.ceil(steps * cfg.batch_size / n))])
+        model.train()
+        t_epoch = time.perf_counter()
+        total = 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
+                   disable=not cfg.progress)
+        for i in bar:
+            step = epoch * steps + i
+            lr = lr_at(cfg, step, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x, y = augment(images_t[idx], masks_t[idx], fields_t[idx], g)
+            x = normalize(x)
+            loss = dice_bce_loss(model(x)[HEAD], y, cfg.bce_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                d = min(cfg.ema, (1 + step) / (10 + step))
+                for e, m in zip(ema_params, model_params):
+                    if e.dtype.is_floating_point:
+                        e.mul_(d).add_(m.detach(), alpha=1 - d)
+                    else:
+                        e.copy_(m)
+            total += loss.item()
+            bar.set_postfix(loss=f"{total / (i + 1):.4f}", lr=f"{lr:.2e}")
+        bar.close()
+        train_s_ = time.perf_counter() - t_epoch
+        metrics = validate(ema, val_a)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / steps, **metrics,
+               "train_s": round(train_s_, 1), "val_s": round(time.perf_counter() - t_epoch - train_s_, 1)}
+        history.append(row)
+        improved = metrics["val_dice"] > best
+        best = max(best, metrics["val_dice"])
+        payload = {"config": cfg.to_dict(), "epoch": epoch + 1, "model": model.state_dict(),
+                   "ema": ema.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                   "best_dice": best, "steps_per_epoch": steps,
+                   "train_images": [s.name for s in train_s], "val_images": [s.name for s in val_s]}
+        save_checkpoint(out / LAST, payload)
+        if improved:
+            shutil.copyfile(out / LAST, out / BEST)
+        _write_csv(out / "log.csv", history)
+        log.info("epoch %d/%d: loss %.4f, val Dice %.4f, IoU %.4f (best %.4f), lr %.2e, %.0f s + %.0f s",
+                 epoch + 1, cfg.epochs, row["train_loss"], metrics["val_dice"], metrics["val_iou"], best, lr,
+                 row["train_s"], row["val_s"])
+    summary = {"run": str(out), "arch": cfg.arch, "width": cfg.width, "image_size": cfg.image_size,
+               "fold": cfg.fold, "epochs": len(history), "best_val_dice": best,
+               "last": history[-1] if history else None, "parameters": count_parameters(model),
+               "weights_source": "random initialisation"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
