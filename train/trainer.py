@@ -203,7 +203,9 @@ def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-class _RunLog:
+class RunLog:
+    """The run folder's log file: everything the ``train`` logger says while training."""
+
     """Adds a train.log file handler to the ``train`` logger for the duration of a run."""
 
     def __init__(self, path: Path) -> None:
@@ -259,7 +261,7 @@ def train_classifier(cfg: TrainConfig, *, resume: bool = False, force: bool = Fa
             raise TrainError(f"--resume: {out} has already trained {ckpt['epoch']} of {cfg.epochs} "
                              "epochs; raise --epochs to train on")
 
-    with _RunLog(out / "train.log") if d.main else _nullcontext():
+    with RunLog(out / "train.log") if d.main else _nullcontext():
         return _train(cfg, d, device, amp, out, ckpt)
 
 

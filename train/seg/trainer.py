@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import TrainError
 from ..models import count_parameters, normalize
+from ..trainer import RunLog
 from .data import SegSample, fold_counts, load_arrays, load_kvasir_seg
 from .config import SegTrainConfig
 from .models import HEAD, build_segmenter
@@ -197,25 +198,6 @@ def _write_csv(path: Path, history: Sequence[dict]) -> None:
 # training
 
 
-class _RunLog:
-    def __init__(self, path: Path) -> None:
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.logger = logging.getLogger("train")
-
-    def __enter__(self):
-        self.logger.addHandler(self.handler)
-        self._level = self.logger.level
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            self.logger.setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self._level)
-        self.handler.close()
-
-
 def _split(samples: list[SegSample], fold: int, limit: int) -> tuple[list[SegSample], list[SegSample]]:
     folds = sorted({s.fold for s in samples})
     if fold not in folds:
@@ -253,7 +235,7 @@ def train_segmenter(cfg: SegTrainConfig, *, resume: bool = False, force: bool = 
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with _RunLog(out / "train.log"):
+    with RunLog(out / "train.log"):
         return _train(cfg, out, ckpt, stop_after)
 
 
