@@ -125,6 +125,30 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def read_config_file(path, allowed: set[str]) -> dict:
+    """A ``--config`` JSON object whose keys are all in ``allowed``; TrainError otherwise."""
+    try:
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise TrainError(f"cannot read --config {path}: {err}") from err
+    if not isinstance(loaded, dict):
+        raise TrainError(f"--config {path} must hold a JSON object")
+    unknown = sorted(set(loaded) - allowed)
+    if unknown:
+        raise TrainError(f"--config {path}: unknown keys {', '.join(unknown)}")
+    return loaded
+
+
+def apply_flags(values: dict, args: argparse.Namespace, fields: set[str]) -> None:
+    """Command-line flags override the config file (paths as strings)."""
+    for name in fields:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = str(v) if isinstance(v, Path) else v
+    if args.no_progress:
+        values["progress"] = False
+
+
 def train_config_from_args(args: argparse.Namespace):
     from .labels import parse_heads
     from .trainer import TrainConfig
@@ -132,22 +156,9 @@ def train_config_from_args(args: argparse.Namespace):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values: dict = {}
     if args.config is not None:
-        try:
-            loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise TrainError(f"cannot read --config {args.config}: {err}") from err
-        if not isinstance(loaded, dict):
-            raise TrainError(f"--config {args.config} must hold a JSON object")
-        unknown = sorted(set(loaded) - fields - {"resolved"})
-        if unknown:
-            raise TrainError(f"--config {args.config}: unknown keys {', '.join(unknown)}")
+        loaded = read_config_file(args.config, fields | {"resolved"})
         values.update({k: v for k, v in loaded.items() if k in fields})
-    for name in fields:
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = str(v) if isinstance(v, Path) else v
-    if args.no_progress:
-        values["progress"] = False
+    apply_flags(values, args, fields)
     missing = [f"--{k.replace('_', '-')}" for k in ("data", "split_csv", "out") if not values.get(k)]
     if missing:
         raise TrainError(f"train classify needs {', '.join(missing)}")

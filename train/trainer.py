@@ -175,7 +175,7 @@ def parameter_checksum(model: torch.nn.Module) -> str:
 # run folder
 
 
-def _write_csv(path: Path, history: Sequence[dict]) -> None:
+def write_csv(path: Path, history: Sequence[dict]) -> None:
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
@@ -404,7 +404,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
                 for k in ("macro_precision", "macro_recall", "macro_f1", "micro_f1", "mcc"):
                     row[f"val_{k}"] = metrics[k]
             history.append(row)
-            _write_csv(out / "log.csv", history)
+            write_csv(out / "log.csv", history)
             plot_history(history, out / "plots" / "history.png",
                          title=f"{DISPLAY[cfg.arch]} heads={','.join(cfg.heads)} held-out fold {cfg.fold}")
             save_checkpoint(out / LAST, {

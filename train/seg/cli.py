@@ -72,30 +72,17 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
 def segment_config_from_args(args: argparse.Namespace):
     import dataclasses
 
+    from ..cli import apply_flags, read_config_file
     from .config import SegTrainConfig
 
     fields = {f.name for f in dataclasses.fields(SegTrainConfig)}
     values: dict = {}
     if args.config is not None:
-        try:
-            loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise TrainError(f"cannot read --config {args.config}: {err}") from err
-        if not isinstance(loaded, dict):
-            raise TrainError(f"--config {args.config} must hold a JSON object")
-        unknown = sorted(set(loaded) - fields)
-        if unknown:
-            raise TrainError(f"--config {args.config}: unknown keys {', '.join(unknown)}")
-        values.update(loaded)
+        values.update(read_config_file(args.config, fields))
     if args.resume and args.out is not None and args.config is None and (Path(args.out) / "config.json").is_file():
         # a resumed run keeps its own settings unless a flag changes them
         values.update(json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8")))
-    for name in fields:
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = str(v) if isinstance(v, Path) else v
-    if args.no_progress:
-        values["progress"] = False
+    apply_flags(values, args, fields)
     missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
     if missing:
         raise TrainError(f"train segment needs {', '.join(missing)}")

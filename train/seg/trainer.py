@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import TrainError
 from ..models import count_parameters, normalize
-from ..trainer import RunLog
+from ..trainer import RunLog, write_csv
 from .data import SegSample, fold_counts, load_arrays, load_kvasir_seg
 from .config import SegTrainConfig
 from .models import HEAD, build_segmenter
@@ -181,19 +181,6 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True) -> torch.nn
     return model.eval()
 
 
-def _write_csv(path: Path, history: Sequence[dict]) -> None:
-    if not history:
-        return
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------------------------
 # training
 
@@ -330,7 +317,7 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
         save_checkpoint(out / LAST, payload)
         if improved:
             shutil.copyfile(out / LAST, out / BEST)
-        _write_csv(out / "log.csv", history)
+        write_csv(out / "log.csv", history)
         log.info("epoch %d/%d: loss %.4f, val Dice %.4f, IoU %.4f (best %.4f), lr %.2e, %.0f s + %.0f s",
                  epoch + 1, cfg.epochs, row["train_loss"], metrics["val_dice"], metrics["val_iou"], best, lr,
                  row["train_s"], row["val_s"])
