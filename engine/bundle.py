@@ -5,7 +5,7 @@ Manifest (``endoview-bundle/1``)::
     {
       "format": "endoview-bundle/1",
       "name": "mobilenetv3-large-hyperkvasir-raw",
-      "task": "classify",                       # "classify" | "segment"
+      "task": "classify",                       # "classify" | "segment" | "instances"
       "labels": ["barretts", ...],              # output class order
       "input": {"name": "image", "height": 224, "width": 224,
                 "layout": "NHWC", "dtype": "uint8", "color": "RGB"},
@@ -17,7 +17,9 @@ Manifest (``endoview-bundle/1``)::
     }
 
 Preprocessing (cast, scale, normalise, transpose) is inside the ONNX graph: every backend gets
-uint8 RGB NHWC at the model's size. :func:`load_bundle` validates all of this at the edge and
+uint8 RGB NHWC at the model's size. An "instances" bundle (the Cascade Mask R-CNN second pass)
+may instead carry an MMDetection checkpoint and config (formats "mmdet" and "mmdet-config"),
+which only the second pass's torch path runs (:mod:`engine.instances`). :func:`load_bundle` validates all of this at the edge and
 raises :class:`~engine.errors.BundleError` with a message that names the file and what to do.
 """
 
@@ -41,10 +43,13 @@ log = logging.getLogger(__name__)
 
 FORMAT = "endoview-bundle/1"
 MANIFEST = "manifest.json"
-TASKS = ("classify", "segment")
-#: Output roles each task must declare (role -> meaning).
-REQUIRED_OUTPUTS = {"classify": ("probabilities",), "segment": ("mask",)}
-KNOWN_OUTPUTS = {"classify": ("probabilities",), "segment": ("mask", "probabilities")}
+TASKS = ("classify", "segment", "instances")
+#: Output roles each task must declare (role -> meaning). "instances" is an instance segmenter
+#: (the second pass's Cascade Mask R-CNN): per-instance masks, boxes and scores.
+REQUIRED_OUTPUTS = {"classify": ("probabilities",), "segment": ("mask",),
+                    "instances": ("masks", "boxes", "scores")}
+KNOWN_OUTPUTS = {"classify": ("probabilities",), "segment": ("mask", "probabilities"),
+                 "instances": ("masks", "boxes", "scores")}
 #: The only input conventions the engine produces (crop + resize, nothing else).
 INPUT_LAYOUT, INPUT_DTYPE, INPUT_COLOR = "NHWC", "uint8", "RGB"
 _REQUIRED_KEYS = ("format", "name", "task", "labels", "input", "outputs", "files", "formats", "trained")
@@ -229,6 +234,9 @@ def _validate_manifest(m: dict[str, Any], mpath: Path) -> dict[str, Any]:
             raise BundleError(f"{mpath}: format {fmt!r} names {rel!r}, which is not listed in 'files'")
     if task == "classify" and "onnx" not in formats:
         raise BundleError(f"{mpath}: a classify bundle must have an ONNX model ('formats': {{'onnx': ...}})")
+    if task == "instances" and not ("onnx" in formats or {"mmdet", "mmdet-config"} <= formats.keys()):
+        raise BundleError(f"{mpath}: an instances bundle needs an ONNX model or an MMDetection checkpoint and "
+                          "config ('formats': {'mmdet': 'model.pth', 'mmdet-config': 'config.py'})")
     trained = m["trained"]
     if not isinstance(trained, bool):
         raise BundleError(f"{mpath}: 'trained' must be true or false")

@@ -251,3 +251,27 @@ def test_write_copies_files_from_paths(tmp_path: Path, bundle: Bundle) -> None:
     assert b.file("onnx") == b.path / "nested" / "m.onnx"
     assert b.sha256("onnx") == bundle.sha256("onnx")
     assert b.trained is False and b.manifest["metrics"] == {"accuracy": 0.5}
+
+
+def _instances_kwargs(**over: object) -> dict:
+    kw: dict = dict(name="cascade-test", task="instances", labels=["polyp"], input_size=(64, 64),
+                    files={"model.pth": b"weights", "config.py": b"model = dict()\n"},
+                    formats={"mmdet": "model.pth", "mmdet-config": "config.py"},
+                    outputs={"masks": "masks", "boxes": "boxes", "scores": "scores"}, trained=True)
+    kw.update(over)
+    return kw
+
+
+def test_instances_bundle_with_mmdet_files(tmp_path: Path) -> None:
+    b = write_bundle(tmp_path / "cascade", **_instances_kwargs())
+    assert b.task == "instances" and b.has("mmdet") and b.file("mmdet-config").name == "config.py"
+
+
+def test_instances_bundle_needs_masks_boxes_scores(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"needs output role\(s\) boxes, scores"):
+        write_bundle(tmp_path / "c", **_instances_kwargs(outputs={"masks": "masks"}))
+
+
+def test_instances_bundle_needs_a_model_it_can_run(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="ONNX model or an MMDetection checkpoint and config"):
+        write_bundle(tmp_path / "c", **_instances_kwargs(formats={"mmdet": "model.pth"}))
