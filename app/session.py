@@ -168,10 +168,10 @@ class Session(QObject):
         analyzer.triggers = self._triggers if self.state.second_pass else None
         if analyzer.second_pass is not None:
             analyzer.second_pass.on_result = bridge.second_pass.emit
-        c, m = analyzer.classifier, analyzer.model
-        if c is not None:
+        m = analyzer.model
+        if m is not None:  # a classifier's classes, or a segmenter's "no polyp" / "polyp"
             s = self.settings
-            self.timeline = Timeline(c.labels, info.fps or 30.0, info.frame_count,
+            self.timeline = Timeline(m.labels, info.fps or 30.0, info.frame_count,
                                      classes=s.finding_classes, min_duration_s=s.finding_min_s,
                                      min_confidence=s.finding_min_confidence)
         text = f"{m.name} on {m.backend.description}" if m is not None else "no model (content area only)"

@@ -11,6 +11,7 @@ from .backends import open_backend
 from .bundle import load_bundle
 from .classifier import Classifier, make_smoother
 from .config import Config
+from .errors import BundleError
 from .content_area import ContentAreaTracker
 from .overlay import Overlay
 from .pipeline import Analyzer
@@ -52,8 +53,21 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
 
 @contextlib.contextmanager
 def open_second_pass(config: Config) -> Iterator[SecondPassWorker]:
-    """The second-pass worker over ``config.second_pass`` (a classifier bundle), started."""
+    """The second-pass worker over ``config.second_pass``, started.
+
+    A classify bundle (e.g. the trimmed ResNet-152) runs on the configured backend; an instances
+    bundle (the Cascade Mask R-CNN) runs through MMDetection on torch, on CUDA when available.
+    """
     bundle = load_bundle(Path(config.second_pass))
+    if bundle.task == "instances":
+        from .instances import InstancePass
+
+        with SecondPassWorker(InstancePass.from_bundle(bundle)) as worker:
+            yield worker
+        return
+    if bundle.task != "classify":
+        raise BundleError(f"second pass {bundle.path} has task {bundle.task!r}; a second pass is a "
+                          "classify bundle (ResNet-152) or an instances bundle (Cascade Mask R-CNN)")
     with open_backend(bundle, config.backend) as backend:
         logger.info("second pass %s on %s", bundle.name, backend.description)
         with SecondPassWorker(ClassifierPass(Classifier(bundle, backend))) as worker:

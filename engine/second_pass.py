@@ -51,7 +51,7 @@ class Triggers:
     """When the fast model's result asks for a second pass (besides explicit requests).
 
     every_n: every N frames (None: off). hold_seconds: when one of ``labels`` has been the fast
-    model's label with at least ``min_confidence`` for this long (None: off); it fires once per
+    model's label (a classifier's top-1, or "polyp" while the real-time segmenter finds one) with at least ``min_confidence`` for this long (None: off); it fires once per
     stretch, and again after ``repeat_seconds`` while the stretch lasts.
     """
 
@@ -69,10 +69,11 @@ class Triggers:
         index, t = result.frame.index, result.frame.timestamp
         if self.every_n and index % self.every_n == 0:
             return True
-        p = result.prediction
-        if self.hold_seconds is None or p is None:
+        top = result.top  # the classifier's top-1, or the segmenter's "polyp" / "no polyp"
+        if self.hold_seconds is None or top is None:
             return False
-        if p.label not in self.labels or p.confidence < self.min_confidence:
+        label, conf = top
+        if label not in self.labels or conf < self.min_confidence:
             self._since = self._last_fired = None
             return False
         if self._since is None or t < self._since:  # a new stretch (or a seek backwards)

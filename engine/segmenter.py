@@ -25,7 +25,7 @@ import numpy as np
 from .bundle import Bundle
 from .classifier import NoSmoothing, Smoother
 from .errors import BackendError, BundleError
-from .types import ContentArea, SegmentationResult
+from .types import ContentArea, SegmentationResult, absent_label
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -51,6 +51,11 @@ class Segmenter:
         self.name = bundle.name
         self.smoother = smoother or NoSmoothing()
         self._area: ContentArea | None = None
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """The per-frame classes a segmenter gives (timeline, triggers): ("no polyp", "polyp")."""
+        return absent_label(self.label), self.label
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -68,18 +68,21 @@ class Timeline:
         self.version = 0  # bumped on every change, so painters know when to repaint
 
     def record(self, result: FrameResult) -> None:
-        """Store the top class of ``result`` (results without a prediction are ignored)."""
-        p = result.prediction
+        """Store the top class of ``result``: the classifier's top-1, or the segmenter's "polyp" /
+        "no polyp" (results without either, or with a class not in ``labels``, are ignored)."""
+        top = result.top
         i = result.frame.index
-        if p is None or i < 0 or (self.frame_count is not None and i >= self.frame_count):
+        if top is None or top[0] not in self.labels or i < 0 or (
+                self.frame_count is not None and i >= self.frame_count):
             return
+        label, confidence = top
         with self._lock:
             if i >= len(self._cls):
                 grow = max(i + 1, 2 * len(self._cls)) - len(self._cls)
                 self._cls = np.concatenate([self._cls, np.full(grow, UNKNOWN, np.int16)])
                 self._conf = np.concatenate([self._conf, np.zeros(grow, np.float32)])
-            self._cls[i] = self.labels.index(p.label)
-            self._conf[i] = p.confidence
+            self._cls[i] = self.labels.index(label)
+            self._conf[i] = confidence
             self.version += 1
 
     def class_indices(self) -> np.ndarray:

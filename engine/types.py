@@ -140,6 +140,11 @@ class SecondPassResult:
     scores: np.ndarray | None = None
 
 
+def absent_label(label: str) -> str:
+    """What a segmenter's frame is called when it finds no ``label``: "no polyp"."""
+    return f"no {label}"
+
+
 @dataclass(frozen=True, eq=False)
 class SegmentationResult:
     """The real-time segmenter's answer for one frame.
@@ -166,6 +171,11 @@ class SegmentationResult:
     @property
     def present(self) -> bool:
         return self.area > 0
+
+    @property
+    def finding(self) -> str:
+        """The frame's class as the segmenter sees it: the label ("polyp") or "no polyp"."""
+        return self.label if self.present else absent_label(self.label)
 
     @cached_property
     def bbox(self) -> tuple[int, int, int, int] | None:
@@ -198,6 +208,17 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     untrained: bool = False
     fps: float | None = None  # analysis rate when this result was made, for the overlay
+
+    @property
+    def top(self) -> tuple[str, float] | None:
+        """The frame's class and its confidence: the classifier's top-1, else the segmenter's
+        finding ("polyp" with the mask's confidence, or "no polyp"), None without a model."""
+        if self.prediction is not None:
+            return self.prediction.label, self.prediction.confidence
+        seg = self.segmentation
+        if seg is not None:
+            return seg.finding, (seg.confidence if seg.present else 1.0 - seg.confidence)
+        return None
 
     def to_log_row(self, k: int = 3) -> dict:
         """One row of the per-frame log (JSONL / CSV)."""

@@ -127,3 +127,24 @@ def test_config_second_pass_runs_in_annotate(tmp_path, tiny_bundle):
     assert used, "no frame carried a second-pass result"
     assert all(u["frame_index"] % 10 == 0 and u["label"] in tiny_bundle.labels for u in used)
     assert all(row["index"] >= row["second_pass"]["frame_index"] for row in rows if "second_pass" in row)
+
+
+def seg_result(i, present, conf=0.8, fps=30):
+    from engine.types import SegmentationResult
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 2:5] = present
+    return FrameResult(frame(i, i / fps), AREA, segmentation=SegmentationResult(mask, conf, "polyp", "seg"))
+
+
+def test_triggers_fire_when_the_segmenter_holds_a_polyp():
+    trig = Triggers(hold_seconds=1.0, repeat_seconds=2.0)
+    # a polyp in frames 15..124: held 1 s at frame 45, again 2 s later at 105
+    fired = [i for i in range(150) if trig(seg_result(i, present=15 <= i < 125))]
+    assert fired == [45, 105]
+
+
+def test_triggers_ignore_a_segmenter_without_a_mask_or_with_low_confidence():
+    trig = Triggers(hold_seconds=0.5, min_confidence=0.5)
+    assert not any(trig(seg_result(i, present=False, conf=0.99)) for i in range(60))
+    assert not any(trig(seg_result(i, present=True, conf=0.3)) for i in range(60))

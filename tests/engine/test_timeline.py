@@ -81,3 +81,19 @@ def test_analyse_video_fills_every_frame_with_progress_and_cancels(tiny_bundle):
 
         n = analyse_video(ListSource(200), analyzer, tl2, progress=progress, stop=stop)
         assert 5 <= n < 200 and tl2.analysed == n
+
+
+def test_records_the_segmenters_polyp_and_no_polyp_frames():
+    from engine.types import SegmentationResult
+
+    tl = Timeline(("no polyp", "polyp"), fps=10, frame_count=40, min_duration_s=1.0)
+    area = ContentArea.full_frame(8, 8)
+    for i in range(40):
+        mask = np.zeros((8, 8), bool)
+        mask[1:4, 1:4] = 10 <= i < 25
+        tl.record(FrameResult(Frame(i, i / 10, np.zeros((8, 8, 3), np.uint8), 0.0), area,
+                              segmentation=SegmentationResult(mask, 0.7, "polyp", "seg")))
+    assert tl.runs() == [(0, 9, 0), (10, 24, 1), (25, 39, 0)]
+    [f] = tl.findings()
+    assert (f.start, f.end, f.label) == (10, 24, "polyp") and f.confidence == pytest.approx(0.7)
+    assert tl.label_at(5) == "no polyp"
