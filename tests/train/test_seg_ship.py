@@ -1,0 +1,114 @@
+"""The ship step: two tiny segment runs (one per held-out fold) -> run A's bundle with the 2-fold figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.bundle import load_bundle
+from train.errors import TrainError
+from train.seg.ship import INITIALISATION, main, read_run, ship, train_command
+from train.seg.trainer import SegTrainConfig, train_segmenter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(data_dir, out, fold) -> Path:
+    train_segmenter(SegTrainConfig(data=str(data_dir / "kvasir-seg"), out=str(out), fold=fold, image_size=64,
+                                   width=8, epochs=1, batch_size=4, limit=6, steps_per_epoch=1, warmup_epochs=1,
+                                   progress=False, threads=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+    """(run A: trained on fold 0, held-out fold 1; run B: the other way round)."""
+    root = tmp_path_factory.mktemp("shipruns")
+    return tiny(data_dir, root / "a", fold=1), tiny(data_dir, root / "b", fold=0)
+
+
+@pytest.fixture(scope="module")
+def shipped(runs, tmp_path_factory):
+    a, b = runs
+    return ship(a, b, tmp_path_factory.mktemp("ship") / "polyp-unet", limit=3, threads=2, latency_runs=2)
+
+
+def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs):
+    a, b = runs
+    bundle = load_bundle(shipped.bundle.path)
+    assert bundle.task == "segment" and bundle.labels == ("polyp",) and bundle.trained
+    assert bundle.has("onnx") and not bundle.has("torchscript")  # ONNX only unless --torchscript
+    t, m = bundle.manifest["training"], bundle.manifest["metrics"]
+    assert t["initialisation"] == INITIALISATION == "trained from random initialisation (no pretrained weights)"
+    assert (t["trained_on_fold"], t["heldout_fold"]) == (0, 1) and t["seed"] == 0
+    d = t["dataset"]
+    assert d["name"] == "Kvasir-SEG" and d["folder"] == "kvasir-seg" and d["images"] == 1000
+    assert d["images_per_fold"] == {"0": 500, "1": 500} and "official HyperKvasir 2-fold split" in d["split"]
+    by_role = {r["heldout_fold"]: r for r in t["runs"]}
+    for fold, run in ((1, a), (0, b)):
+        r = by_role[fold]
+        rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()]
+        head = rows[0]
+        wall = sum(float(x[head.index("train_s")]) + float(x[head.index("val_s")]) for x in rows[1:])
+        assert r["trained_on_fold"] == 1 - fold and r["seed"] == 0 and r["epochs"] == 1
+        assert r["wall_time_s"] == pytest.approx(wall, abs=0.06) and r["initialisation"] == INITIALISATION
+        assert r["command"].startswith("endoview train segment") and f"--fold {fold}" in r["command"]
+        assert "--width 8" in r["command"] and "--limit 6" in r["command"] and "--steps-per-epoch 1" in r["command"]
+    assert t["wall_time_s"] == by_role[1]["wall_time_s"]
+    # what the export wrote is kept, the ship step only adds
+    assert t["weights"] == "random initialisation" and "parity" in m and "cpu_latency_ms" in m
+
+    cv = m["kvasir_seg_2fold"]
+    folds = {f["heldout_fold"]: f for f in cv["folds"]}
+    assert set(folds) == {0, 1} and folds[1]["shipped"] and not folds[0]["shipped"]
+    assert folds[1]["onnx_sha256"] == bundle.sha256("onnx")  # the evaluated model is the shipped one
+    for f in folds.values():
+        assert f["images"] == 3 and all(0.0 <= f[k] <= 1.0 for k in ("jaccard", "dice", "recall", "precision"))
+        assert f["fps"] > 0
+    for k in ("jaccard", "dice", "recall", "precision", "fps"):
+        assert cv["mean"][k] == pytest.approx((folds[0][k] + folds[1][k]) / 2)
+    assert cv["limited_to_images_per_fold"] == 3
+    cmd = t["reproduce"]["ship"]
+    assert cmd.startswith("python -m train.seg.ship ") and "--limit 3" in cmd and str(a.resolve()) in cmd
+    assert t["reproduce"]["train"] == [train_command(read_run(a)), train_command(read_run(b))]
+    assert "2-fold mean Dice" in bundle.manifest["notes"] and "research use only" in bundle.manifest["notes"].lower()
+
+
+def test_ship_refuses_bad_pairs_before_any_export(runs, tmp_path):
+    a, b = runs
+    with pytest.raises(TrainError, match="both runs hold out fold 1"):
+        ship(a, a, tmp_path / "x")
+    copies = {}
+    for tag, run in (("a", a), ("b", b)):
+        copies[tag] = tmp_path / f"{tag}-unfinished"
+        shutil.copytree(run, copies[tag], ignore=shutil.ignore_patterns("*.pt", "data-cache"))
+        cfg = json.loads((run / "config.json").read_text())
+        (copies[tag] / "config.json").write_text(json.dumps({**cfg, "epochs": 5}))
+    with pytest.raises(TrainError, match="run A .* has trained 1 of 5 epochs.*--allow-unfinished"):
+        ship(copies["a"], copies["b"], tmp_path / "x")
+    with pytest.raises(TrainError, match=r"differ in epochs \(1 vs 5\)"):
+        ship(a, copies["b"], tmp_path / "x")
+    with pytest.raises(TrainError, match="not a 'train segment' run folder"):
+        ship(a, tmp_path, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_help_and_existing_output(shipped, runs, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "RUN_A" in capsys.readouterr().out
+    a, b = runs
+    assert main([str(a), str(b), "-o", str(shipped.bundle.path)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("endoview: error:") and "--force" in err
+
+
+def test_module_runs_as_a_script():
+    r = subprocess.run([sys.executable, "-m", "train.seg.ship", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and "2-fold" in r.stdout
