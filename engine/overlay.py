@@ -22,6 +22,8 @@ BLACK = (0, 0, 0)
 RED = (40, 40, 230)
 GREEN = (80, 220, 80)
 YELLOW = (40, 220, 240)
+GREY = (200, 200, 200)
+SEG_COLOR = (60, 230, 255)  # the real-time segmenter's mask and label
 
 
 def class_color(index: int) -> tuple[int, int, int]:
@@ -72,7 +74,12 @@ class ContentAreaOutline(Layer):
 
 
 class ClassLabel(Layer):
-    """Top label with confidence, and top-k bars, in a panel at the top left."""
+    """The frame's answer in a panel at the top left, on every frame.
+
+    A classifier: top label with confidence and top-k bars. A segmenter alone: "polyp NN%" (the
+    mean probability inside the mask) and its bar when the mask is not empty, else "no polyp"
+    with the largest probability anywhere, small. Only the panel's pixels are touched.
+    """
 
     name = "label"
 
@@ -80,9 +87,13 @@ class ClassLabel(Layer):
         self.k = k
 
     def draw(self, image, result, shown_index):
+        if result.prediction is not None:
+            self._classifier(image, result, shown_index)
+        elif result.segmentation is not None:
+            self._segmenter(image, result, shown_index)
+
+    def _classifier(self, image, result, shown_index):
         p = result.prediction
-        if p is None:
-            return
         s = _scale(image)
         pad, line = round(10 * s), round(30 * s)
         bar_w = round(190 * s)
@@ -92,17 +103,43 @@ class ClassLabel(Layer):
         idx = p.labels.index(p.label)
         _text(image, f"{p.label} {p.confidence:.0%}", (x + pad, y + pad + round(22 * s)),
               0.8 * s, class_color(idx), max(1, round(2 * s)))
-        if result.frame.index != shown_index:
-            age = shown_index - result.frame.index
-            _text(image, f"{age}f", (x + w - round(45 * s), y + pad + round(22 * s)), 0.45 * s)
+        self._age(image, result, shown_index, x + w, y + pad, s)
         by = y + pad + line + round(4 * s)
         for name, prob in p.top(self.k):
-            color = class_color(p.labels.index(name))
-            bh = round(14 * s)
-            cv2.rectangle(image, (x + pad, by), (x + pad + bar_w, by + bh), (90, 90, 90), 1)
-            cv2.rectangle(image, (x + pad, by), (x + pad + round(bar_w * prob), by + bh), color, -1)
-            _text(image, f"{name[:18]}  {prob:.2f}", (x + pad * 2 + bar_w, by + bh - 2), 0.38 * s)
+            self._bar(image, x + pad, by, bar_w, prob, class_color(p.labels.index(name)), f"{name[:18]}  {prob:.2f}", s)
             by += round(22 * s)
+
+    def _segmenter(self, image, result, shown_index):
+        seg = result.segmentation
+        s = _scale(image)
+        pad, line = round(10 * s), round(30 * s)
+        w, h = round(330 * s), pad * 2 + line + round(22 * s)
+        x, y = pad, pad
+        _panel(image, x, y, w, h, 0.8)
+        title, detail = segmentation_label(seg)
+        color = SEG_COLOR if seg.present else GREY
+        _text(image, title, (x + pad, y + pad + round(22 * s)), 0.8 * s, color, max(1, round(2 * s)))
+        self._age(image, result, shown_index, x + w, y + pad, s)
+        self._bar(image, x + pad, y + pad + line + round(4 * s), round(190 * s), seg.confidence, color, detail, s)
+
+    @staticmethod
+    def _bar(image, x, y, width, prob, color, text, s) -> None:
+        bh = round(14 * s)
+        cv2.rectangle(image, (x, y), (x + width, y + bh), (90, 90, 90), 1)
+        cv2.rectangle(image, (x, y), (x + round(width * min(1.0, max(0.0, prob))), y + bh), color, -1)
+        _text(image, text, (x + width + round(10 * s), y + bh - 2), 0.38 * s)
+
+    @staticmethod
+    def _age(image, result, shown_index, right, top, s) -> None:
+        if result.frame.index != shown_index:
+            _text(image, f"{shown_index - result.frame.index}f", (right - round(45 * s), top + round(22 * s)), 0.45 * s)
+
+
+def segmentation_label(seg) -> tuple[str, str]:
+    """The label panel's words for a segmenter's answer: (title, small text beside its bar)."""
+    if seg.present:
+        return f"{seg.label} {seg.confidence:.0%}", f"mask mean p {seg.confidence:.2f}"
+    return f"no {seg.label}", f"max p {seg.confidence:.2f}"
 
 
 class SecondPass(Layer):
@@ -146,7 +183,7 @@ class Segmentation(Layer):
 
     name = "segmentation"
 
-    def __init__(self, color=(60, 230, 255), alpha: float = 0.3) -> None:
+    def __init__(self, color=SEG_COLOR, alpha: float = 0.3) -> None:
         self.color = color
         self.alpha = alpha
 
