@@ -33,7 +33,7 @@ examples:
 
 
 def add_segment_parser(train_sub) -> argparse.ArgumentParser:
-    from .config import SegTrainConfig
+    from .config import ALL_ARCHS, SegTrainConfig
 
     d = SegTrainConfig(data="", out="")
     c = train_sub.add_parser("segment", help="train the real-time polyp segmenter (Kvasir-SEG)",
@@ -42,7 +42,8 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
     c.add_argument("--data", type=Path, help="the kvasir-seg folder (images/, masks/)")
     c.add_argument("--out", type=Path, help="run folder to write")
     c.add_argument("--fold", type=int, help=f"held-out split-index (default {d.fold}: train on fold 0)")
-    c.add_argument("--arch", choices=("unet", "lraspp"), help=f"default {d.arch}")
+    c.add_argument("--arch", choices=ALL_ARCHS, help=f"default {d.arch}; cascade: the paper's Cascade Mask "
+                   "R-CNN second pass (MMDetection, the seg extra)")
     c.add_argument("--width", type=int, help=f"unet: channels of the first level (default {d.width})")
     c.add_argument("--image-size", type=int, help=f"square model input side (default {d.image_size})")
     c.add_argument("--epochs", type=int, help=f"default {d.epochs}")
@@ -65,6 +66,14 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="replace an existing run in --out")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = c.add_argument_group("--arch cascade", "Cascade Mask R-CNN (MMDetection 3.3); --data may also be the "
+                             "COCO folder of 'endoview data kvasir-coco'; defaults are the paper's (1024 px, "
+                             "20 epochs, batch 2, lr 0.004)")
+    g.add_argument("--weights", help="local COCO-pretrained checkpoint (.pth); default: random initialisation")
+    g.add_argument("--gpus", type=int, help="GPUs: N > 1 runs MMDetection's distributed launcher (torch.distributed.run)")
+    g.add_argument("--workers", type=int, help="data loader processes (default 2)")
+    g.add_argument("--shrink", action="store_true", help="tests and CPUs: 128 px (unless --image-size), few "
+                   "proposals and RoI samples, log every iteration")
     c.set_defaults(func=run_segment)
     return c
 
@@ -89,7 +98,23 @@ def segment_config_from_args(args: argparse.Namespace):
     return SegTrainConfig(**values)
 
 
+def _is_cascade(args: argparse.Namespace) -> bool:
+    from .cascade import ARCH, is_cascade_run
+
+    if args.arch is not None:
+        return args.arch == ARCH
+    return bool(args.resume and args.out is not None and is_cascade_run(args.out))
+
+
 def run_segment(args: argparse.Namespace) -> int:
+    if _is_cascade(args):
+        from .cascade import run_cli
+
+        return run_cli(args)
+    given = [f"--{n}" for n in ("weights", "gpus", "workers") if getattr(args, n) is not None]
+    given += ["--shrink"] if args.shrink else []
+    if given:
+        raise TrainError(f"{', '.join(given)}: only for --arch cascade")
     from .trainer import train_segmenter
 
     cfg = segment_config_from_args(args)
@@ -187,7 +212,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 EVAL_EPILOG = """\
 Runs the bundle as the viewer does (content area, model input, engine backend, mask mapped back to
-the frame) and prints the paper's Table 2 columns: Jaccard, F1 (Dice), recall, precision, per
+the frame; an instances bundle, the Cascade Mask R-CNN, runs through MMDetection on the field's
+crop) and prints the paper's Table 2 columns: Jaccard, F1 (Dice), recall, precision, per
 image on the union of predicted masks, averaged over images (an empty prediction on a polyp image
 scores 0), and frames per second (model inference, batch 1; and the whole per-frame path).
 --fold K keeps the images of one official fold (Kvasir-SEG layout: the mapping and split files
@@ -212,6 +238,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--backend", default="onnxruntime", help="engine backend (default onnxruntime)")
     p.add_argument("--threads", type=int, help="backend CPU threads")
+    p.add_argument("--device", help="instances bundles (Cascade Mask R-CNN): cpu or cuda (default: cuda when "
+                   "available)")
     p.add_argument("--out", type=Path, help="also write the metrics as JSON to this file")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help='print {"jaccard", "dice", "recall", "precision", '
@@ -229,7 +257,7 @@ def run_eval(args: argparse.Namespace) -> int:
     pairs = find_pairs(args.images, args.masks, names)
     if args.limit:
         pairs = pairs[:args.limit]
-    m = evaluate_bundle(args.bundle, pairs, backend=args.backend, threads=args.threads,
+    m = evaluate_bundle(args.bundle, pairs, backend=args.backend, threads=args.threads, device=args.device,
                         progress=not args.no_progress and not args.json and sys.stderr.isatty())
     if args.fold is not None:
         m["fold"] = args.fold

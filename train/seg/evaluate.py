@@ -10,6 +10,7 @@ the whole per-frame path (``fps_pipeline``: content area + resize + inference + 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,9 @@ from engine.backends import open_backend
 from engine.bundle import load_bundle
 from engine.content_area import detect_content_area, model_input
 from engine.errors import BundleError
+from engine.instances import InstancePass
 from engine.segmenter import Segmenter
+from engine.types import Frame
 
 from ..data import read_bgr
 from ..errors import DataError, TrainError
@@ -75,42 +78,72 @@ def find_pairs(images: str | os.PathLike[str], masks: str | os.PathLike[str],
 
 
 def evaluate_bundle(bundle_dir: str | os.PathLike[str], pairs: list[Pair], *, backend: str = "onnxruntime",
-                    threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+                    threads: int | None = None, progress: bool = False, device: str | None = None) -> dict[str, Any]:
+    """Table 2's columns for a segment bundle (the real-time segmenter, on an engine backend) or an
+    instances bundle (the Cascade Mask R-CNN through MMDetection; ``device`` cpu/cuda)."""
     bundle = load_bundle(bundle_dir)
-    if bundle.task != "segment":
-        raise BundleError(f"eval-seg needs a segment bundle; {bundle.path} has task {bundle.task!r}")
-    options = {"threads": threads} if threads else {}
-    scores: list[dict[str, float]] = []
-    infer_ms, total_ms = [], []
-    with open_backend(bundle, backend, **options) as be:
-        seg = Segmenter(bundle, be)
+    if bundle.task not in ("segment", "instances"):
+        raise BundleError(f"eval-seg needs a segment or instances bundle; {bundle.path} has task {bundle.task!r}")
+    with contextlib.ExitStack() as stack:
+        if bundle.task == "segment":
+            options = {"threads": threads} if threads else {}
+            be = stack.enter_context(open_backend(bundle, backend, **options))
+            predict, info = _segmenter(Segmenter(bundle, be))
+        else:
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            backend = "mmdetection"
+            predict, info = _instances(InstancePass.from_bundle(bundle, device))
         it = pairs
         if progress:
             from tqdm import tqdm
 
             it = tqdm(pairs, desc="eval-seg", unit="img", leave=False)
-        # warm-up (first runs allocate)
-        warm = np.zeros((*seg.input_size, 3), np.uint8)
-        for _ in range(3):
-            seg.probabilities(warm)
+        scores: list[dict[str, float]] = []
+        infer_ms, total_ms = [], []
         for pair in it:
             bgr = read_bgr(pair.image)
             gt = read_mask(pair.mask)
             if gt.shape != bgr.shape[:2]:
                 raise DataError(f"{pair.mask} and {pair.image} differ in size")
             t0 = time.perf_counter()
-            area = detect_content_area(bgr)
-            result = seg.segment(model_input(bgr, area, seg.input_size), area)
+            mask, ms = predict(bgr)
             total_ms.append((time.perf_counter() - t0) * 1000.0)
-            infer_ms.append(result.latency_ms)
-            scores.append(image_scores(result.mask, gt))
+            infer_ms.append(ms)
+            scores.append(image_scores(mask, gt))
     out: dict[str, Any] = {k: float(np.mean([s[k] for s in scores])) for k in METRICS}
     out.update(
         fps=1000.0 / float(np.mean(infer_ms)), images=len(scores),
         fps_pipeline=1000.0 / float(np.mean(total_ms)), inference_ms=float(np.mean(infer_ms)),
-        model=bundle.name, backend=backend, input_size=list(seg.input_size), threshold=seg.threshold,
+        model=bundle.name, backend=backend, **info,
     )
     return out
+
+
+def _segmenter(seg: Segmenter):
+    warm = np.zeros((*seg.input_size, 3), np.uint8)
+    for _ in range(3):  # first runs allocate
+        seg.probabilities(warm)
+
+    def predict(bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        area = detect_content_area(bgr)
+        result = seg.segment(model_input(bgr, area, seg.input_size), area)
+        return result.mask, result.latency_ms
+
+    return predict, {"input_size": list(seg.input_size), "threshold": seg.threshold}
+
+
+def _instances(second_pass: InstancePass):
+    """The union of the detector's masks (after its own score and mask thresholds)."""
+    def predict(bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        area = detect_content_area(bgr)
+        r = second_pass(Frame(0, 0.0, bgr, 0.0), area)
+        return r.masks.any(axis=0) if len(r.masks) else np.zeros(bgr.shape[:2], bool), r.latency_ms
+
+    return predict, {"input_size": "field crop, resized by the detector", "device": second_pass.detector.device
+                     if hasattr(second_pass.detector, "device") else None}
 
 
 def fold_names(images_dir: Path, fold: int, split_csv=None, mapping_csv=None) -> set[str]:
@@ -127,8 +160,10 @@ def format_table(m: dict[str, Any], title: str) -> str:
     head = f"{'model':<40} {'images':>6} {'Jaccard':>8} {'F1':>8} {'recall':>8} {'precision':>9} {'FPS':>7}"
     row = (f"{title[:40]:<40} {m['images']:>6} {m['jaccard']:>8.3f} {m['dice']:>8.3f} {m['recall']:>8.3f} "
            f"{m['precision']:>9.3f} {m['fps']:>7.1f}")
+    size = m["input_size"]
+    at = f"{size[0]}x{size[1]}" if isinstance(size, (list, tuple)) else size
     return "\n".join([head, row, f"(whole per-frame path: {m['fps_pipeline']:.1f} FPS; inference "
-                                 f"{m['inference_ms']:.2f} ms at {m['input_size'][0]}x{m['input_size'][1]})"])
+                                 f"{m['inference_ms']:.2f} ms, {at})"])
 
 
 def write_json(m: dict[str, Any], path: Path) -> None:
