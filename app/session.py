@@ -36,10 +36,10 @@ from .tasks import Task
 logger = logging.getLogger(__name__)
 
 SECOND_PASS_MISSING = (
-    "Second pass: no second-pass model is set. Give a classifier bundle (for example the trimmed "
-    "ResNet-152 that 'endoview export' writes) with --second-pass BUNDLE or in "
-    "assets/config.toml [second_pass]; the polyp segmentation model (Cascade Mask R-CNN) comes "
-    "with a later issue.")
+    "Second pass: no second-pass model is set. Give a classifier bundle (the trimmed ResNet-152 "
+    "that 'endoview export' writes) or a Cascade Mask R-CNN bundle ('endoview export-seg' of a "
+    "'train segment --arch cascade' run) with --second-pass BUNDLE or in assets/config.toml "
+    "[second_pass].")
 
 
 def describe(exc: BaseException) -> str:
@@ -295,7 +295,9 @@ class Session(QObject):
     def _on_second_pass(self, result) -> None:
         """A second-pass result: redraw the picture on screen with it when the video stands still."""
         shown, player = self.shown, self.player
-        self.state.status = f"second pass: {result.label} {result.confidence:.0%} (frame {result.frame_index})"
+        conf = "" if result.confidence is None else f" {result.confidence:.0%}"
+        found = "" if result.scores is None else f", {len(result.scores)} instance(s)"
+        self.state.status = f"second pass: {result.label}{conf}{found} (frame {result.frame_index})"
         if shown is None or shown.result is None or player is None:
             return
         if self.state.playing and not self.state.frozen:
