@@ -8,9 +8,10 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QSlider, QToolButton, QWidget)
 
-from engine.overlay import class_color
+from engine.overlay import SEG_COLOR, class_color
 from engine.player import SPEEDS
 from engine.timeline import Timeline
+from engine.types import absent_label
 
 from .state import ViewerState
 
@@ -79,10 +80,28 @@ class VideoView(QWidget):
         painter.end()
 
 
+NO_FINDING = (110, 90, 70)  # BGR: a segmenter's "no polyp" frames, muted (grey: not analysed)
+
+
+def is_segmenter_labels(labels) -> bool:
+    """A segmenter's per-frame classes: ("no polyp", "polyp")."""
+    labels = tuple(labels)
+    return len(labels) == 2 and labels[0] == absent_label(labels[1])
+
+
+def strip_colors(labels) -> list[tuple[int, int, int]]:
+    """BGR colour of each class on the strip: a segmenter's "no polyp" muted and "polyp" in the
+    mask's colour; a classifier's classes in their overlay colours."""
+    if is_segmenter_labels(labels):
+        return [NO_FINDING, SEG_COLOR]
+    return [class_color(i) for i in range(len(tuple(labels)))]
+
+
 class TimelineStrip(QWidget):
     """One pixel column per stretch of frames, coloured by predicted class; click to seek."""
 
     seek = Signal(int)
+    TOOLTIP = "Predicted class of every analysed frame (grey: not analysed yet); click to jump"
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -90,10 +109,18 @@ class TimelineStrip(QWidget):
         self.timeline: Timeline | None = None
         self._version = -1
         self.setFixedHeight(16)
-        self.setToolTip("Predicted class of every analysed frame (grey: not analysed yet); click to jump")
+        self._colors: list[QColor] = []
+        self.setToolTip(self.TOOLTIP)
 
     def set_timeline(self, timeline: Timeline | None) -> None:
         self.timeline, self._version = timeline, -1
+        self._colors = [qcolor(c) for c in strip_colors(timeline.labels)] if timeline is not None else []
+        if timeline is not None and is_segmenter_labels(timeline.labels):
+            no, yes = timeline.labels
+            self.setToolTip(f"Yellow: {yes} in the frame, blue-grey: {no} (dark grey: not analysed yet); "
+                            "click to jump")
+        else:
+            self.setToolTip(self.TOOLTIP)
         self.update()
 
     def refresh(self) -> None:
@@ -110,9 +137,9 @@ class TimelineStrip(QWidget):
         n = self.state.frame_count or 0
         if self.timeline is not None and n:
             for start, end, cls in self.timeline.runs():
-                if cls >= 0:
+                if 0 <= cls < len(self._colors):
                     x0, x1 = self._x(start, n), self._x(end + 1, n)
-                    painter.fillRect(x0, 0, max(1, x1 - x0), self.height(), qcolor(class_color(cls)))
+                    painter.fillRect(x0, 0, max(1, x1 - x0), self.height(), self._colors[cls])
         if n:
             painter.setPen(QPen(QColor(255, 255, 255), 2))
             x = self._x(max(0, self.state.position), n)

@@ -10,6 +10,9 @@ from pathlib import Path
 from .errors import EndoviewError
 from .overlay import DEFAULT_LAYERS
 
+#: the embedded default model (a segment bundle: the real-time polyp segmenter), relative to the config's folder
+DEFAULT_BUNDLE = "models/polyp-unet"
+
 ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DEFAULT_CONFIG = ASSETS / "config.toml"
 
@@ -47,7 +50,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         model, analysis, overlay = data.get("model", {}), data.get("analysis", {}), data.get("overlay", {})
         second = data.get("second_pass", {})
-        bundle = Path(model.get("bundle", "models/mobilenetv3-large-untrained"))
+        bundle = Path(model.get("bundle", DEFAULT_BUNDLE))
         second_bundle = Path(second["bundle"]) if second.get("bundle") else None
         return Config(
             bundle=bundle if bundle.is_absolute() else path.parent / bundle,

@@ -14,7 +14,7 @@ from typing import ClassVar, Sequence
 import cv2
 import numpy as np
 
-from .types import FrameResult
+from .types import FrameResult, absent_label
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)
@@ -139,7 +139,7 @@ def segmentation_label(seg) -> tuple[str, str]:
     """The label panel's words for a segmenter's answer: (title, small text beside its bar)."""
     if seg.present:
         return f"{seg.label} {seg.confidence:.0%}", f"mask mean p {seg.confidence:.2f}"
-    return f"no {seg.label}", f"max p {seg.confidence:.2f}"
+    return absent_label(seg.label), f"max p {seg.confidence:.2f}"
 
 
 class SecondPass(Layer):

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "annotate",
         help="annotate a video (or 'demo') into an MP4 with the overlay and a per-frame log",
-        description="Run every frame of INPUT through the content-area crop and the classifier, "
+        description="Run every frame of INPUT through the content-area crop and the model, "
                     "and write an H.264 MP4 with exactly the input's frames and rate, plus a "
                     "per-frame log (JSONL and CSV).",
         epilog="examples:\n  endoview annotate demo -o demo.mp4\n"

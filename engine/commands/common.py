@@ -11,11 +11,13 @@ from ..config import Config, load_config
 def add_model_options(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--config", type=Path, help="configuration file (default: assets/config.toml)")
-    g.add_argument("--model", type=Path, metavar="BUNDLE", help="classifier bundle folder")
+    g.add_argument("--model", type=Path, metavar="BUNDLE",
+                   help="model bundle folder, classify or segment (default from the config: the polyp "
+                        "segmenter in assets/models/polyp-unet)")
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
                    help="inference backend (default from the config: auto)")
     g.add_argument("--smoothing", metavar="SPEC", help="off, window:N or ema:ALPHA")
-    g.add_argument("--no-model", action="store_true", help="content area only, no classifier")
+    g.add_argument("--no-model", action="store_true", help="content area only, no model")
     g.add_argument("--second-pass", type=Path, metavar="BUNDLE",
                    help="a slower classifier bundle (e.g. ResNet-152) run in the background on "
                         "frames where a polyp-related class holds (see assets/config.toml)")

@@ -65,7 +65,8 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_viewer(qtbot, tmp_path, tiny_bundle, no_leaks):
-    """Build the real window over a session with the tiny model; closed (and checked) at teardown."""
+    """Build the real window over a session with the tiny model (or ``bundle=``); closed (and checked)
+    at teardown."""
     from PySide6.QtCore import QSettings
 
     from app.session import Session
@@ -76,10 +77,10 @@ def make_viewer(qtbot, tmp_path, tiny_bundle, no_leaks):
 
     made = []
 
-    def make(second_pass=None, **session_kw):
+    def make(second_pass=None, bundle=None, **session_kw):
         qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
         settings = Settings(output_folder=str(tmp_path / "out"), finding_min_s=0.1, finding_min_confidence=0.0)
-        base = load_config().override(bundle=tiny_bundle.path, backend="onnxruntime",
+        base = load_config().override(bundle=bundle or tiny_bundle.path, backend="onnxruntime",
                                       second_pass=second_pass)
         state = ViewerState()
         session = Session(state, settings.apply(base), settings, **session_kw)

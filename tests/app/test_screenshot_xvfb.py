@@ -39,21 +39,35 @@ def xvfb_display():
     proc.wait(5)
 
 
-def kvasir_clip(images: Path, out: Path, n: int = 30) -> Path:
+def heldout_images(data_dir: Path, n: int) -> list[Path]:
+    """The first ``n`` Kvasir-SEG images the default model was not trained on (its held-out fold)."""
+    from engine.bundle import load_bundle
+    from engine.config import load_config
+    from train.seg.data import load_kvasir_seg  # torch-free
+
+    fold = load_bundle(load_config().bundle).manifest["training"]["heldout_fold"]
+    return [s.image for s in load_kvasir_seg(data_dir / "kvasir-seg") if s.fold == fold][:n]
+
+
+def kvasir_clip(paths: list[Path], out: Path, hold: int = 1) -> Path:
+    """A 640x512 clip at 10 fps showing each image for ``hold`` frames (a scope lingering on a view)."""
     import cv2
 
     from engine.writer import VideoWriter
 
     with VideoWriter(out, 640, 512, 10) as writer:
-        for path in sorted(images.glob("*.jpg"))[:n]:
-            writer.write(cv2.resize(cv2.imread(str(path)), (640, 512), interpolation=cv2.INTER_AREA))
+        for path in paths:
+            picture = cv2.resize(cv2.imread(str(path)), (640, 512), interpolation=cv2.INTER_AREA)
+            for _ in range(hold):
+                writer.write(picture)
     return out
 
 
 def test_real_window_screenshot_shows_the_video_and_the_overlay(xvfb_display, data_dir, tmp_path):
     import cv2
 
-    clip = kvasir_clip(data_dir / "kvasir-seg" / "images", tmp_path / "kvasir.mp4")
+    # three held-out polyps, a second each; the 20th frame is the second one after ten frames
+    clip = kvasir_clip(heldout_images(data_dir, 3), tmp_path / "kvasir.mp4", hold=10)
     shot = tmp_path / "screenshot.png"
     env = {**os.environ, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb"}
     proc = subprocess.run(
@@ -64,10 +78,15 @@ def test_real_window_screenshot_shows_the_video_and_the_overlay(xvfb_display, da
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[0] > 400 and img.shape[1] > 600
     assert img.std() > 20  # not blank
-    # The default model is the untrained placeholder: the overlay's banner is drawn in
-    # engine.overlay.RED (BGR 40, 40, 230); the clip's mucosa is never that saturated.
-    red = np.all(np.abs(img.astype(int) - (40, 40, 230)) < 30, axis=2)
-    assert red.sum() > 200, red.sum()
+    # The default model is the polyp segmenter: on these polyp frames its mask outline and the
+    # "polyp NN%" labels are drawn in engine.overlay.SEG_COLOR (BGR 60, 230, 255), a yellow the
+    # clip's mucosa never has; no "UNTRAINED MODEL" banner (engine.overlay.RED) anywhere.
+    from engine.overlay import RED, SEG_COLOR
+
+    video = img[:-80].astype(int)  # above the timeline strip (yellow too), the controls and the status bar
+    near = lambda colour: np.all(np.abs(video - colour) < 30, axis=2).sum()  # noqa: E731
+    assert near(SEG_COLOR) > 200, near(SEG_COLOR)
+    assert near(RED) < 50, near(RED)
     if os.environ.get("ENDOVIEW_UPDATE_SCREENSHOT"):
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copy(shot, ROOT / "docs" / "screenshot.png")

@@ -253,3 +253,33 @@ def test_settings_persist(qtbot, make_viewer, tmp_path):
     assert [type(l).__name__ for l in w.session.overlay.layers] == ["ClassLabel"]
     back = load_settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     assert back.layers == ("label",) and back.finding_min_s == 2.5 and back.smoothing == "off"
+
+
+def test_the_default_segmenter_in_the_window(qtbot, make_viewer, clip):
+    """The embedded default (a segment bundle): the label panel on every frame, a polyp / no-polyp
+    timeline in the mask's colour, the model named in the status bar."""
+    from app.widgets import NO_FINDING, qcolor
+    from engine.bundle import load_bundle
+    from engine.config import load_config
+    from engine.overlay import SEG_COLOR
+
+    bundle = load_bundle(load_config().bundle)
+    w = make_viewer(bundle=bundle.path)
+    opened(qtbot, w, clip)
+    qtbot.waitUntil(lambda: w.session.shown is not None and w.session.shown.result is not None, timeout=WAIT)
+    shown = w.session.shown
+    assert shown.result.segmentation is not None and shown.result.prediction is None
+    panel = np.any(shown.image[:40, :150] != shown.frame.image[:40, :150], axis=2)
+    assert panel.mean() > 0.5  # "polyp NN%" or "no polyp" on every frame
+    assert w.session.timeline.labels == ("no polyp", "polyp")
+    assert w.strip._colors == [qcolor(NO_FINDING), qcolor(SEG_COLOR)] and "Yellow: polyp" in w.strip.toolTip()
+    w.refresh()
+    assert bundle.name in w.status_label.text()
+
+
+def test_strip_colours_for_classifier_classes():
+    from app.widgets import strip_colors
+    from engine.overlay import class_color
+
+    assert strip_colors(("normal", "polyp", "other")) == [class_color(i) for i in range(3)]
+    assert strip_colors(("a", "polyp")) == [class_color(0), class_color(1)]

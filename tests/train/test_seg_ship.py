@@ -112,3 +112,16 @@ def test_module_runs_as_a_script():
     r = subprocess.run([sys.executable, "-m", "train.seg.ship", "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=60)
     assert r.returncode == 0 and "2-fold" in r.stdout
+
+
+def test_the_default_bundle_finds_polyps_on_its_held_out_fold(data_dir):
+    """assets' default model (what the ship step writes) on 30 images it was not trained on."""
+    from engine.config import load_config
+    from train.seg.evaluate import evaluate_bundle, find_pairs, fold_names
+
+    bundle = load_bundle(load_config().bundle)
+    fold = bundle.manifest["training"]["heldout_fold"]
+    images = data_dir / "kvasir-seg" / "images"
+    pairs = find_pairs(images, images.parent / "masks", fold_names(images, fold))[:30]
+    m = evaluate_bundle(bundle.path, pairs, threads=2)
+    assert m["images"] == 30 and m["dice"] > 0.6 and m["recall"] > 0.6, m
