@@ -59,7 +59,7 @@ def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs):
         assert r["wall_time_s"] == pytest.approx(wall, abs=0.06) and r["initialisation"] == INITIALISATION
         assert r["command"].startswith("endoview train segment") and f"--fold {fold}" in r["command"]
         assert "--width 8" in r["command"] and "--limit 6" in r["command"] and "--steps-per-epoch 1" in r["command"]
-    assert t["wall_time_s"] == by_role[1]["wall_time_s"]
+    assert t["wall_time_s"] == by_role[1]["wall_time_s"] and t["epochs_trained"] == 1
     # what the export wrote is kept, the ship step only adds
     assert t["weights"] == "random initialisation" and "parity" in m and "cpu_latency_ms" in m
 
@@ -75,6 +75,7 @@ def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs):
     assert cv["limited_to_images_per_fold"] == 3
     cmd = t["reproduce"]["ship"]
     assert cmd.startswith("python -m train.seg.ship ") and "--limit 3" in cmd and str(a.resolve()) in cmd
+    assert "--latency-runs 2" in cmd and cmd.endswith("--force")
     assert t["reproduce"]["train"] == [train_command(read_run(a)), train_command(read_run(b))]
     assert "2-fold mean Dice" in bundle.manifest["notes"] and "research use only" in bundle.manifest["notes"].lower()
 

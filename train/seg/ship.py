@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import TrainError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("train.seg.ship")  # also when run as __main__
 
 METRICS = ("jaccard", "dice", "recall", "precision")
 SPEED = ("fps", "fps_pipeline")
@@ -256,13 +256,15 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
                                split_csv=split_csv if split_csv != a.config.get("split_csv") else None,
                                mapping_csv=mapping_csv if mapping_csv != a.config.get("mapping_csv") else None,
                                name=name, checkpoint=None if checkpoint == "best" else checkpoint,
-                               torchscript=torchscript, limit=limit, threads=threads, allow_unfinished=allow_unfinished,
-                               force=True)
+                               torchscript=torchscript, limit=limit, threads=threads,
+                               latency_runs=None if latency_runs == 50 else latency_runs,
+                               allow_unfinished=allow_unfinished, force=True)
         src = reports["A"].bundle
         training = dict(src.manifest.get("training", {}))
         training.update(
             initialisation=INITIALISATION, trained_on_fold=1 - a.heldout, heldout_fold=a.heldout,
-            trained_on_folds=str(1 - a.heldout), seed=a.config.get("seed"), wall_time_s=a.wall_time_s,
+            trained_on_folds=str(1 - a.heldout), seed=a.config.get("seed"), epochs_trained=a.epochs_done,
+            wall_time_s=a.wall_time_s,
             dataset={"name": "Kvasir-SEG", "folder": kvasir.name, "path": str(kvasir.resolve()),
                      "images": len(samples), "images_per_fold": {str(k): n for k, n in per_fold.items()},
                      "split": SPLIT},
