@@ -17,7 +17,7 @@ The plan is stored outside the bundle, in the plan cache ($ENDOVIEW_CACHE/engine
 and precision. A plan that does not match all of these is never loaded; rebuild it here.
 
 examples:
-  endoview build-engine assets/models/mobilenetv3-large-hyperkvasir
+  endoview build-engine assets/models/polyp-unet
   endoview build-engine BUNDLE --fp16 --workspace 4096
 """
 
