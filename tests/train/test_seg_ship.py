@@ -77,6 +77,7 @@ def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs):
     assert cmd.startswith("python -m train.seg.ship ") and "--limit 3" in cmd and str(a.resolve()) in cmd
     assert "--latency-runs 2" in cmd and cmd.endswith("--force")
     assert t["reproduce"]["train"] == [train_command(read_run(a)), train_command(read_run(b))]
+    json.loads((bundle.path / "manifest.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in manifest"))
     assert "2-fold mean Dice" in bundle.manifest["notes"] and "research use only" in bundle.manifest["notes"].lower()
 
 

@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -202,6 +203,17 @@ def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict,
                         metrics=metrics, notes=notes, input_name=src.input_name, force=force)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (strict JSON; the ONNX-only export has no TorchScript parity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def ship_command(run_a: Path, run_b: Path, out: Path, **opts: Any) -> str:
     argv = ["python", "-m", "train.seg.ship", str(run_a), str(run_b), "-o", str(out)]
     for key, value in opts.items():
@@ -291,7 +303,8 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
                  f"Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}"
                  + (f" (first {limit} images of each fold only)" if limit else "")
                  + ". Research use only, not a diagnostic device.")
-        bundle = rebundle(src, target, name=name, training=training, metrics=metrics, notes=notes, force=force)
+        bundle = rebundle(src, target, name=name, training=json_safe(training), metrics=json_safe(metrics),
+                          notes=notes, force=force)
     return ShipReport(bundle, folds, mean, command, warnings)
 
 
