@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import TrainError
 
 ARCHS = ("unet", "lraspp")
+#: --arch choices: the real-time segmenters above and the Cascade Mask R-CNN second pass (train/seg/cascade.py)
+ALL_ARCHS = (*ARCHS, "cascade")
 
 
 @dataclass
