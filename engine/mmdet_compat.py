@@ -11,16 +11,27 @@ Fixes (all at runtime, nothing on disk is edited):
 
 1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine 0.10.7 calls it
    without the argument, so loading a Runner checkpoint (``resume``, ``load_from``,
-   ``init_detector``) fails on the pickled ``mmengine.logging.HistoryBuffer`` of the message hub
-   and on the numpy arrays, dtypes and scalars inside it and in ``meta``. The exact classes and
-   functions are allow-listed with ``torch.serialization.add_safe_globals`` (:data:`SAFE_GLOBALS`);
-   ``weights_only`` stays on, so a checkpoint still cannot run arbitrary code.
+   ``init_detector``) fails on what its message hub and meta pickle besides tensors: mmengine's
+   ``HistoryBuffer``, and numpy 2's ``numpy._core.multiarray._reconstruct``, ``ndarray``, ``dtype``
+   with the ``Float64DType`` and ``Int64DType`` it rebuilds, and ``numpy._core.multiarray.scalar``
+   (the last two also under their numpy-1 names ``numpy.core.multiarray.*``). Exactly these are
+   allow-listed with ``torch.serialization.add_safe_globals`` (:data:`SAFE_GLOBALS`);
+   ``weights_only`` stays on everywhere.
+2. ``HistoryBuffer.__getstate__`` pickles its statistics functions (``HistoryBuffer.min``, ...),
+   which pickle protocol 2 writes as ``getattr(HistoryBuffer, "min")``: loading them would need
+   ``builtins.getattr`` allow-listed. It is replaced by one that leaves the four default functions
+   out (``__setstate__`` registers them again), so checkpoints written here load with fix 1 alone.
+   A full Runner checkpoint written by an unpatched mmengine still fails to load here: strip it
+   to ``meta`` and ``state_dict`` first (MMDetection's ``tools/model_converters/publish_model.py``
+   does; published COCO checkpoints hold only those).
 
-The training, validation (CocoMetric, pycocotools), checkpoint, resume and inference paths that
-endoview uses were run under numpy 2.4 and torch 2.14.1; the numpy-1 aliases left in mmdet 3.3
-(``np.float`` in ``ytviseval.py``, ``np.long`` in ``text_transformers.py``, ``np.float`` in
-``mmcv/ops/pixel_group.py``) sit in video, text-grounding and text-detection code that Cascade Mask
-R-CNN never reaches, so they are not patched.
+Checked, not patched: the numpy-1 aliases left in mmdet 3.3 (``np.float`` in
+``evaluation/functional/ytviseval.py``, ``np.long`` in ``datasets/transforms/text_transformers.py``)
+and mmcv 2.1 (``np.float`` in ``ops/pixel_group.py``) sit in video, grounding and text-detection
+code that Cascade Mask R-CNN never reaches; training, validation (CocoMetric, pycocotools),
+checkpoints, resume and inference run under numpy 2.4 and torch 2.14.1 with fixes 1 and 2 only.
+pycocotools 2.0.11 warns (DeprecationWarning, numpy 2's ``copy`` keyword of ``__array__``) when it
+decodes masks; it still works.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from ..models import count_parameters
 from .data import load_kvasir_seg, load_pair
 from .models import SegWithPreprocessing
 from .trainer import BEST, LAST, load_checkpoint, model_from_checkpoint
+
+if TYPE_CHECKING:
+    from .cascade_export import CascadeExportReport
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,16 @@ def _real_inputs(cfg: dict[str, Any], size: tuple[int, int], limit: int) -> tupl
 
 def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None = None, checkpoint: str = "best",
                      real_limit: int = 8, random_images: int = 4, torchscript: bool = True,
-                     latency_runs: int = 50, threads: int | None = None, force: bool = False) -> SegExportReport:
+                     latency_runs: int = 50, threads: int | None = None,
+                     force: bool = False) -> SegExportReport | CascadeExportReport:
+    from .cascade import is_cascade_run
+
+    if is_cascade_run(run_dir):
+        # Cascade Mask R-CNN: an "instances" bundle of MMDetection files (train/seg/cascade_export.py);
+        # it has one checkpoint (the last), no ONNX/TorchScript, and times its one self-check inference
+        from .cascade_export import export_cascade
+
+        return export_cascade(run_dir, out, name=name, threads=threads, force=force)
     target = Path(out).expanduser()
     if target.is_dir() and any(target.iterdir()) and not force:
         raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
