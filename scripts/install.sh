@@ -3,12 +3,19 @@
 #   ~/.cache/endoview/venv-<hash of the requirements>  (and a link ~/.cache/endoview/venv to it)
 # The environment is rebuilt only when pyproject.toml or this script changes; otherwise this only
 # points the existing environment at this checkout (a few seconds).
-# Extras: EXTRAS="train,dev" by default (torch and torchvision for the torch backend and train/).
+# Extras: EXTRAS="train,dev,seg" by default (train: torch and torchvision for the torch backend
+# and train/; seg: MMDetection 3.3 for the Cascade Mask R-CNN second pass, which needs train).
+# seg: PyPI has only mmcv 2.1.0's source (no wheel for torch 2.14), so it is built once into
+# $cache/wheels (CPU ops, about 10.5 minutes on 2 cores, 2.9 GB peak memory; a lock keeps two
+# installs from building it together) and reused by every later install. mmengine pulls the GUI
+# opencv-python beside opencv-python-headless (both own cv2/, and the GUI one clashes with
+# PySide6's Qt), so it is removed again and the headless one reinstalled.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${ENDOVIEW_HOME:-$HOME/.cache/endoview}"
-extras="${EXTRAS:-train,dev}"
+extras="${EXTRAS:-train,dev,seg}"
 python="${PYTHON:-python3}"
+mmcv_version=2.1.0
 
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "endoview needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
@@ -34,6 +41,57 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# mmcv wheel for the seg extra: $cache/wheels/mmcv-<version>-<python tag>-*.whl, built once
+mmcv_wheel() {
+  local tag
+  tag="$("$python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+  ls -1 "$cache/wheels/mmcv-$mmcv_version-$tag-$tag-"*.whl 2>/dev/null | head -n 1
+}
+
+build_mmcv_wheel() {
+  # pip download the sdist, switch its C++ standard to C++20 (torch 2.14's headers need it), build
+  # with setuptools < 81 (setup.py imports pkg_resources) against the torch that train pins, in a
+  # throwaway venv. FORCE_CUDA=1 (with nvcc) adds the CUDA ops.
+  local tmp torch_pin
+  torch_pin="$(grep -o '"torch==[^"]*"' "$here/pyproject.toml" | head -n 1 | tr -d '"')"
+  rm -rf "$cache"/wheels/.build.*  # a build that was killed (we hold the lock)
+  tmp="$(mktemp -d "$cache/wheels/.build.XXXXXX")"
+  echo "endoview: building mmcv $mmcv_version against $torch_pin (once, about 10 minutes)" >&2
+  "$python" -m venv "$tmp/venv"
+  quiet "$tmp/venv/bin/python" -m pip install -q "$torch_pin" numpy "setuptools<81" wheel ninja packaging
+  quiet "$tmp/venv/bin/python" -m pip download -q --no-deps --no-binary :all: "mmcv==$mmcv_version" -d "$tmp/src"
+  tar xzf "$tmp/src/mmcv-$mmcv_version.tar.gz" -C "$tmp"
+  sed -i 's/-std=c++17/-std=c++20/g' "$tmp/mmcv-$mmcv_version/setup.py"
+  grep -q -- '-std=c++20' "$tmp/mmcv-$mmcv_version/setup.py" || {
+    echo "endoview: mmcv $mmcv_version's setup.py has no -std=c++17 to patch" >&2; return 1; }
+  MAX_JOBS="${MAX_JOBS:-$(nproc)}" quiet "$tmp/venv/bin/python" -m pip wheel -q --no-build-isolation \
+    --no-deps "$tmp/mmcv-$mmcv_version" -w "$tmp/dist"
+  mv "$tmp"/dist/mmcv-*.whl "$cache/wheels/"
+  rm -rf "$tmp"
+}
+
+ensure_mmcv_wheel() {
+  mkdir -p "$cache/wheels"
+  [ -n "$(mmcv_wheel)" ] && return 0
+  exec 9>"$cache/wheels/.mmcv.lock"
+  flock 9  # another install may be building it: wait, then look again
+  [ -n "$(mmcv_wheel)" ] || build_mmcv_wheel
+  exec 9>&-
+  [ -n "$(mmcv_wheel)" ] || { echo "endoview: the mmcv $mmcv_version wheel was not built" >&2; exit 1; }
+}
+
+# one cv2: keep opencv-python-headless (the core dependency), drop the GUI opencv-python
+headless_cv2() {
+  local py="$1" version
+  "$py" -m pip show opencv-python >/dev/null 2>&1 || return 0
+  version="$("$py" -m pip show opencv-python-headless 2>/dev/null | sed -n 's/^Version: //p')"
+  quiet "$py" -m pip uninstall -q -y opencv-python
+  quiet "$py" -m pip install -q --force-reinstall --no-deps "opencv-python-headless${version:+==$version}"
+}
+
+seg=0
+case ",$extras," in *,seg,*) seg=1 ;; esac
+
 key="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16)-${extras//,/-}"
 venv="$cache/venv-$key"
 mkdir -p "$cache"
@@ -42,7 +100,17 @@ if [ ! -x "$venv/bin/endoview-ready" ]; then
   rm -rf "$venv"
   "$python" -m venv "$venv"
   quiet "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=77" wheel
-  quiet "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+  if [ "$seg" = 1 ]; then
+    ensure_mmcv_wheel
+    quiet "$venv/bin/python" -m pip install -q "$(mmcv_wheel)"
+    quiet "$venv/bin/python" -m pip install -q --find-links "$cache/wheels" -e "$here[$extras]"
+    headless_cv2 "$venv/bin/python"
+    "$venv/bin/python" -c 'import cv2, mmcv.ops, mmdet' || {
+      echo "endoview: mmdet does not import in $venv; if mmcv.ops fails, remove $(mmcv_wheel) to rebuild it" >&2
+      exit 1; }
+  else
+    quiet "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+  fi
   printf '#!/bin/sh\n# marker: this environment finished installing\n' > "$venv/bin/endoview-ready"
   chmod +x "$venv/bin/endoview-ready"
   # keep the two newest environments, remove older ones
