@@ -150,6 +150,23 @@ def test_bad_weights_and_missing_data_are_one_line_errors(coco, tmp_path, capsys
     assert "is not a folder" in one_error_line(capsys)
     assert main(shrunk_args(tmp_path, tmp_path / "e")) == 1
     assert "neither annotations/fold<K>.json" in one_error_line(capsys)
+    broken = tmp_path / "broken"
+    (broken / "annotations").mkdir(parents=True)
+    (broken / "images").mkdir()
+    for k in (0, 1):
+        (broken / "annotations" / f"fold{k}.json").write_text(
+            json.dumps({"images": [{"id": 1, "file_name": "gone.jpg"}], "annotations": []}))
+    assert main(shrunk_args(broken, tmp_path / "f")) == 1
+    assert "1 image(s) named in" in one_error_line(capsys)
+    assert main(shrunk_args(coco, tmp_path / "g", "--width", "16")) == 1
+    assert "--width: not for --arch cascade" in one_error_line(capsys)
+    assert main(["train", "segment", "--arch", "unet", "--data", str(coco), "--out", str(tmp_path / "u"),
+                 "--weights", "x.pth", "--shrink"]) == 1
+    assert "--weights, --shrink: only for --arch cascade" in one_error_line(capsys)
+    if torch.cuda.device_count() < 2:
+        assert main(shrunk_args(coco, tmp_path / "h", "--gpus", "2")) == 1
+        assert "--gpus 2: this machine has" in one_error_line(capsys)
+        assert not (tmp_path / "h").exists()
 
 
 def test_gpus_runs_mmdetections_distributed_launcher(tmp_path, monkeypatch):

@@ -67,6 +67,8 @@ WARMUP_ITERS, WARMUP_FACTOR = 500, 0.001
 JPEG_QUALITY, JPEG_PROB = (60, 95), 0.5
 #: Settings that must not change when a run is resumed.
 FIXED_ON_RESUME = ("fold", "data", "image_size", "seed", "limit", "shrink", "weights")
+#: ``train segment`` flags of the real-time segmenters that mean nothing here.
+UNET_ONLY = ("width", "warmup_epochs", "ema", "steps_per_epoch", "cache_dir", "stop_after")
 #: --shrink: what changes besides the image size (proposals and RoI samples per image).
 SHRINK = {"image_size": 128, "rpn_pre": 200, "rpn_max": 50, "rcnn_samples": 32, "test_rpn": 50,
           "test_max": 20, "warmup_iters": 10}
@@ -147,8 +149,23 @@ def _fold_files(root: Path) -> dict[int, Path]:
     return out
 
 
-def _subset(src: Path, dst: Path, limit: int) -> Path:
-    coco = json.loads(src.read_text(encoding="utf-8"))
+def read_coco(path: Path, images: Path) -> dict[str, Any]:
+    """A COCO instances file whose images are all in ``images``; DataError otherwise."""
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is not a readable COCO file ({err}); write it again with 'endoview data "
+                        "kvasir-coco'") from err
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations")):
+        raise DataError(f"{path} is not a COCO instances file (it needs 'images' and 'annotations' lists)")
+    missing = [im.get("file_name") for im in coco["images"] if not (images / str(im.get("file_name"))).is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} image(s) named in {path} are not in {images} (first: {missing[0]})")
+    return coco
+
+
+def _subset(coco: dict[str, Any], dst: Path, limit: int) -> Path:
+    coco = dict(coco)
     images = coco["images"][:limit]
     ids = {im["id"] for im in images}
     coco.update(images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
@@ -184,10 +201,11 @@ def resolve_data(cc: CascadeConfig, run: Path) -> CocoSplit:
     if not images.is_dir():
         raise DataError(f"{images} is missing (the COCO folder needs images/ beside annotations/)")
     val = folds[cc.fold]
+    docs = {p: read_coco(p, images) for p in (*train, val)}
     if cc.limit:
         sub = run / "annotations"
-        train = [_subset(p, sub / f"{p.stem}-first{cc.limit}.json", cc.limit) for p in train]
-        val = _subset(val, sub / f"{val.stem}-first{cc.limit}.json", cc.limit)
+        train = [_subset(docs[p], sub / f"{p.stem}-first{cc.limit}.json", cc.limit) for p in train]
+        val = _subset(docs[val], sub / f"{val.stem}-first{cc.limit}.json", cc.limit)
     return CocoSplit(images=images.resolve(), train=tuple(p.resolve() for p in train), val=val.resolve())
 
 
@@ -412,6 +430,12 @@ def train_cascade(cc: CascadeConfig, *, resume: bool = False, force: bool = Fals
     from engine.mmdet_compat import import_mmdet
 
     versions = import_mmdet()
+    if cc.gpus > 1:
+        import torch
+
+        if torch.cuda.device_count() < cc.gpus:
+            raise TrainError(f"--gpus {cc.gpus}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             "MMDetection's distributed launcher needs one per process")
     run = Path(cc.out).expanduser().resolve()
     if resume:
         info = read_run(run)
@@ -540,6 +564,9 @@ def config_from_args(args: argparse.Namespace) -> CascadeConfig:
     """``train segment --arch cascade`` flags (over --config, or the run's own settings on --resume)."""
     from ..cli import apply_flags, read_config_file
 
+    unet_only = [f"--{n.replace('_', '-')}" for n in UNET_ONLY if getattr(args, n, None) is not None]
+    if unet_only:
+        raise TrainError(f"{', '.join(unet_only)}: not for --arch cascade (the real-time segmenters' settings)")
     fields = {f.name for f in dataclasses.fields(CascadeConfig)}
     values: dict[str, Any] = {}
     if args.config is not None:
