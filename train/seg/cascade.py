@@ -513,9 +513,9 @@ def run_runner(run: Path, *, resume: bool = False, launcher: str = "none", threa
 
     if threads:
         torch.set_num_threads(threads)
+    info = read_run(run)
     cfg = Config.fromfile(str(run / CONFIG_PY))
     cfg.launcher = launcher
-    info = read_run(run)
     if resume:
         cfg.resume, cfg.load_from = True, None  # mmengine finds RUN/last_checkpoint
     started, t0 = _now(), time.perf_counter()
