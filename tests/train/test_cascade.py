@@ -141,6 +141,7 @@ def test_bad_weights_and_missing_data_are_one_line_errors(coco, tmp_path, capsys
     assert main(shrunk_args(coco, tmp_path / "a", "--weights", str(bad))) == 1
     line = one_error_line(capsys)
     assert f"--weights {bad} cannot be loaded as a torch checkpoint" in line
+    assert not (tmp_path / "a").exists()
     torch.save({"hello": "world"}, tmp_path / "empty.pth")
     assert main(shrunk_args(coco, tmp_path / "b", "--weights", str(tmp_path / "empty.pth"))) == 1
     assert "holds no model weights" in one_error_line(capsys)

@@ -443,22 +443,23 @@ def train_cascade(cc: CascadeConfig, *, resume: bool = False, force: bool = Fals
         for key in FIXED_ON_RESUME:
             if old.get(key) != getattr(cc, key):
                 raise TrainError(f"--resume: {run} was trained with {key}={old.get(key)!r}, not {getattr(cc, key)!r}")
-        if last_checkpoint(run) is None:
-            raise TrainError(f"--resume: {run} has no checkpoint yet (epoch_N.pth); start it again with --force")
+        if last_checkpoint(run) is None or not info.get("iterations"):
+            raise TrainError(f"--resume: {run} has not trained an epoch yet (no epoch_N.pth with an optimizer "
+                             "state); start it again with --force")
         if info.get("epochs_done", 0) >= cc.epochs:
             raise TrainError(f"--resume: {run} has already trained {info['epochs_done']} of {cc.epochs} epochs; "
                              "raise --epochs to train on")
     else:
-        if run.is_dir() and any(run.iterdir()):
-            if not force:
-                raise TrainError(f"{run} already holds a run; pass --resume to continue it, --force to start over, "
-                                 "or choose another --out")
-            shutil.rmtree(run)
-        run.mkdir(parents=True, exist_ok=True)
+        if run.is_dir() and any(run.iterdir()) and not force:
+            raise TrainError(f"{run} already holds a run; pass --resume to continue it, --force to start over, "
+                             "or choose another --out")
         weights = "random"
         if cc.weights:
-            weights_state(cc.weights)
+            weights_state(cc.weights)  # before anything in --out is touched
             weights = f"coco:{sha256_file(Path(cc.weights).expanduser())}"
+        if run.is_dir():
+            shutil.rmtree(run)
+        run.mkdir(parents=True)
         info = {"arch": ARCH, "fold": cc.fold, "data": str(Path(cc.data).expanduser().resolve()), "weights": weights,
                 "weights_file": str(Path(cc.weights).expanduser().resolve()) if cc.weights else None,
                 "seed": cc.seed, "epochs": cc.epochs, "created": _now(), "sessions": []}
