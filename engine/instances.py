@@ -56,7 +56,8 @@ class InstancePass:
         self.max_instances = max_instances
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, device: str | None = None) -> InstancePass:
+    def from_bundle(cls, bundle: Bundle, device: str | None = None, *,
+                    score_threshold: float | None = None) -> InstancePass:
         if bundle.task != "instances":
             raise BundleError(f"bundle {bundle.path} has task {bundle.task!r}, not 'instances'")
         if not (bundle.has("mmdet") and bundle.has("mmdet-config")):
@@ -64,7 +65,7 @@ class InstancePass:
                 f"bundle {bundle.path} has no MMDetection checkpoint and config; endoview runs "
                 "instance segmenters through MMDetection only (ONNX export of Cascade Mask R-CNN "
                 "needs mmdeploy); re-export it with 'endoview export-seg RUN_DIR'")
-        detector = MMDetDetector(bundle, device)
+        detector = MMDetDetector(bundle, device, score_threshold=score_threshold)
         return cls(detector, bundle.name, label=bundle.labels[0])
 
     def __call__(self, frame: Frame, area: ContentArea) -> SecondPassResult:
@@ -111,9 +112,13 @@ def to_frame(masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray, area: Con
 
 
 class MMDetDetector:
-    """MMDetection's ``init_detector`` / ``inference_detector`` over an instances bundle."""
+    """MMDetection's ``init_detector`` / ``inference_detector`` over an instances bundle.
 
-    def __init__(self, bundle: Bundle, device: str | None = None) -> None:
+    ``score_threshold`` replaces the config's ``test_cfg.rcnn.score_thr`` (the paper's 0.5).
+    """
+
+    def __init__(self, bundle: Bundle, device: str | None = None, *,
+                 score_threshold: float | None = None) -> None:
         from .mmdet_compat import import_mmdet
 
         import_mmdet()
@@ -125,8 +130,9 @@ class MMDetDetector:
         self.device = device
         self._infer = inference_detector
         try:
+            options = {} if score_threshold is None else {"model.test_cfg.rcnn.score_thr": float(score_threshold)}
             self.model = init_detector(str(bundle.file("mmdet-config")), str(bundle.file("mmdet")),
-                                       device=device)
+                                       device=device, cfg_options=options or None)
         except Exception as err:  # noqa: BLE001 - MMDetection raises anything on a foreign file
             raise BundleError(f"cannot load the MMDetection model in {bundle.path}: "
                               f"{type(err).__name__}: {err}") from err

@@ -314,3 +314,56 @@ def test_weights_file_is_loaded_and_recorded(coco, tmp_path):
                                torch.load(fake, weights_only=True)["state_dict"]["backbone.conv1.weight"])
     log = next(out.glob("*/*.log")).read_text()
     assert f"endoview: COCO-pretrained weights {fake}" in log and "roi_head.bbox_head.0.fc_cls.weight" in log
+
+
+@pytest.mark.slow
+def test_the_engine_runs_it_as_second_pass_and_eval_seg_scores_it(resumed, data_dir, tmp_path):
+    """The exported bundle through the engine: InstancePass on a real frame (masks and boxes in frame
+    pixels, inside the field), the second-pass worker and overlay in 'annotate', and eval-seg."""
+    import cv2
+
+    from engine.content_area import detect_content_area
+    from engine.instances import InstancePass
+    from engine.types import Frame
+    from train.seg.cli import main as seg_main
+    from train.seg.evaluate import evaluate_bundle, find_pairs
+
+    assert seg_main(["export-seg", str(resumed), "-o", str(tmp_path / "b")]) == 0
+    bundle = load_bundle(tmp_path / "b")
+    image = cv2.imread(str(sorted((data_dir / "kvasir-seg" / "images").iterdir())[0]))
+    area = detect_content_area(image)
+    sp = InstancePass.from_bundle(bundle, "cpu", score_threshold=0.0)  # barely trained: keep everything
+    r = sp(Frame(5, 0.2, image, 0.0), area)
+    n = len(r.scores)
+    assert n > 0 and r.frame_index == 5 and r.label == "polyp" and r.latency_ms > 0
+    assert r.masks.shape == (n, *image.shape[:2]) and r.boxes.shape == (n, 4)
+    assert not (r.masks & (area.mask == 0)[None]).any()  # nothing outside the visible field
+    x, y, w, h = area.bbox
+    assert (r.boxes[:, 0] >= x - 1e-3).all() and (r.boxes[:, 2] <= x + w + 1e-3).all()
+    assert list(r.scores) == sorted(r.scores, reverse=True)
+
+    # the runtime opens it as the configured second pass; the worker answers and the overlay draws it
+    import time
+
+    from engine.config import Config
+    from engine.overlay import Overlay
+    from engine.runtime import open_second_pass
+    from engine.types import FrameResult
+
+    with open_second_pass(Config(bundle=bundle.path, second_pass=bundle.path)) as worker:
+        worker.request(Frame(9, 0.3, image, 0.0), area)
+        deadline = time.monotonic() + 120
+        while worker.latest is None and worker.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert worker.error is None and worker.latest is not None and worker.latest.frame_index == 9
+    canvas = image.copy()
+    result = FrameResult(Frame(12, 0.4, canvas, 0.0), area, second_pass=worker.latest)
+    Overlay.default(names=["second_pass"]).draw(canvas, result, shown_index=12)
+    assert (canvas != image).any()  # its label panel with the age (and masks, boxes when found)
+    assert result.to_log_row()["second_pass"]["frame_index"] == 9
+
+    # eval-seg: Table 2's columns for an instances bundle (the paper's thresholds: few or no masks yet)
+    pairs = find_pairs(data_dir / "kvasir-seg" / "images", data_dir / "kvasir-seg" / "masks")[:2]
+    m = evaluate_bundle(bundle.path, pairs, device="cpu")
+    assert m["images"] == 2 and m["backend"] == "mmdetection" and m["fps"] > 0
+    assert all(0.0 <= m[k] <= 1.0 for k in ("jaccard", "dice", "recall", "precision"))
