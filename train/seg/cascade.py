@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, TrainError
+from .config import check_fixed_on_resume
 
 log = logging.getLogger(__name__)
 
@@ -440,9 +441,7 @@ def train_cascade(cc: CascadeConfig, *, resume: bool = False, force: bool = Fals
     if resume:
         info = read_run(run)
         old = info["config"]
-        for key in FIXED_ON_RESUME:
-            if old.get(key) != getattr(cc, key):
-                raise TrainError(f"--resume: {run} was trained with {key}={old.get(key)!r}, not {getattr(cc, key)!r}")
+        check_fixed_on_resume(old, cc, FIXED_ON_RESUME, run)
         if last_checkpoint(run) is None or not info.get("iterations"):
             raise TrainError(f"--resume: {run} has not trained an epoch yet (no epoch_N.pth with an optimizer "
                              "state); start it again with --force")

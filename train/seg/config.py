@@ -54,3 +54,10 @@ class SegTrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_fixed_on_resume(old: dict[str, Any], new: Any, keys: tuple[str, ...], run: Any) -> None:
+    """--resume: refuse a setting in ``keys`` that differs from the run's (``old``: its saved config)."""
+    for key in keys:
+        if old.get(key) != getattr(new, key):
+            raise TrainError(f"--resume: {run} was trained with {key}={old.get(key)!r}, not {getattr(new, key)!r}")

@@ -39,7 +39,7 @@ from ..errors import TrainError
 from ..models import count_parameters, normalize
 from ..trainer import RunLog, write_csv
 from .data import SegSample, fold_counts, load_arrays, load_kvasir_seg
-from .config import SegTrainConfig
+from .config import SegTrainConfig, check_fixed_on_resume
 from .models import HEAD, build_segmenter
 
 log = logging.getLogger(__name__)
@@ -208,9 +208,7 @@ def train_segmenter(cfg: SegTrainConfig, *, resume: bool = False, force: bool = 
     if resume:
         ckpt = load_checkpoint(out)
         old = ckpt["config"]
-        for key in FIXED_ON_RESUME:
-            if old.get(key) != getattr(cfg, key):
-                raise TrainError(f"--resume: {out} was trained with {key}={old.get(key)!r}, not {getattr(cfg, key)!r}")
+        check_fixed_on_resume(old, cfg, FIXED_ON_RESUME, out)
         if ckpt["epoch"] >= cfg.epochs:
             raise TrainError(f"--resume: {out} has already trained {ckpt['epoch']} of {cfg.epochs} epochs; "
                              "raise --epochs to train on")
