@@ -12,10 +12,7 @@ manifest. Parameter count and CPU latency of the trimmed model are measured next
 from __future__ import annotations
 
 import logging
-import statistics
 import tempfile
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +28,10 @@ from .data import IMAGE_SUFFIXES, load_dataset, load_model_input
 from .errors import TrainError
 from .labels import HEADS, TRIMMED_HEAD
 from .models import DISPLAY, WithPreprocessing, count_parameters
+from .onnx_check import export_checked, median_ms, parity_line, torch_run
 
 log = logging.getLogger(__name__)
 
-OPSET = 17  # what TensorRT 10's parser and onnxruntime both take
-PARITY_TOLERANCE = 1e-4
 ROLES = {"mobilenet_v3_large": "fast", "resnet152": "second-pass"}
 
 
@@ -50,25 +46,13 @@ class ExportReport:
         p, s, lt = self.parity, self.size, self.latency_ms
         return [
             f"wrote {self.bundle.path} ({self.bundle.name})",
-            f"parity onnxruntime vs torch: max |dp| {p['max_abs_diff']:.2e} over {p['random_images']} random "
-            f"and {p['real_images']} real images (tolerance {p['tolerance']:.0e}); torchscript {p['torchscript_max_abs_diff']:.2e}",
+            parity_line(p),
             f"parameters: untrimmed {s['parameters_untrimmed']:,} ({s['mb_untrimmed']:.2f} MB, heads "
             f"{', '.join(s['heads_untrimmed'])}) -> trimmed {s['parameters_trimmed']:,} ({s['mb_trimmed']:.2f} MB, head raw)",
             f"CPU latency, batch 1, median of {lt['runs']} ({lt['threads']} threads): torch untrimmed "
             f"{lt['torch_untrimmed']:.2f} ms, torch trimmed {lt['torch_trimmed']:.2f} ms, "
             f"onnxruntime trimmed {lt['onnxruntime_trimmed']:.2f} ms",
         ]
-
-
-def _latency(fn, example, runs: int) -> float:
-    for _ in range(2):
-        fn(example)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(example)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 def _real_images(ckpt: dict[str, Any], images: Sequence[Path] | None, size: tuple[int, int],
@@ -128,64 +112,16 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
     rand = rng.integers(0, 256, (random_images, s, s, 3), dtype=np.uint8)
     real, real_source = _real_images(ckpt, images, size, real_limit)
 
-    import onnx
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        ts_path = Path(tmp) / "model.torchscript.pt"
-        example = torch.from_numpy(rand[:1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript-based exporter deprecation notes
-            torch.onnx.export(wrapped, (example,), str(onnx_path), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=[out_name],
-                              dynamic_axes={"image": {0: "batch"}, out_name: {0: "batch"}})
-        try:
-            onnx.checker.check_model(str(onnx_path), full_check=True)
-        except onnx.checker.ValidationError as err:
-            raise TrainError(f"the exported ONNX model fails onnx.checker: {err}") from err
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-        def ort_run(batch: np.ndarray) -> np.ndarray:
-            return session.run([out_name], {"image": batch})[0]
-
-        def torch_run(module, batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return module(torch.from_numpy(batch)).numpy()
-
-        diffs = {}
-        for key, batch in (("random", rand), ("real", real)):
-            if len(batch):
-                diffs[key] = float(np.abs(ort_run(batch) - torch_run(wrapped, batch)).max())
-        ts_diff = float("nan")
-        if torchscript:
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(wrapped, example)
-                traced.save(str(ts_path))
-                loaded = torch.jit.load(str(ts_path))
-            ts_diff = float(np.abs(torch_run(loaded, rand) - torch_run(wrapped, rand)).max())
-        worst = max(diffs.values())
-        parity = {
-            "tolerance": PARITY_TOLERANCE, "max_abs_diff": worst,
-            "random_images": int(len(rand)), "random_max_abs_diff": diffs.get("random"),
-            "real_images": int(len(real)), "real_max_abs_diff": diffs.get("real"), "real_source": real_source,
-            "torchscript_max_abs_diff": ts_diff,
-        }
-        if worst > PARITY_TOLERANCE or (torchscript and not ts_diff <= PARITY_TOLERANCE):
-            raise TrainError(f"export parity check failed: onnxruntime vs torch max |dp| {worst:.3e}, "
-                             f"torchscript {ts_diff:.3e} (tolerance {PARITY_TOLERANCE:.0e})")
-
+        checked = export_checked(wrapped, Path(tmp), output=out_name, random=rand, real=real,
+                                 real_source=real_source, torchscript=torchscript, threads=threads)
+        onnx_path, ts_path, parity = checked.onnx_path, checked.torchscript_path, checked.parity
         one = rand[:1]
         latency = {
             "runs": latency_runs, "threads": torch.get_num_threads(), "batch": 1, "image_size": s,
-            "torch_untrimmed": _latency(lambda b: torch_run(wrapped_full, b), one, latency_runs),
-            "torch_trimmed": _latency(lambda b: torch_run(wrapped, b), one, latency_runs),
-            "onnxruntime_trimmed": _latency(ort_run, one, latency_runs),
+            "torch_untrimmed": median_ms(lambda: torch_run(wrapped_full, one), latency_runs),
+            "torch_trimmed": median_ms(lambda: torch_run(wrapped, one), latency_runs),
+            "onnxruntime_trimmed": median_ms(lambda: checked.ort_run(one), latency_runs),
         }
         n_full, n_trim = count_parameters(full), count_parameters(trimmed)
         sizes = {
@@ -220,7 +156,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
             },
             metrics={
                 "heldout": heldout,
-                "onnxruntime_vs_torch_max_abs_diff": worst,
+                "onnxruntime_vs_torch_max_abs_diff": parity["max_abs_diff"],
                 "parity": parity, "size": sizes, "cpu_latency_ms": latency,
             },
             notes="Trimmed to the raw head after training with the hybrid loss (He et al., EndoTect 2020). "

@@ -12,10 +12,7 @@ CPU latency at batch 1; all of it, with the run's validation Dice, goes into the
 from __future__ import annotations
 
 import logging
-import statistics
 import tempfile
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +24,7 @@ from engine.bundle import Bundle, write_bundle
 
 from ..errors import TrainError
 from ..models import count_parameters
+from ..onnx_check import export_checked, median_ms, parity_line, torch_run
 from .data import load_kvasir_seg, load_pair
 from .models import SegWithPreprocessing
 from .trainer import BEST, LAST, load_checkpoint, model_from_checkpoint
@@ -36,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
-PARITY_TOLERANCE = 1e-4
 OUTPUT = "mask"
 
 
@@ -52,23 +48,10 @@ class SegExportReport:
         p, lt = self.parity, self.latency_ms
         return [
             f"wrote {self.bundle.path} ({self.bundle.name}, {self.parameters:,} parameters)",
-            f"parity onnxruntime vs torch: max |dp| {p['max_abs_diff']:.2e} over {p['random_images']} random and "
-            f"{p['real_images']} real images (tolerance {p['tolerance']:.0e}); torchscript "
-            f"{p['torchscript_max_abs_diff']:.2e}",
+            parity_line(p),
             f"CPU latency, batch 1, median of {lt['runs']} ({lt['threads']} threads): onnxruntime "
             f"{lt['onnxruntime']:.2f} ms ({1000 / lt['onnxruntime']:.0f} FPS), torch {lt['torch']:.2f} ms",
         ]
-
-
-def _median_ms(fn, runs: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 def _real_inputs(cfg: dict[str, Any], size: tuple[int, int], limit: int) -> tuple[np.ndarray, str]:
@@ -112,52 +95,14 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
     rand = np.random.default_rng(0).integers(0, 256, (random_images, s, s, 3), dtype=np.uint8)
     real, real_source = _real_inputs(cfg, size, real_limit)
 
-    import onnx
-    import onnxruntime as ort
-
-    def torch_run(module, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch)).numpy()
-
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path, ts_path = Path(tmp) / "model.onnx", Path(tmp) / "model.torchscript.pt"
-        example = torch.from_numpy(rand[:1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript-based exporter deprecation notes
-            torch.onnx.export(wrapped, (example,), str(onnx_path), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=[OUTPUT],
-                              dynamic_axes={"image": {0: "batch"}, OUTPUT: {0: "batch"}})
-        try:
-            onnx.checker.check_model(str(onnx_path), full_check=True)
-        except onnx.checker.ValidationError as err:
-            raise TrainError(f"the exported ONNX model fails onnx.checker: {err}") from err
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-        def ort_run(batch: np.ndarray) -> np.ndarray:
-            return session.run([OUTPUT], {"image": batch})[0]
-
-        diffs = {key: float(np.abs(ort_run(b) - torch_run(wrapped, b)).max())
-                 for key, b in (("random", rand), ("real", real)) if len(b)}
-        ts_diff = float("nan")
-        if torchscript:
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.jit.trace(wrapped, example).save(str(ts_path))
-                loaded = torch.jit.load(str(ts_path))
-            ts_diff = float(np.abs(torch_run(loaded, rand) - torch_run(wrapped, rand)).max())
-        worst = max(diffs.values())
-        parity = {"tolerance": PARITY_TOLERANCE, "max_abs_diff": worst, "random_images": int(len(rand)),
-                  "real_images": int(len(real)), "real_source": real_source,
-                  "torchscript_max_abs_diff": ts_diff}
-        if worst > PARITY_TOLERANCE or (torchscript and not ts_diff <= PARITY_TOLERANCE):
-            raise TrainError(f"export parity check failed: onnxruntime vs torch max |dp| {worst:.3e}, "
-                             f"torchscript {ts_diff:.3e} (tolerance {PARITY_TOLERANCE:.0e})")
+        checked = export_checked(wrapped, Path(tmp), output=OUTPUT, random=rand, real=real,
+                                 real_source=real_source, torchscript=torchscript, threads=threads)
+        onnx_path, ts_path, parity = checked.onnx_path, checked.torchscript_path, checked.parity
         one = rand[:1]
-        latency = {"runs": latency_runs, "threads": opts.intra_op_num_threads, "batch": 1, "image_size": s,
-                   "onnxruntime": _median_ms(lambda: ort_run(one), latency_runs),
-                   "torch": _median_ms(lambda: torch_run(wrapped, one), max(3, latency_runs // 5))}
+        latency = {"runs": latency_runs, "threads": checked.threads, "batch": 1, "image_size": s,
+                   "onnxruntime": median_ms(lambda: checked.ort_run(one), latency_runs),
+                   "torch": median_ms(lambda: torch_run(wrapped, one), max(3, latency_runs // 5))}
         history = ckpt.get("history") or []
         best_row = max(history, key=lambda r: r.get("val_dice", -1), default={})
         epoch_row = next((r for r in history if r["epoch"] == ckpt["epoch"]), {})
