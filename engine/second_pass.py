@@ -17,11 +17,10 @@ from typing import Callable, Protocol
 from .classifier import Classifier
 from .content_area import model_input
 from .pipeline import JOIN_TIMEOUT_S, LatestSlot
-from .types import ContentArea, Frame, FrameResult, SecondPassResult
+from .types import POLYP_CLASSES, ContentArea, Frame, FrameResult, SecondPassResult
 
 logger = logging.getLogger(__name__)
 
-POLYP_LABELS = ("polyp", "dyed-lifted-polyps", "dyed-resection-margins")
 _EPS = 1e-6  # timestamps are i / fps: compare durations with a little slack
 
 
@@ -57,7 +56,7 @@ class Triggers:
 
     every_n: int | None = None
     hold_seconds: float | None = 1.0
-    labels: tuple[str, ...] = POLYP_LABELS
+    labels: tuple[str, ...] = POLYP_CLASSES
     min_confidence: float = 0.5
     repeat_seconds: float = 2.0
 

@@ -16,9 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .pipeline import Analyzer, run_stages, timed_frames
-from .types import FrameResult
+from .types import POLYP_CLASSES, FrameResult
 
-POLYP_CLASSES = ("polyp", "dyed-lifted-polyps", "dyed-resection-margins")
 UNKNOWN = -1
 
 

@@ -140,6 +140,11 @@ class SecondPassResult:
     scores: np.ndarray | None = None
 
 
+#: The classes that count as a polyp finding (timeline findings, second-pass hold trigger): a
+#: classifier's polyp-related HyperKvasir classes, and the real-time segmenter's "polyp".
+POLYP_CLASSES = ("polyp", "dyed-lifted-polyps", "dyed-resection-margins")
+
+
 def absent_label(label: str) -> str:
     """What a segmenter's frame is called when it finds no ``label``: "no polyp"."""
     return f"no {label}"

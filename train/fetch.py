@@ -15,7 +15,6 @@ HyperKvasir's official 2-fold split file is fetched too (pinned to the commit wh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
+
+from engine.bundle import sha256_file
 
 from .errors import FetchError
 
@@ -53,11 +54,6 @@ DATASETS: dict[str, Source] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 30.0,
              progress: bool = True) -> str:
     """Download ``url`` to ``dest`` with resume; returns the file's sha256. FetchError on failure."""
@@ -65,7 +61,7 @@ def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float 
     dest.parent.mkdir(parents=True, exist_ok=True)
     side = dest.with_name(dest.name + ".sha256")
     if dest.is_file():
-        digest = side.read_text().split()[0] if side.is_file() else _sha256(dest)
+        digest = side.read_text().split()[0] if side.is_file() else sha256_file(dest)
         if sha256 is None or digest == sha256.lower():
             log.info("%s is already downloaded (sha256 %s)", dest, digest)
             return digest
@@ -129,7 +125,7 @@ def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float 
             if total is not None and received != total:
                 raise FetchError(f"download of {url} stopped at {received} of {total} bytes; run the "
                                  "command again to resume")
-    digest = _sha256(part)
+    digest = sha256_file(part)
     if sha256 is not None and digest != sha256.lower():
         part.unlink()
         raise FetchError(f"checksum mismatch for {url}: sha256 {digest}, expected {sha256.lower()}; the "

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.bundle import sha256_file
 
 from ..errors import DataError, TrainError
 from .config import check_fixed_on_resume
@@ -330,11 +331,6 @@ def build_config(cc: CascadeConfig, data: CocoSplit, work_dir: Path):
 
 # --------------------------------------------------------------------------------------------
 # weights
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _short_error(err: BaseException) -> str:

@@ -102,10 +102,12 @@ def _check_image(info: dict[str, Any]) -> Path | None:
 
 
 def self_check(bundle: Bundle, image: Path | None, device: str = "cpu") -> dict[str, Any]:
-    """Load ``bundle`` with init_detector and run inference_detector on ``image`` (BGR, as read)."""
+    """Run ``bundle`` on ``image`` (BGR, as read) the way the viewer's second pass does
+    (:class:`engine.instances.MMDetDetector`: init_detector, inference_detector)."""
     import cv2
-    import torch
-    from mmdet.apis import inference_detector, init_detector
+
+    from engine.errors import BundleError
+    from engine.instances import MMDetDetector
 
     if image is not None:
         bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
@@ -117,18 +119,15 @@ def self_check(bundle: Bundle, image: Path | None, device: str = "cpu") -> dict[
         bgr = np.random.default_rng(0).integers(0, 256, (bundle.input_size[0], bundle.input_size[1], 3), np.uint8)
         name = "a random image"
     try:
-        model = init_detector(str(bundle.file("mmdet-config")), str(bundle.file("mmdet")), device=device)
-    except Exception as err:  # noqa: BLE001 - MMDetection raises anything on a bad file
-        raise TrainError(f"self-check: init_detector cannot load {bundle.path}: {type(err).__name__}: {err}") from err
-    if tuple(model.dataset_meta.get("classes", ())) != CLASSES:
-        raise TrainError(f"self-check: {bundle.path} loads with classes {model.dataset_meta.get('classes')}, "
-                         f"not {CLASSES}")
+        detector = MMDetDetector(bundle, device)
+    except BundleError as err:
+        raise TrainError(f"self-check: {err}") from err
+    classes = detector.model.dataset_meta.get("classes", ())
+    if tuple(classes) != CLASSES:
+        raise TrainError(f"self-check: {bundle.path} loads with classes {classes}, not {CLASSES}")
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        inst = inference_detector(model, bgr).pred_instances
+    masks, boxes, scores = detector(bgr)
     seconds = time.perf_counter() - t0
-    masks = inst.masks.cpu().numpy() if "masks" in inst else np.zeros((0, *bgr.shape[:2]), bool)
-    boxes, scores = inst.bboxes.cpu().numpy(), inst.scores.cpu().numpy()
     n = len(scores)
     if masks.shape != (n, *bgr.shape[:2]) or boxes.shape != (n, 4):
         raise TrainError(f"self-check: {bundle.path} returned masks {masks.shape}, boxes {boxes.shape}, scores "

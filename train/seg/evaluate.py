@@ -142,8 +142,8 @@ def _instances(second_pass: InstancePass):
         r = second_pass(Frame(0, 0.0, bgr, 0.0), area)
         return r.masks.any(axis=0) if len(r.masks) else np.zeros(bgr.shape[:2], bool), r.latency_ms
 
-    return predict, {"input_size": "field crop, resized by the detector", "device": second_pass.detector.device
-                     if hasattr(second_pass.detector, "device") else None}
+    return predict, {"input_size": "field crop, resized by the detector",
+                     "device": getattr(second_pass.detector, "device", None)}
 
 
 def fold_names(images_dir: Path, fold: int, split_csv=None, mapping_csv=None) -> set[str]:
