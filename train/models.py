@@ -89,7 +89,7 @@ class WithPreprocessing(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float()
+        x = image.float().permute(0, 3, 1, 2)  # Cast first: TensorRT refuses uint8 intermediates
         x = (x - self.mean) / self.std
         out = self.model(x)
         if isinstance(out, dict):

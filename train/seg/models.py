@@ -101,5 +101,5 @@ class SegWithPreprocessing(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        x = (image.float().permute(0, 3, 1, 2) - self.mean) / self.std  # Cast before any other op
         return torch.sigmoid(self.model(x)[HEAD])
