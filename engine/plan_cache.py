@@ -1,11 +1,16 @@
 """The TensorRT plan cache: where built engines live, how they are keyed, when one may be trusted.
 
 A TensorRT plan is not portable: it is valid only for the exact ONNX model, GPU model, compute
-capability, TensorRT version and precision it was built with. Plans are stored outside the
+capability, TensorRT version and precision it was built with, and it is built for one largest
+batch and one builder workspace; all seven are the plan's key. Plans are stored outside the
 bundle, in ``$ENDOVIEW_CACHE/engines/`` (default ``~/.cache/endoview/engines/``), as
 ``<key>.plan`` with a ``<key>.json`` sidecar holding the key fields and the plan's own sha256.
 The runtime loads a plan only when its sidecar matches the current machine exactly; anything
 else is stale or foreign and is rebuilt (``endoview build-engine``), never trusted.
+
+TensorRT's timing cache (the measured speed of each kernel tactic, which makes later builds
+faster) is kept beside the plans, one file per GPU model, compute capability and TensorRT
+version (:func:`timing_cache_path`): timings from another GPU or TensorRT are no help.
 
 Everything here is pure Python (no TensorRT) so that tests can exercise it anywhere.
 """
@@ -26,26 +31,37 @@ from engine.errors import BackendError
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "endoview-plan/1"
+SCHEMA = "endoview-plan/2"  # 2: max_batch and workspace_mb joined the key
 PRECISIONS = ("fp32", "fp16")
 ENV_VAR = "ENDOVIEW_CACHE"
+#: What a plan is built for unless asked otherwise (``endoview build-engine --max-batch/--workspace``).
+DEFAULT_MAX_BATCH = 8
+DEFAULT_WORKSPACE_MB = 2048
 
 
 @dataclass(frozen=True)
 class PlanKey:
-    """Everything a TensorRT plan depends on. ``compute_capability`` is "major.minor"."""
+    """Everything a TensorRT plan depends on. ``compute_capability`` is "major.minor";
+    ``max_batch`` is the largest batch the plan's optimisation profile accepts and
+    ``workspace_mb`` the builder's workspace (it limits which tactics the build may choose)."""
 
     onnx_sha256: str
     gpu_name: str
     compute_capability: str
     tensorrt_version: str
     precision: str
+    max_batch: int = DEFAULT_MAX_BATCH
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if len(self.onnx_sha256) != 64:
             raise ValueError(f"onnx_sha256 must be 64 hex digits, not {self.onnx_sha256!r}")
+        for name in ("max_batch", "workspace_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
 
     def fields(self) -> dict[str, str]:
         return asdict(self)
@@ -59,7 +75,8 @@ class PlanKey:
     def describe(self) -> str:
         return (
             f"{self.precision} plan for ONNX {self.onnx_sha256[:12]} on {self.gpu_name} "
-            f"(sm {self.compute_capability}), TensorRT {self.tensorrt_version}"
+            f"(sm {self.compute_capability}), TensorRT {self.tensorrt_version}, max batch "
+            f"{self.max_batch}, workspace {self.workspace_mb} MB"
         )
 
 
@@ -76,6 +93,21 @@ def cache_root(env: dict[str, str] | None = None) -> Path:
 def engines_dir(env: dict[str, str] | None = None) -> Path:
     """Where plans live: ``<cache root>/engines``."""
     return cache_root(env) / "engines"
+
+
+def timing_cache_path(gpu_name: str, compute_capability: str, tensorrt_version: str,
+                      folder: Path | None = None) -> Path:
+    """The timing cache for one GPU model, compute capability and TensorRT version, in ``folder``
+    (default :func:`engines_dir`): ``timing-<gpu>-sm<cc>-trt<version>.cache``."""
+    folder = engines_dir() if folder is None else Path(folder)
+    parts = (_slug(gpu_name), "sm" + _slug(compute_capability), "trt" + _slug(tensorrt_version))
+    return folder / f"timing-{'-'.join(parts)}.cache"
+
+
+def _slug(text: str) -> str:
+    """``text`` as a file-name part: letters, digits, dots and underscores; the rest becomes "_"."""
+    out = "".join(c if c.isascii() and (c.isalnum() or c in "._") else "_" for c in str(text).strip())
+    return out.strip("._") or "unknown"
 
 
 def plan_paths(key: PlanKey, folder: Path | None = None) -> tuple[Path, Path]:
@@ -114,6 +146,8 @@ def sidecar_mismatches(sidecar: Any, key: PlanKey) -> list[str]:
         "compute_capability": "compute capability",
         "tensorrt_version": "TensorRT version",
         "precision": "precision",
+        "max_batch": "max batch",
+        "workspace_mb": "workspace (MB)",
     }
     for field, label in labels.items():
         want = getattr(key, field)
@@ -147,16 +181,6 @@ def check_plan(key: PlanKey, folder: Path | None = None) -> tuple[Path | None, s
     return plan, ""
 
 
-def read_sidecar(key: PlanKey, folder: Path | None = None) -> dict[str, Any] | None:
-    """The sidecar for ``key`` if it is readable JSON (no trust implied: use :func:`check_plan`)."""
-    _, side = plan_paths(key, folder)
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def write_plan(key: PlanKey, plan: bytes, folder: Path | None = None, **extra: Any) -> Path:
     """Store ``plan`` and its sidecar atomically (plan first, sidecar last); return the plan path."""
     plan_path, side_path = plan_paths(key, folder)
@@ -165,9 +189,9 @@ def write_plan(key: PlanKey, plan: bytes, folder: Path | None = None, **extra: A
         # Remove the old sidecar first: a crash between the two writes leaves a plan without a
         # sidecar (never trusted) rather than an old sidecar vouching for a new plan.
         side_path.unlink(missing_ok=True)
-        _atomic_write(plan_path, plan)
+        atomic_write(plan_path, plan)
         text = json.dumps(sidecar_for(key, plan, **extra), indent=2) + "\n"
-        _atomic_write(side_path, text.encode("utf-8"))
+        atomic_write(side_path, text.encode("utf-8"))
     except OSError as err:
         raise BackendError(
             f"cannot write the TensorRT plan to {plan_path.parent}: {err}; set {ENV_VAR} to a writable folder"
@@ -176,7 +200,9 @@ def write_plan(key: PlanKey, plan: bytes, folder: Path | None = None, **extra: A
     return plan_path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader sees the old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -10,8 +10,11 @@ API (stable, used across the test suite):
 - ``random_images(n, size=(32, 32), seed=0) -> ndarray`` (uint8 N x H x W x 3 RGB)
 
 The classifier is the same graph shape as the real ones: uint8 RGB NHWC in, preprocessing as
-graph ops (Cast, Sub/Div by ImageNet mean/std * 255, Transpose to NCHW), a 3x3 conv + ReLU,
-GlobalAveragePool, Flatten, Gemm, Softmax -> "probs" [N, C]. The batch dimension is dynamic.
+graph ops in the exporters' order (``train/models.py`` ``WithPreprocessing``): Cast to float
+first, then Transpose to NCHW, then Sub/Div by ImageNet mean/std * 255 (the Cast comes first
+because TensorRT's ONNX parser refuses any intermediate uint8 tensor), a 3x3 conv + ReLU,
+GlobalAveragePool, Flatten, Gemm, Softmax -> "probs" [N, C]. The segmenter shares the
+preprocessing, then a 1x1 conv and Sigmoid -> "mask" [N, 1, H, W]. The batch dimension is dynamic.
 When torch is importable (``torchscript="auto"``) the bundle also carries an equivalent
 TorchScript module (same weights) as ``model.torchscript.pt``, returning ``{"probs": ...}``.
 """
@@ -73,17 +76,18 @@ def _classifier_weights(seed: int, num_classes: int) -> dict[str, np.ndarray]:
 
 
 def _preprocess_nodes(input_name: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """Cast, Transpose, Sub, Div: the order torch.onnx.export gives ``WithPreprocessing``."""
     inits = [
-        numpy_helper.from_array((MEAN * 255.0).reshape(1, 1, 1, 3), "mean255"),
-        numpy_helper.from_array((STD * 255.0).reshape(1, 1, 1, 3), "std255"),
+        numpy_helper.from_array((MEAN * 255.0).reshape(1, 3, 1, 1), "mean255"),
+        numpy_helper.from_array((STD * 255.0).reshape(1, 3, 1, 1), "std255"),
     ]
     nodes = [
         helper.make_node("Cast", [input_name], ["x_float"], to=TensorProto.FLOAT, name="cast"),
-        helper.make_node("Sub", ["x_float", "mean255"], ["x_centred"], name="sub_mean"),
+        helper.make_node("Transpose", ["x_float"], ["x_nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
+        helper.make_node("Sub", ["x_nchw", "mean255"], ["x_centred"], name="sub_mean"),
         helper.make_node("Div", ["x_centred", "std255"], ["x_norm"], name="div_std"),
-        helper.make_node("Transpose", ["x_norm"], ["x_nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
     ]
-    return nodes, inits, "x_nchw"
+    return nodes, inits, "x_norm"
 
 
 def _classifier_onnx(labels: Sequence[str], size: tuple[int, int], seed: int) -> bytes:
@@ -159,7 +163,7 @@ def _classifier_torchscript(labels: Sequence[str], seed: int) -> bytes:
                 self.fc.bias.copy_(torch.from_numpy(wts["fc_b"]))
 
         def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-            x = image.permute(0, 3, 1, 2).float()
+            x = image.float().permute(0, 3, 1, 2)  # the exporters' order: Cast first
             x = (x - self.mean255) / self.std255
             x = torch.relu(self.conv(x)).mean(dim=(2, 3))
             return {"probs": torch.softmax(self.fc(x), dim=1)}
@@ -270,7 +274,7 @@ def _segmenter_torchscript(seed: int) -> bytes:
                 self.conv.bias.copy_(torch.from_numpy(cb))
 
         def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-            x = (image.permute(0, 3, 1, 2).float() - self.mean255) / self.std255
+            x = (image.float().permute(0, 3, 1, 2) - self.mean255) / self.std255
             return {"mask": torch.sigmoid(self.conv(x))}
 
     return _save_torchscript(TinySegmenter())

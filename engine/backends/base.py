@@ -118,6 +118,11 @@ class Backend(abc.ABC):
         """One line for status bars, e.g. ``onnxruntime 1.32.0 (CPUExecutionProvider)``."""
         return self.name
 
+    @property
+    def runs_on(self) -> str | None:
+        """Where the model runs once entered: "cpu" or "cuda" (None before :meth:`__enter__`)."""
+        return None
+
     @classmethod
     @abc.abstractmethod
     def availability(cls) -> tuple[bool, str]:

@@ -71,6 +71,12 @@ class OnnxRuntimeBackend(Backend):
         provs = self._providers or ["not loaded"]
         return f"onnxruntime {version} ({provs[0]})"
 
+    @property
+    def runs_on(self) -> str | None:
+        if not self._providers:
+            return None
+        return "cuda" if self._providers[0] == "CUDAExecutionProvider" else "cpu"
+
     def _choose_providers(self, available: list[str]) -> list[str]:
         explicit = self.options.get("providers")
         if explicit:

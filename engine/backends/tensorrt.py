@@ -3,7 +3,8 @@
 Building is a separate step from running (STYLE.md 4): :func:`build_plan` (``endoview
 build-engine BUNDLE``) parses the bundle's ONNX, builds a plan for this GPU and stores it in the
 plan cache (:mod:`engine.plan_cache`) with a sidecar of its key. :class:`TensorRTBackend` only
-loads a plan whose sidecar matches this GPU, TensorRT version, ONNX model and precision exactly;
+loads a plan whose sidecar matches this GPU, TensorRT version, ONNX model, precision, max batch
+and workspace exactly;
 with ``build_missing=True`` it builds one first, otherwise it tells the user to run
 ``endoview build-engine``.
 
@@ -18,6 +19,7 @@ outputs stay in their types) and the network is built with ``STRONGLY_TYPED``.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -33,12 +35,20 @@ from engine.errors import BackendError, BackendUnavailable
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'endoview[gpu]' on a machine with an NVIDIA GPU"
-DEFAULT_WORKSPACE_MB = 2048
-DEFAULT_MAX_BATCH = 8
+DEFAULT_WORKSPACE_MB = plan_cache.DEFAULT_WORKSPACE_MB
+DEFAULT_MAX_BATCH = plan_cache.DEFAULT_MAX_BATCH
 
 
 # ---------------------------------------------------------------------------------------------
 # imports and device identity
+
+
+def _installed(package: str) -> bool:
+    """Whether ``package`` is installed, without importing it (an import may still fail)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def import_tensorrt() -> Any:
@@ -46,6 +56,11 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as err:
+        if _installed("tensorrt"):
+            raise BackendUnavailable(
+                f"TensorRT is installed but does not load ({err}); its CUDA libraries must match "
+                f"this machine's driver: reinstall it ({INSTALL_HINT})"
+            ) from err
         raise BackendUnavailable(f"TensorRT is not installed ({INSTALL_HINT}): {err}") from err
     major = trt_major(trt)
     if major < 10:
@@ -63,16 +78,29 @@ def trt_major(trt: Any) -> int:
 
 
 def import_cuda() -> Any:
-    """``pycuda.driver``, initialised, or BackendUnavailable saying why not."""
+    """``pycuda.driver``, initialised, or BackendUnavailable saying why not. The messages differ
+    by cause: "pycuda is not installed", "no CUDA driver" (pycuda is there but cannot load the
+    driver library), "the CUDA driver does not start" (cuInit failed), "no CUDA GPU found"."""
     try:
         import pycuda.driver as cuda
     except ImportError as err:
-        raise BackendUnavailable(f"pycuda is not installed ({INSTALL_HINT}): {err}") from err
+        if not _installed("pycuda"):
+            raise BackendUnavailable(f"pycuda is not installed ({INSTALL_HINT}): {err}") from err
+        if "libcuda" in str(err):
+            raise BackendUnavailable(
+                f"no CUDA driver: pycuda is installed but cannot load the driver library ({err}); "
+                "install the NVIDIA driver (nvidia-smi must list the GPU)"
+            ) from err
+        raise BackendUnavailable(
+            f"pycuda is installed but does not load ({err}); reinstall it against this machine's CUDA"
+        ) from err
     try:
         cuda.init()
         count = cuda.Device.count()
     except cuda.Error as err:
-        raise BackendUnavailable(f"no usable CUDA driver/GPU for TensorRT: {err}") from err
+        raise BackendUnavailable(
+            f"the CUDA driver does not start (cuInit: {err}); check the NVIDIA driver with nvidia-smi"
+        ) from err
     if count < 1:
         raise BackendUnavailable("no CUDA GPU found: the tensorrt backend needs an NVIDIA GPU")
     return cuda
@@ -89,14 +117,20 @@ def gpu_identity(cuda: Any, index: int) -> tuple[str, str]:
 
 
 def plan_key_for(bundle: Bundle, *, gpu_name: str, compute_capability: str, tensorrt_version: str,
-                 fp16: bool) -> plan_cache.PlanKey:
-    return plan_cache.PlanKey(
-        onnx_sha256=bundle.sha256("onnx"),
-        gpu_name=gpu_name,
-        compute_capability=compute_capability,
-        tensorrt_version=tensorrt_version,
-        precision="fp16" if fp16 else "fp32",
-    )
+                 fp16: bool, max_batch: int = DEFAULT_MAX_BATCH,
+                 workspace_mb: int = DEFAULT_WORKSPACE_MB) -> plan_cache.PlanKey:
+    try:
+        return plan_cache.PlanKey(
+            onnx_sha256=bundle.sha256("onnx"),
+            gpu_name=gpu_name,
+            compute_capability=compute_capability,
+            tensorrt_version=tensorrt_version,
+            precision="fp16" if fp16 else "fp32",
+            max_batch=max_batch,
+            workspace_mb=workspace_mb,
+        )
+    except ValueError as err:
+        raise BackendError(f"cannot key a TensorRT plan for {bundle.name}: {err}") from err
 
 
 def _make_logger(trt: Any) -> Any:
@@ -303,19 +337,20 @@ def build_plan(
     """Build a TensorRT plan for ``bundle``'s ONNX on this GPU and store it in the plan cache.
 
     Returns the plan's path. Without ``force``, an existing plan whose sidecar matches exactly is
-    reused. ``timing_cache`` (default: ``timing.cache`` beside the plans) is loaded and saved.
+    reused. ``timing_cache`` (default: this GPU's and TensorRT version's file beside the plans,
+    :func:`engine.plan_cache.timing_cache_path`) is loaded and saved.
     """
-    if max_batch < 1:
-        raise BackendError(f"max batch must be at least 1, not {max_batch}")
-    if workspace_mb < 16:
-        raise BackendError(f"the TensorRT workspace must be at least 16 MB, not {workspace_mb}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise BackendError(f"max batch must be an integer of at least 1, not {max_batch!r}")
+    if isinstance(workspace_mb, bool) or not isinstance(workspace_mb, int) or workspace_mb < 16:
+        raise BackendError(f"the TensorRT workspace must be an integer of at least 16 MB, not {workspace_mb!r}")
     onnx_path = bundle.file("onnx")
     trt = import_tensorrt()
     cuda = import_cuda()
     index = _cuda_index(device)
     gpu_name, cc = gpu_identity(cuda, index)
-    key = plan_key_for(bundle, gpu_name=gpu_name, compute_capability=cc,
-                       tensorrt_version=trt.__version__, fp16=fp16)
+    key = plan_key_for(bundle, gpu_name=gpu_name, compute_capability=cc, tensorrt_version=trt.__version__,
+                       fp16=fp16, max_batch=max_batch, workspace_mb=workspace_mb)
     folder = plan_cache.engines_dir() if cache_dir is None else Path(cache_dir)
     if not force:
         found, why = plan_cache.check_plan(key, folder)
@@ -323,7 +358,9 @@ def build_plan(
             log.info("TensorRT plan for %s is up to date: %s", bundle.name, found)
             return found
         log.info("building a TensorRT plan for %s: %s", bundle.name, why)
-    timing_cache = folder / "timing.cache" if timing_cache is None else Path(timing_cache)
+    if timing_cache is None:
+        timing_cache = plan_cache.timing_cache_path(gpu_name, cc, trt.__version__, folder)
+    timing_cache = Path(timing_cache)
 
     ctx = _CudaContext(cuda, index)
     try:
@@ -334,8 +371,8 @@ def build_plan(
         ctx.release()
     return plan_cache.write_plan(
         key, plan, folder,
-        bundle=bundle.name, onnx_file=bundle.formats["onnx"], max_batch=max_batch,
-        workspace_mb=workspace_mb, fp16_method=_fp16_method(trt) if fp16 else None,
+        bundle=bundle.name, onnx_file=bundle.formats["onnx"], timing_cache=str(timing_cache),
+        fp16_method=_fp16_method(trt) if fp16 else None,
     )
 
 
@@ -395,12 +432,7 @@ def _build_serialized(trt: Any, bundle: Bundle, onnx_path: Path, *, fp16: bool, 
             profile.set_shape(tensor.name, shape, shape, shape)
     config.add_optimization_profile(profile)
 
-    cache_bytes = b""
-    if timing_cache.is_file():
-        cache_bytes = timing_cache.read_bytes()
-    cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, True):  # ignore_mismatch: a stale cache is only slower
-        log.warning("TensorRT rejected the timing cache %s; building without it", timing_cache)
+    have_cache = _use_timing_cache(config, timing_cache)
 
     log.info("building TensorRT %s plan for %s (%s, workspace %d MB, max batch %d)", trt.__version__,
              bundle.name, "fp16" if fp16 else "fp32", workspace_mb, max_batch)
@@ -408,12 +440,28 @@ def _build_serialized(trt: Any, bundle: Bundle, onnx_path: Path, *, fp16: bool, 
     if serialized is None:
         detail = "; ".join(logger.errors[-3:]) or "see the log"
         raise BackendError(f"TensorRT could not build a plan for {onnx_path}: {detail}")
-    try:
-        timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-    except OSError as err:
-        log.warning("cannot save the TensorRT timing cache to %s: %s", timing_cache, err)
+    if have_cache:
+        try:
+            timing_cache.parent.mkdir(parents=True, exist_ok=True)
+            plan_cache.atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        except OSError as err:
+            log.warning("cannot save the TensorRT timing cache to %s: %s", timing_cache, err)
     return bytes(memoryview(serialized))
+
+
+def _use_timing_cache(config: Any, path: Path) -> bool:
+    """Give the builder the timing cache in ``path`` (a new one when there is none, or when
+    TensorRT rejects it: a bad cache only makes the build slower). False: no timing cache."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, True):  # ignore_mismatch
+        return True
+    log.warning("TensorRT rejected the timing cache %s (%d bytes); starting a new one", path, len(data))
+    cache = config.create_timing_cache(b"")
+    if cache is not None and config.set_timing_cache(cache, True):
+        return True
+    log.warning("TensorRT gave no timing cache; building without one")
+    return False
 
 
 def _cuda_index(device: str | None) -> int:
@@ -431,7 +479,8 @@ def _cuda_index(device: str | None) -> int:
 
 class TensorRTBackend(Backend):
     """Options: ``fp16`` (load the FP16 plan), ``build_missing`` (build a plan when none
-    matches, default False), ``max_batch`` and ``workspace_mb`` (for that build), ``cache_dir``."""
+    matches, default False), ``max_batch`` and ``workspace_mb`` (the plan's; both are part of its
+    key, so a plan built with other values is not loaded), ``cache_dir``."""
 
     name: ClassVar[str] = "tensorrt"
     option_names: ClassVar[frozenset[str]] = frozenset(
@@ -442,6 +491,13 @@ class TensorRTBackend(Backend):
         super().__init__(bundle, device=device, **options)
         bundle.file("onnx")  # TensorRT plans are built from the ONNX model
         self._index = _cuda_index(device)
+        self._build_max_batch = options.get("max_batch", DEFAULT_MAX_BATCH)
+        self._build_workspace_mb = options.get("workspace_mb", DEFAULT_WORKSPACE_MB)
+        for what, value, least in (("max_batch", self._build_max_batch, 1),
+                                   ("workspace_mb", self._build_workspace_mb, 16)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise BackendError(f"the tensorrt backend's {what} must be an integer of at least {least}, "
+                                   f"not {value!r}")
         self._trt: Any = None
         self._cuda: Any = None
         self._ctx: _CudaContext | None = None
@@ -461,8 +517,9 @@ class TensorRTBackend(Backend):
         try:
             trt = import_tensorrt()
         except BackendUnavailable as err:
-            cause = err.__cause__
-            return False, f"tensorrt not installed: {cause}" if isinstance(cause, ImportError) else str(err)
+            if str(err).startswith("TensorRT is not installed") and err.__cause__ is not None:
+                return False, f"tensorrt not installed: {err.__cause__}"
+            return False, str(err)
         try:
             import_cuda()
         except BackendUnavailable as err:
@@ -476,13 +533,19 @@ class TensorRTBackend(Backend):
         prec = "fp16" if self.options.get("fp16") else "fp32"
         return f"tensorrt {self._trt.__version__} ({self._gpu_name}, {prec})"
 
+    @property
+    def runs_on(self) -> str | None:
+        return "cuda" if self._ctx is not None else None
+
     def plan_key(self) -> plan_cache.PlanKey:
-        """The cache key for this bundle on this machine (imports TensorRT and pycuda)."""
+        """The cache key for this bundle on this machine with this backend's ``fp16``,
+        ``max_batch`` and ``workspace_mb`` (imports TensorRT and pycuda)."""
         trt = self._trt or import_tensorrt()
         cuda = self._cuda or import_cuda()
         name, cc = gpu_identity(cuda, self._index)
         return plan_key_for(self.bundle, gpu_name=name, compute_capability=cc,
-                            tensorrt_version=trt.__version__, fp16=bool(self.options.get("fp16")))
+                            tensorrt_version=trt.__version__, fp16=bool(self.options.get("fp16")),
+                            max_batch=self._build_max_batch, workspace_mb=self._build_workspace_mb)
 
     def _find_or_build_plan(self) -> Path:
         key = self.plan_key()
@@ -500,8 +563,7 @@ class TensorRTBackend(Backend):
         log.warning("building a TensorRT plan for %s (%s); this takes a while", self.bundle.name, why)
         return build_plan(
             self.bundle, fp16=key.precision == "fp16", device=f"cuda:{self._index}", cache_dir=folder,
-            max_batch=int(self.options.get("max_batch", DEFAULT_MAX_BATCH)),
-            workspace_mb=int(self.options.get("workspace_mb", DEFAULT_WORKSPACE_MB)), force=True,
+            max_batch=key.max_batch, workspace_mb=key.workspace_mb, force=True,
         )
 
     def _activate(self) -> None:

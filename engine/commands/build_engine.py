@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 
 EPILOG = """\
 The plan is stored outside the bundle, in the plan cache ($ENDOVIEW_CACHE/engines, default
-~/.cache/endoview/engines), keyed by the ONNX sha256, GPU, compute capability, TensorRT version
-and precision. A plan that does not match all of these is never loaded; rebuild it here.
+~/.cache/endoview/engines), keyed by the ONNX sha256, GPU, compute capability, TensorRT version,
+precision, max batch and workspace. A plan that does not match all of these is never loaded;
+rebuild it here. TensorRT's timing cache is kept there too, one file per GPU and TensorRT version.
 
 examples:
   endoview build-engine assets/models/polyp-unet
@@ -46,9 +47,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help=f"largest batch the plan accepts (default {DEFAULT_MAX_BATCH})")
     p.add_argument("--device", default=None, metavar="cuda:N", help="GPU to build for (default cuda:0)")
     p.add_argument("--timing-cache", type=Path, default=None, metavar="FILE",
-                   help="TensorRT timing cache to load and update (default: timing.cache in the plan cache)")
+                   help="TensorRT timing cache to load and update (default: this GPU's and TensorRT "
+                        "version's file in the plan cache)")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching plan is cached")
     p.set_defaults(func=run)
+
+
+#: The start of each BackendUnavailable message of engine.backends.tensorrt -> what to say.
+_CAUSES = (
+    ("TensorRT is not installed", "TensorRT is not installed here"),
+    ("pycuda is not installed", "pycuda (needed by TensorRT) is not installed here"),
+    ("no CUDA driver", "there is no CUDA driver here"),
+    ("the CUDA driver does not start", "the CUDA driver does not start here"),
+    ("no CUDA GPU found", "there is no CUDA GPU here"),
+)
+
+
+def _why_not(err: BackendUnavailable) -> str:
+    """One line: what is missing, then the underlying error."""
+    text = str(err)
+    for start, what in _CAUSES:
+        if text.startswith(start):
+            detail = str(err.__cause__) if err.__cause__ is not None else text[len(start):].lstrip(": ")
+            return f"{what}: {detail}"
+    return f"TensorRT cannot run here: {text}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,21 +83,13 @@ def run(args: argparse.Namespace) -> int:
             bundle,
             fp16=args.fp16,
             workspace_mb=args.workspace,
-            max_batch=getattr(args, "max_batch", 8),
+            max_batch=args.max_batch,
             device=getattr(args, "device", None),
             timing_cache=getattr(args, "timing_cache", None),
             force=args.force,
         )
     except BackendUnavailable as err:
-        text = str(err)
-        if text.startswith("TensorRT is not installed"):
-            what = "TensorRT is not installed here"
-        elif text.startswith("pycuda is not installed"):
-            what = "pycuda (needed by TensorRT) is not installed here"
-        else:
-            what = "TensorRT cannot run here"
-        detail = str(err.__cause__) if err.__cause__ is not None else str(err)
-        print(f"endoview: error: {what}: {detail}; {NO_TENSORRT}", file=sys.stderr)
+        print(f"endoview: error: {_why_not(err)}; {NO_TENSORRT}", file=sys.stderr)
         return 2
     print(f"TensorRT plan for {bundle.name} ({'fp16' if args.fp16 else 'fp32'}): {path}")
     return 0

@@ -1,15 +1,18 @@
 """TensorRT plan cache keys and sidecars (pure), the FP16 ONNX pass, and the build/load logic of
-the tensorrt backend against a fake ``tensorrt`` + ``pycuda`` injected through ``sys.modules``.
+the tensorrt backend against a fake ``tensorrt`` + ``pycuda`` injected through ``sys.modules``
+(``tests/engine/fakes.py``).
 
 The fake implements only the TensorRT 10/11 and pycuda calls the backend makes; its "engine"
 runs the parsed ONNX file with onnxruntime and moves bytes through fake device memory, so the
-test checks the real data path (shapes, profiles, addresses, copies) and the cache logic, not
-TensorRT itself. The real TensorRT path is covered by the contract test in test_backends.py on
-a machine that has TensorRT.
+test checks the real data path (shapes, profiles, addresses, copies), the plan and timing caches
+and the messages, not TensorRT itself. The real TensorRT path is covered by the contract test in
+test_backends.py on a machine that has TensorRT (it builds the plan when missing).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import json
 import sys
 import types
@@ -26,9 +29,10 @@ from engine.backends.tensorrt import build_plan, to_fp16_onnx
 from engine.bundle import Bundle
 from engine.errors import BackendError, BackendUnavailable
 from engine.plan_cache import PlanKey
+from fakes import TIMING_MAGIC, FakeCuda, install_fake_tensorrt
 from tiny_models import make_tiny_classifier_bundle, make_tiny_segmenter_bundle, random_images, reference_probs
 
-KEY = PlanKey("ab" * 32, "NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", "fp32")
+KEY = PlanKey("ab" * 32, "NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", "fp32", max_batch=8, workspace_mb=2048)
 
 
 # -- keys and sidecars ------------------------------------------------------------------------
@@ -37,15 +41,20 @@ KEY = PlanKey("ab" * 32, "NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", "fp32")
 def test_key_digest_is_stable_and_covers_every_field() -> None:
     assert KEY.digest == PlanKey(**KEY.fields()).digest
     assert len(KEY.digest) == 64
-    variants = [
-        PlanKey("cd" * 32, KEY.gpu_name, KEY.compute_capability, KEY.tensorrt_version, KEY.precision),
-        PlanKey(KEY.onnx_sha256, "NVIDIA A100", KEY.compute_capability, KEY.tensorrt_version, KEY.precision),
-        PlanKey(KEY.onnx_sha256, KEY.gpu_name, "8.0", KEY.tensorrt_version, KEY.precision),
-        PlanKey(KEY.onnx_sha256, KEY.gpu_name, KEY.compute_capability, "11.1.0", KEY.precision),
-        PlanKey(KEY.onnx_sha256, KEY.gpu_name, KEY.compute_capability, KEY.tensorrt_version, "fp16"),
-    ]
-    digests = {KEY.digest} | {v.digest for v in variants}
-    assert len(digests) == 6
+    changed = {"onnx_sha256": "cd" * 32, "gpu_name": "NVIDIA A100", "compute_capability": "8.0",
+               "tensorrt_version": "11.1.0", "precision": "fp16", "max_batch": 4, "workspace_mb": 4096}
+    assert set(changed) == set(KEY.fields()), "every key field has a variant here"
+    digests = {KEY.digest} | {PlanKey(**(KEY.fields() | {f: v})).digest for f, v in changed.items()}
+    assert len(digests) == 1 + len(changed)
+    stems = {plan_cache.plan_paths(PlanKey(**(KEY.fields() | {f: v})))[0].name for f, v in changed.items()}
+    assert len(stems) == len(changed) and plan_cache.plan_paths(KEY)[0].name not in stems
+
+
+def test_key_defaults_are_the_builders() -> None:
+    from engine.backends import tensorrt
+
+    key = PlanKey("ab" * 32, "g", "9.0", "10", "fp32")
+    assert (key.max_batch, key.workspace_mb) == (tensorrt.DEFAULT_MAX_BATCH, tensorrt.DEFAULT_WORKSPACE_MB)
 
 
 def test_key_validates_its_fields() -> None:
@@ -53,6 +62,10 @@ def test_key_validates_its_fields() -> None:
         PlanKey("ab" * 32, "g", "9.0", "10", "int8")
     with pytest.raises(ValueError, match="64 hex digits"):
         PlanKey("abc", "g", "9.0", "10", "fp32")
+    with pytest.raises(ValueError, match="max_batch must be a positive integer, not 0"):
+        PlanKey("ab" * 32, "g", "9.0", "10", "fp32", max_batch=0)
+    with pytest.raises(ValueError, match="workspace_mb must be a positive integer, not '2048'"):
+        PlanKey("ab" * 32, "g", "9.0", "10", "fp32", workspace_mb="2048")
 
 
 def test_cache_folder_env_override(tmp_path: Path) -> None:
@@ -62,13 +75,14 @@ def test_cache_folder_env_override(tmp_path: Path) -> None:
 
 
 def test_write_then_check(tmp_path: Path) -> None:
-    path = plan_cache.write_plan(KEY, b"PLAN" * 100, tmp_path, bundle="tiny", max_batch=4)
+    path = plan_cache.write_plan(KEY, b"PLAN" * 100, tmp_path, bundle="tiny")
     assert path.parent == tmp_path and path.read_bytes() == b"PLAN" * 100
     found, why = plan_cache.check_plan(KEY, tmp_path)
     assert found == path and why == ""
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["key"] == KEY.fields() and side["digest"] == KEY.digest
-    assert side["bundle"] == "tiny" and side["max_batch"] == 4 and side["plan_bytes"] == 400
+    assert side["key"]["max_batch"] == 8 and side["key"]["workspace_mb"] == 2048
+    assert side["bundle"] == "tiny" and side["plan_bytes"] == 400 and side["schema"] == "endoview-plan/2"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temp files left"
 
 
@@ -85,6 +99,8 @@ def test_missing_plan(tmp_path: Path) -> None:
         ("tensorrt_version", "10.3.0", "it was built for TensorRT version '10.3.0', this is '10.9.0.34'"),
         ("onnx_sha256", "cd" * 32, "it was built for ONNX model"),
         ("precision", "fp16", "it was built for precision 'fp16', this is 'fp32'"),
+        ("max_batch", 4, "it was built for max batch 4, this is 8"),
+        ("workspace_mb", 1024, "it was built for workspace (MB) 1024, this is 2048"),
     ],
 )
 def test_foreign_sidecar_is_not_trusted(tmp_path: Path, field: str, value: str, reason: str) -> None:
@@ -97,6 +113,31 @@ def test_foreign_sidecar_is_not_trusted(tmp_path: Path, field: str, value: str, 
     found, why = plan_cache.check_plan(KEY, tmp_path)
     assert found is None
     assert why.startswith(f"{path} is stale or foreign: ") and reason in why
+
+
+def test_old_schema_sidecar_is_not_trusted(tmp_path: Path) -> None:
+    """A plan from before max batch and workspace joined the key is rebuilt, never guessed at."""
+    path = plan_cache.write_plan(KEY, b"plan", tmp_path)
+    side = path.with_suffix(".json")
+    data = json.loads(side.read_text())
+    data["schema"] = "endoview-plan/1"
+    data["key"] = {k: v for k, v in data["key"].items() if k not in ("max_batch", "workspace_mb")}
+    side.write_text(json.dumps(data))
+    found, why = plan_cache.check_plan(KEY, tmp_path)
+    assert found is None and "schema 'endoview-plan/1', not 'endoview-plan/2'" in why
+
+
+def test_timing_cache_is_per_gpu_and_tensorrt_version(tmp_path: Path) -> None:
+    base = plan_cache.timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", tmp_path)
+    assert base == tmp_path / "timing-NVIDIA_H100_80GB_HBM3-sm9.0-trt10.9.0.34.cache"
+    others = {
+        plan_cache.timing_cache_path("NVIDIA A100-SXM4-80GB", "9.0", "10.9.0.34", tmp_path),
+        plan_cache.timing_cache_path("NVIDIA H100 80GB HBM3", "8.0", "10.9.0.34", tmp_path),
+        plan_cache.timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "11.1.0", tmp_path),
+    }
+    assert len(others) == 3 and base not in others
+    assert plan_cache.timing_cache_path("../../etc/x y", "9.0", "10", tmp_path).parent == tmp_path
+    assert plan_cache.timing_cache_path("g", "9.0", "10").parent == plan_cache.engines_dir()
 
 
 def test_sidecar_problems(tmp_path: Path) -> None:
@@ -139,7 +180,7 @@ def test_fp16_onnx_keeps_io_and_preprocessing(tmp_path: Path) -> None:
     assert types["mean255"] == types["std255"] == onnx.TensorProto.FLOAT  # preprocessing stays fp32
     assert types["conv_w__fp16"] == types["fc_w__fp16"] == onnx.TensorProto.FLOAT16
     ops = [n.op_type for n in g.node]
-    assert ops[:4] == ["Cast", "Sub", "Div", "Transpose"] and ops[4] == "Cast" and ops[-1] == "Cast"
+    assert ops[:4] == ["Cast", "Transpose", "Sub", "Div"] and ops[4] == "Cast" and ops[-1] == "Cast"
     images = random_images(3, seed=9)
     out = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
     assert out.dtype == np.float32
@@ -155,300 +196,12 @@ def test_fp16_onnx_segmenter(tmp_path: Path) -> None:
     np.testing.assert_allclose(out, ref, atol=5e-3)
 
 
-# -- fake TensorRT + pycuda -----------------------------------------------------------------
-
-
-class FakeCuda(types.ModuleType):
-    """The slice of pycuda.driver the backend uses; device memory is numpy bytes by address."""
-
-    def __init__(self) -> None:
-        super().__init__("pycuda.driver")
-        self.memory: dict[int, np.ndarray] = {}
-        self.next_ptr = 0x1000
-        self.contexts: list[str] = []
-        self.freed = 0
-        cuda = self
-
-        class Error(RuntimeError):
-            pass
-
-        class Context:
-            @staticmethod
-            def pop() -> None:
-                cuda.contexts.pop()
-
-        class PrimaryContext:
-            detached = 0
-
-            def push(self) -> None:
-                cuda.contexts.append("ctx")
-
-            def detach(self) -> None:
-                PrimaryContext.detached += 1
-
-        class Device:
-            @staticmethod
-            def count() -> int:
-                return 1
-
-            def __init__(self, index: int) -> None:
-                self.index = index
-
-            def name(self) -> str:
-                return "Fake GPU 9000"
-
-            def compute_capability(self) -> tuple[int, int]:
-                return (8, 9)
-
-            def retain_primary_context(self) -> PrimaryContext:
-                return PrimaryContext()
-
-        class Allocation:
-            def __init__(self, ptr: int) -> None:
-                self.ptr = ptr
-
-            def __int__(self) -> int:
-                return self.ptr
-
-            def free(self) -> None:
-                del cuda.memory[self.ptr]
-                cuda.freed += 1
-
-        class Stream:
-            handle = 42
-
-            def synchronize(self) -> None:
-                pass
-
-        self.Error, self.Context, self.PrimaryContext, self.Device = Error, Context, PrimaryContext, Device
-        self.Allocation, self.Stream = Allocation, Stream
-
-    def init(self) -> None:
-        pass
-
-    def mem_alloc(self, nbytes: int):
-        assert self.contexts, "CUDA call without a current context"
-        ptr = self.next_ptr
-        self.next_ptr += nbytes + 256
-        self.memory[ptr] = np.zeros(nbytes, np.uint8)
-        return self.Allocation(ptr)
-
-    def pagelocked_empty(self, shape, dtype) -> np.ndarray:
-        return np.empty(shape, dtype)
-
-    def memcpy_htod_async(self, dest, src: np.ndarray, stream) -> None:
-        assert self.contexts and src.flags.c_contiguous
-        raw = src.reshape(-1).view(np.uint8)
-        self.memory[int(dest)][: raw.size] = raw
-
-    def memcpy_dtoh_async(self, dest: np.ndarray, src, stream) -> None:
-        assert self.contexts and dest.flags.c_contiguous
-        raw = dest.reshape(-1).view(np.uint8)
-        raw[:] = self.memory[int(src)][: raw.size]
-
-
-def make_fake_trt(version: str, cuda: FakeCuda) -> types.ModuleType:
-    """The slice of the TensorRT 10/11 Python API the backend uses. Plans are JSON."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.builds = []
-    major = int(version.split(".")[0])
-
-    class ILogger:
-        Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
-
-        def __init__(self) -> None:
-            pass
-
-    trt.ILogger = ILogger
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=5)
-    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": 0} if major < 11 else {}))  # FP16 is gone in 11
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.nptype = lambda dtype: dtype
-
-    class Tensor:
-        def __init__(self, name: str, shape: tuple) -> None:
-            self.name, self.shape = name, shape
-
-    class Network:
-        def __init__(self, flags: int) -> None:
-            self.flags, self.inputs, self.onnx = flags, [], None
-
-        @property
-        def num_inputs(self) -> int:
-            return len(self.inputs)
-
-        def get_input(self, i: int) -> Tensor:
-            return self.inputs[i]
-
-    class OnnxParser:
-        def __init__(self, network: Network, logger) -> None:
-            self.network, self.errors = network, []
-
-        def parse_from_file(self, path: str) -> bool:
-            model = onnx.load(path)
-            self.network.onnx = model.SerializeToString().hex()
-            for vi in model.graph.input:
-                dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
-                self.network.inputs.append(Tensor(vi.name, dims))
-            return True
-
-        @property
-        def num_errors(self) -> int:
-            return 0
-
-    class Profile:
-        def __init__(self) -> None:
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi) -> None:
-            self.shapes[name] = [list(lo), list(opt), list(hi)]
-
-    class TimingCache:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def serialize(self) -> bytes:
-            return b"timing:" + self.data[:0] + b"v1"
-
-    class Config:
-        def __init__(self) -> None:
-            self.flags, self.pool, self.profiles, self.cache = set(), None, [], None
-
-        def set_memory_pool_limit(self, pool, size) -> None:
-            self.pool = size
-
-        def set_flag(self, flag) -> None:
-            self.flags.add(flag)
-
-        def add_optimization_profile(self, p: Profile) -> int:
-            self.profiles.append(p)
-            return 0
-
-        def create_timing_cache(self, data: bytes) -> TimingCache:
-            return TimingCache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self) -> TimingCache:
-            return self.cache
-
-    class Builder:
-        def __init__(self, logger) -> None:
-            pass
-
-        def create_network(self, flags: int = 0) -> Network:
-            return Network(flags)
-
-        def create_builder_config(self) -> Config:
-            return Config()
-
-        def create_optimization_profile(self) -> Profile:
-            return Profile()
-
-        def build_serialized_network(self, network: Network, config: Config) -> bytes:
-            assert cuda.contexts, "build without a current CUDA context"
-            record = {"flags": network.flags, "builder_flags": sorted(config.flags), "workspace": config.pool,
-                      "profile": config.profiles[0].shapes, "onnx": network.onnx,
-                      "timing_cache_in": config.cache.data.decode()}
-            trt.builds.append(record)
-            return json.dumps(record).encode()
-
-    class Context:
-        def __init__(self, engine: Engine) -> None:
-            self.engine, self.shapes, self.addresses = engine, {}, {}
-
-        def set_input_shape(self, name, shape) -> bool:
-            lo, _, hi = self.engine.plan["profile"][name]
-            if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
-                return False
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name):
-            if name in self.shapes:
-                return self.shapes[name]
-            batch = next(iter(self.shapes.values()))[0]
-            return (batch,) + tuple(self.engine.out_shapes[name][1:])
-
-        def set_tensor_address(self, name, ptr: int) -> bool:
-            self.addresses[name] = ptr
-            return True
-
-        def execute_async_v3(self, stream_handle: int) -> bool:
-            assert cuda.contexts and stream_handle == 42
-            feeds = {}
-            for name, shape in self.shapes.items():
-                dtype = self.engine.dtypes[name]
-                n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                feeds[name] = cuda.memory[self.addresses[name]][:n].view(dtype).reshape(shape)
-            for name, value in zip(self.engine.out_names, self.engine.session.run(self.engine.out_names, feeds)):
-                raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
-                cuda.memory[self.addresses[name]][: raw.size] = raw
-            return True
-
-    class Engine:
-        def __init__(self, plan: dict) -> None:
-            self.plan = plan
-            self.session = ort.InferenceSession(bytes.fromhex(plan["onnx"]), providers=["CPUExecutionProvider"])
-            ins, outs = self.session.get_inputs(), self.session.get_outputs()
-            conv = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
-            self.names = [i.name for i in ins] + [o.name for o in outs]
-            self.in_names, self.out_names = [i.name for i in ins], [o.name for o in outs]
-            self.dtypes = {t.name: conv[t.type] for t in ins + outs}
-            self.shapes = {t.name: tuple(d if isinstance(d, int) else -1 for d in t.shape) for t in ins + outs}
-            self.out_shapes = {o.name: self.shapes[o.name] for o in outs}
-
-        @property
-        def num_io_tensors(self) -> int:
-            return len(self.names)
-
-        def get_tensor_name(self, i: int) -> str:
-            return self.names[i]
-
-        def get_tensor_mode(self, name: str) -> str:
-            return "in" if name in self.in_names else "out"
-
-        def get_tensor_dtype(self, name: str):
-            return self.dtypes[name]
-
-        def get_tensor_shape(self, name: str):
-            return self.shapes[name]
-
-        def get_tensor_profile_shape(self, name: str, profile: int):
-            return self.plan["profile"][name]
-
-        def create_execution_context(self) -> Context:
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes):
-            try:
-                return Engine(json.loads(data))
-            except (ValueError, KeyError):
-                return None
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
-    return trt
+# -- fake TensorRT + pycuda (tests/engine/fakes.py) ---------------------------------------------
 
 
 @pytest.fixture(params=["10.9.0.34", "11.1.0.6"])
 def fake_trt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    cuda = FakeCuda()
-    trt = make_fake_trt(request.param, cuda)
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = cuda
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
-    monkeypatch.setenv("ENDOVIEW_CACHE", str(tmp_path / "cache"))
-    return trt, cuda
+    return install_fake_tensorrt(monkeypatch, tmp_path / "cache", request.param)
 
 
 @pytest.fixture()
@@ -465,7 +218,7 @@ def test_fake_build_then_run(fake_trt, tiny: Bundle, tmp_path: Path, fp16: bool)
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["key"] == {"onnx_sha256": tiny.sha256("onnx"), "gpu_name": "Fake GPU 9000",
                            "compute_capability": "8.9", "tensorrt_version": trt.__version__,
-                           "precision": "fp16" if fp16 else "fp32"}
+                           "precision": "fp16" if fp16 else "fp32", "max_batch": 4, "workspace_mb": 64}
     rec = trt.builds[-1]
     assert rec["profile"] == {"image": [[1, 32, 32, 3], [1, 32, 32, 3], [4, 32, 32, 3]]}
     assert rec["workspace"] == 64 << 20
@@ -477,13 +230,18 @@ def test_fake_build_then_run(fake_trt, tiny: Bundle, tmp_path: Path, fp16: bool)
         assert rec["flags"] == 0 and rec["builder_flags"] == [0] and not has_fp16
     else:
         assert rec["flags"] == 0 and rec["builder_flags"] == [] and not has_fp16
-    assert (tmp_path / "cache" / "engines" / "timing.cache").read_bytes() == b"timing:v1"
+    timing = plan_cache.timing_cache_path("Fake GPU 9000", "8.9", trt.__version__, tmp_path / "cache" / "engines")
+    assert side["timing_cache"] == str(timing) and timing.read_bytes().startswith(TIMING_MAGIC)
 
     # up to date: no rebuild without force
-    assert build_plan(tiny, fp16=fp16, max_batch=4) == path and len(trt.builds) == 1
+    assert build_plan(tiny, fp16=fp16, max_batch=4, workspace_mb=64) == path and len(trt.builds) == 1
+    # another max batch or workspace is another plan
+    assert build_plan(tiny, fp16=fp16, max_batch=2, workspace_mb=64) != path and len(trt.builds) == 2
 
     images = random_images(3, seed=2)
-    backend = open_backend(tiny, "tensorrt", fp16=fp16)
+    with pytest.raises(BackendError, match=r"no TensorRT plan .*max batch 8, workspace 2048 MB"):
+        open_backend(tiny, "tensorrt", fp16=fp16).__enter__()
+    backend = open_backend(tiny, "tensorrt", fp16=fp16, max_batch=4, workspace_mb=64)
     with backend:
         assert backend.description == f"tensorrt {trt.__version__} (Fake GPU 9000, {'fp16' if fp16 else 'fp32'})"
         for batch in (images[:1], images, images[1:2]):
@@ -492,6 +250,57 @@ def test_fake_build_then_run(fake_trt, tiny: Bundle, tmp_path: Path, fp16: bool)
         with pytest.raises(BackendError, match="has batch 5 but this tensorrt engine takes at most 4"):
             backend.run({"image": random_images(5)})
     assert cuda.memory == {} and cuda.contexts == [], "device memory freed and contexts popped on exit"
+
+
+def test_fake_timing_cache_round_trip(fake_trt, tiny: Bundle, tmp_path: Path) -> None:
+    """What one build writes to the timing cache is exactly what the next build on the same GPU
+    and TensorRT reads; another GPU gets its own file."""
+    trt, _ = fake_trt
+    folder = tmp_path / "cache" / "engines"
+    timing = plan_cache.timing_cache_path("Fake GPU 9000", "8.9", trt.__version__, folder)
+    build_plan(tiny)
+    assert trt.builds[-1]["timing_cache_in"] == "", "the first build starts from an empty cache"
+    written = timing.read_bytes()
+    assert written.startswith(TIMING_MAGIC) and written.count(b"tactics ") == 1
+
+    seg = make_tiny_segmenter_bundle(tmp_path / "seg", torchscript=False)
+    build_plan(seg)
+    assert bytes.fromhex(trt.builds[-1]["timing_cache_in"]) == written, "read back exactly what was written"
+    grown = timing.read_bytes()
+    assert grown.startswith(written) and grown.count(b"tactics ") == 2
+
+    build_plan(tiny, fp16=True, force=True)
+    assert bytes.fromhex(trt.builds[-1]["timing_cache_in"]) == grown
+    assert timing.read_bytes().count(b"tactics ") == 3
+    assert sorted(p.name for p in folder.glob("timing-*")) == [timing.name]
+
+
+def test_fake_timing_cache_per_gpu(monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path) -> None:
+    folder = tmp_path / "cache" / "engines"
+    trt_a, _ = install_fake_tensorrt(monkeypatch, tmp_path / "cache", "10.9.0.34")
+    build_plan(tiny)
+    first = plan_cache.timing_cache_path("Fake GPU 9000", "8.9", "10.9.0.34", folder)
+    before = first.read_bytes()
+    trt_b, _ = install_fake_tensorrt(monkeypatch, tmp_path / "cache", "10.9.0.34",
+                                     cuda=FakeCuda("NVIDIA L4", (8, 9)))
+    build_plan(tiny)
+    assert trt_b.builds[-1]["timing_cache_in"] == "", "a new GPU does not start from another GPU's timings"
+    second = plan_cache.timing_cache_path("NVIDIA L4", "8.9", "10.9.0.34", folder)
+    assert second.is_file() and first.read_bytes() == before
+    trt_c, _ = install_fake_tensorrt(monkeypatch, tmp_path / "cache", "11.1.0.6")
+    build_plan(tiny)
+    assert trt_c.builds[-1]["timing_cache_in"] == ""
+    assert len(list(folder.glob("timing-*.cache"))) == 3
+
+
+def test_fake_rejected_timing_cache_is_only_slower(fake_trt, tiny: Bundle, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    trt, _ = fake_trt
+    timing = plan_cache.timing_cache_path("Fake GPU 9000", "8.9", trt.__version__, tmp_path / "cache" / "engines")
+    timing.parent.mkdir(parents=True)
+    timing.write_bytes(b"garbage")
+    path = build_plan(tiny)
+    assert path.is_file() and "rejected the timing cache" in caplog.text
 
 
 def test_fake_missing_plan_is_not_built_silently(fake_trt, tiny: Bundle) -> None:
@@ -509,7 +318,7 @@ def test_fake_stale_plan_is_rebuilt_when_asked(fake_trt, tiny: Bundle, tmp_path:
     data["key"]["gpu_name"] = "Some Other GPU"
     side.write_text(json.dumps(data))
     with pytest.raises(BackendError, match="stale or foreign: it was built for GPU 'Some Other GPU', this is 'Fake GPU 9000'"):
-        open_backend(tiny, "tensorrt").__enter__()
+        open_backend(tiny, "tensorrt", max_batch=2).__enter__()
     with open_backend(tiny, "tensorrt", build_missing=True, max_batch=2) as backend:
         backend.run({"image": random_images(2)})
     assert len(trt.builds) == 2
@@ -545,6 +354,103 @@ def test_build_engine_command_without_tensorrt(tiny: Bundle, capsys: pytest.Capt
     assert err.startswith("endoview: error: TensorRT is not installed here: No module named 'tensorrt'")
     assert err.endswith("; build-engine needs an NVIDIA GPU with TensorRT 10 or 11 (pip install 'endoview[gpu]')")
     assert "\n" not in err
+
+
+class _RaiseOnImport(importlib.abc.MetaPathFinder):
+    """Makes ``import <name>`` raise ``ImportError(message)``, as an extension whose shared
+    library is missing does."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name, self.message = name, message
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            raise ImportError(self.message)
+        return None
+
+
+def _build_engine_error(bundle: Bundle, capsys: pytest.CaptureFixture[str]) -> str:
+    import argparse
+
+    from engine.commands import build_engine
+
+    parser = argparse.ArgumentParser(prog="endoview")
+    build_engine.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["build-engine", str(bundle.path)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("(pip install 'endoview[gpu]')")
+    return err
+
+
+def test_pycuda_missing_and_no_cuda_driver_are_different_messages(
+        monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.backends.tensorrt import TensorRTBackend, import_cuda
+
+    install_fake_tensorrt(monkeypatch, tmp_path / "cache")
+
+    # 1. pycuda is not installed at all
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.delitem(sys.modules, "pycuda.driver")
+    with pytest.raises(BackendUnavailable, match=r"^pycuda is not installed \(pip install 'endoview\[gpu\]'"):
+        import_cuda()
+    ok, why = TensorRTBackend.availability()
+    assert not ok and why.startswith("tensorrt 10.9.0.34 installed, but pycuda is not installed (pip install "
+                                     "'endoview[gpu]' on a machine with an NVIDIA GPU): ")
+    assert _build_engine_error(tiny, capsys).startswith(
+        "endoview: error: pycuda (needed by TensorRT) is not installed here: ")
+
+    # 2. pycuda is installed, but the driver library is not there
+    pycuda = types.ModuleType("pycuda")
+    pycuda.__spec__ = importlib.machinery.ModuleSpec("pycuda", None, is_package=True)
+    pycuda.__path__ = []
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    no_lib = "libcuda.so.1: cannot open shared object file: No such file or directory"
+    monkeypatch.setattr(sys, "meta_path", [_RaiseOnImport("pycuda.driver", no_lib)] + sys.meta_path)
+    with pytest.raises(BackendUnavailable, match=r"^no CUDA driver: pycuda is installed but cannot load the driver "
+                       r"library \(libcuda\.so\.1: cannot open .*\); install the NVIDIA driver"):
+        import_cuda()
+    assert _build_engine_error(tiny, capsys) == (
+        f"endoview: error: there is no CUDA driver here: {no_lib}; build-engine needs an NVIDIA GPU with "
+        "TensorRT 10 or 11 (pip install 'endoview[gpu]')")
+    with pytest.raises(BackendUnavailable, match="^no CUDA driver"):
+        TensorRTBackend(tiny).__enter__()
+
+
+def test_cuda_driver_that_does_not_start(monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.backends.tensorrt import import_cuda
+
+    install_fake_tensorrt(monkeypatch, tmp_path / "cache",
+                          cuda=FakeCuda(init_error="cuInit failed: no CUDA-capable device is detected"))
+    with pytest.raises(BackendUnavailable, match=r"^the CUDA driver does not start \(cuInit: cuInit failed: no "
+                       r"CUDA-capable device is detected\); check the NVIDIA driver with nvidia-smi$"):
+        import_cuda()
+    assert _build_engine_error(tiny, capsys).startswith(
+        "endoview: error: the CUDA driver does not start here: cuInit failed: no CUDA-capable device is detected; ")
+
+
+def test_tensorrt_that_does_not_load(monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path) -> None:
+    from engine.backends.tensorrt import TensorRTBackend, import_tensorrt
+
+    install_fake_tensorrt(monkeypatch, tmp_path / "cache")
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.setattr(sys, "meta_path", [_RaiseOnImport("tensorrt", "libnvinfer.so.10: cannot open shared "
+                                                          "object file")] + sys.meta_path)
+    monkeypatch.setattr("engine.backends.tensorrt._installed", lambda package: True)
+    with pytest.raises(BackendUnavailable, match=r"^TensorRT is installed but does not load \(libnvinfer"):
+        import_tensorrt()
+    ok, why = TensorRTBackend.availability()
+    assert not ok and why.startswith("TensorRT is installed but does not load")
+
+
+def test_tensorrt_option_values_are_checked(tiny: Bundle) -> None:
+    from engine.backends.tensorrt import TensorRTBackend
+
+    with pytest.raises(BackendError, match="the tensorrt backend's max_batch must be an integer of at least 1, not 0"):
+        TensorRTBackend(tiny, max_batch=0)
+    with pytest.raises(BackendError, match="workspace_mb must be an integer of at least 16, not '4096'"):
+        TensorRTBackend(tiny, workspace_mb="4096")
 
 
 def test_tensorrt_on_cpu_device_is_refused(tiny: Bundle) -> None:
