@@ -1,7 +1,11 @@
 """torch backend: runs the bundle's TorchScript model on the CPU or a CUDA device.
 
-For development and for the second pass. ``torch`` is imported only when the backend is entered
-(``availability`` looks for the package without importing it).
+For development, for the second pass, and the GPU path that can be measured where TensorRT is
+absent. On CUDA it stages inputs and outputs through pinned host memory, converts the weights to
+channels-last (the input is NHWC already), warms up when entered, and on request runs in half
+precision (autocast) and replays CUDA graphs; see :class:`TorchBackend`. On the CPU it does what
+it always did. ``torch`` is imported only when the backend is entered (``availability`` looks for
+the package without importing it).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import sys
+import time
 import warnings
 from typing import Any, ClassVar
 
@@ -22,12 +27,50 @@ from engine.errors import BackendError, BackendUnavailable
 log = logging.getLogger(__name__)
 
 
+#: Warm-up runs when the backend is entered on a CUDA device (cuDNN picks its kernels, the
+#: caching allocator and the pinned buffers fill), so the first frames are not slow.
+CUDA_WARMUP_RUNS = 3
+
+
+def choose_channels_last(option: bool | str, device_type: str, has_conv2d: bool) -> bool:
+    """Whether to convert the model's weights to channels-last memory format.
+
+    ``option`` "auto" (the default): on CUDA, when the model has 2-D convolution weights (the
+    input is NHWC already, so cuDNN then needs no layout change); never on the CPU, whose path is
+    left as it was. ``True`` asks for it on any device, ``False`` never; a model without 4-D
+    weights has nothing to convert, whatever is asked.
+    """
+    if option not in ("auto", True, False):
+        raise BackendError(f"the torch backend's channels_last must be 'auto', True or False, not {option!r}")
+    if not has_conv2d:
+        return False
+    if option == "auto":
+        return device_type == "cuda"
+    return bool(option)
+
+
 class TorchBackend(Backend):
-    """Options: ``threads`` (torch.set_num_threads, process-wide; default: torch's own choice),
-    ``pin_memory`` (stage CUDA inputs/outputs through pinned host buffers, default True)."""
+    """Options:
+
+    - ``threads``: torch.set_num_threads (process-wide; default: torch's own choice).
+    - ``pin_memory``: on CUDA, stage inputs and outputs through pinned (page-locked) host buffers,
+      so copies are asynchronous DMA (default True).
+    - ``fp16``: on CUDA, run under ``torch.autocast(float16)``: convolutions and matrix products
+      in half precision; the in-graph cast and normalisation, which come before the first
+      convolution, stay float32, and autocast keeps softmax in float32; outputs are float32 as
+      for every backend. Default False. Refused on the CPU (BackendError when the device is
+      ``cpu``, BackendUnavailable when no CUDA device is found), never silently run in float32.
+    - ``channels_last``: "auto" (default), True or False; see :func:`choose_channels_last`.
+    - ``warmup``: runs at batch 1 when entered (default :data:`CUDA_WARMUP_RUNS` on CUDA, 0 on
+      the CPU).
+    - ``cuda_graphs``: on CUDA, capture the model once per batch size as a CUDA graph and replay
+      it (one launch per frame instead of one per kernel). Default False; refused on the CPU.
+    """
 
     name: ClassVar[str] = "torch"
-    option_names: ClassVar[frozenset[str]] = frozenset({"threads", "pin_memory"})
+    option_names: ClassVar[frozenset[str]] = frozenset(
+        {"threads", "pin_memory", "fp16", "channels_last", "warmup", "cuda_graphs"}
+    )
 
     def __init__(self, bundle: Bundle, *, device: str | None = None, **options: Any) -> None:
         super().__init__(bundle, device=device, **options)
@@ -39,10 +82,22 @@ class TorchBackend(Backend):
             )
         self._path = bundle.file("torchscript")
         self._device_spec = parse_device(device, self.name)
+        choose_channels_last(options.get("channels_last", "auto"), "cpu", True)  # validates the value
+        warmup = options.get("warmup")
+        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+            raise BackendError(f"the torch backend's warmup must be a non-negative integer, not {warmup!r}")
+        if self._device_spec is not None and self._device_spec[0] == "cpu":
+            for option in ("fp16", "cuda_graphs"):
+                if options.get(option):
+                    raise BackendError(_cuda_only(option, "cpu"))
         self._torch: Any = None
         self._module: Any = None
         self._device: Any = None
+        self._fp16 = False
+        self._channels_last = False
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._staging: dict[tuple[str, tuple[int, ...]], Any] = {}
+        self.warmup_ms: float | None = None
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -65,7 +120,17 @@ class TorchBackend(Backend):
         dev = str(self._device)
         if self._device.type == "cuda":
             dev += f" {self._torch.cuda.get_device_name(self._device)}"
-        return f"torch {self._torch.__version__} ({dev})"
+        extras = [name for name, on in (("fp16", self._fp16), ("channels-last", self._channels_last),
+                                        ("CUDA graphs", self._use_graphs)) if on]
+        return f"torch {self._torch.__version__} ({', '.join([dev] + extras)})"
+
+    @property
+    def runs_on(self) -> str | None:
+        return None if self._device is None else self._device.type
+
+    @property
+    def _use_graphs(self) -> bool:
+        return bool(self.options.get("cuda_graphs")) and self._device is not None and self._device.type == "cuda"
 
     def _activate(self) -> None:
         try:
@@ -89,6 +154,11 @@ class TorchBackend(Backend):
             device = torch.device("cuda", spec[1])
         else:
             device = torch.device("cpu")
+        if device.type != "cuda":
+            for option in ("fp16", "cuda_graphs"):
+                if self.options.get(option):
+                    where = f"{device} (torch {torch.__version__} finds no CUDA device)"
+                    raise BackendUnavailable(_cuda_only(option, where))
         threads = self.options.get("threads")
         if threads:
             torch.set_num_threads(int(threads))
@@ -102,17 +172,44 @@ class TorchBackend(Backend):
                 "damaged or not a TorchScript model: re-export the bundle"
             ) from err
         module.eval()
+        has_conv2d = any(p.dim() == 4 for p in module.parameters())
+        channels_last = choose_channels_last(self.options.get("channels_last", "auto"), device.type, has_conv2d)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
         self._torch, self._module, self._device = torch, module, device
-        log.info("torch backend for %s on %s", self.bundle.name, device)
+        self._fp16 = bool(self.options.get("fp16"))
+        self._channels_last = channels_last
+        try:
+            self._warm_up()
+        except BaseException:
+            self._deactivate()
+            raise
+        log.info("torch backend for %s on %s", self.bundle.name, self.description)
+
+    def _warm_up(self) -> None:
+        runs = self.options.get("warmup")
+        if runs is None:
+            runs = CUDA_WARMUP_RUNS if self._device.type == "cuda" else 0
+        if not runs:
+            return
+        h, w = self.bundle.input_size
+        zeros = {self.bundle.input_name: np.zeros((1, h, w, 3), np.uint8)}
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            self._infer(zeros)
+        self.warmup_ms = (time.perf_counter() - t0) * 1000.0
+        log.info("torch backend for %s warmed up in %.0f ms (%d runs)", self.bundle.name, self.warmup_ms, runs)
 
     def _deactivate(self) -> None:
         torch = self._torch
         self._module = None
+        self._graphs.clear()
         self._staging.clear()
         if torch is not None and self._device is not None and self._device.type == "cuda":
             torch.cuda.empty_cache()
         self._torch = None
         self._device = None
+        self._fp16 = self._channels_last = False
 
     def _stage(self, key: str, shape: tuple[int, ...], dtype: Any) -> Any:
         buf = self._staging.get((key, shape))
@@ -121,43 +218,80 @@ class TorchBackend(Backend):
             self._staging[(key, shape)] = buf
         return buf
 
+    def _forward(self, x: Any) -> dict[str, Any]:
+        """The model on device tensor ``x``: named float32 outputs, on the model's device."""
+        torch = self._torch
+        with torch.inference_mode():
+            if self._fp16:
+                # cache_enabled=False: autocast's weight cache must not outlive a CUDA graph capture
+                with torch.autocast("cuda", dtype=torch.float16, cache_enabled=not self._use_graphs):
+                    raw = self._module(x)
+            else:
+                raw = self._module(x)
+            tensors = self._name_outputs(raw)
+            if self._fp16:
+                tensors = {n: t.float() for n, t in tensors.items()}
+        return tensors
+
+    def _graph_for(self, shape: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
+        """The CUDA graph for input ``shape`` (captured on first use): (graph, input, outputs)."""
+        found = self._graphs.get(shape)
+        if found is not None:
+            return found
+        torch = self._torch
+        static_in = torch.zeros(shape, dtype=torch.uint8, device=self._device)
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(side):  # warm-up on a side stream before capture, as torch requires
+            for _ in range(2):
+                self._forward(static_in)
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        self._graphs[shape] = (graph, static_in, static_out)
+        log.info("torch backend for %s: captured a CUDA graph for input %s", self.bundle.name, shape)
+        return self._graphs[shape]
+
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        cuda = self._device.type == "cuda"
-        pin = cuda and self.options.get("pin_memory", True)
-        args = []
-        for name in self._inputs:
-            host = torch.from_numpy(feeds[name])
-            if pin:
-                staged = self._stage("in:" + name, tuple(host.shape), host.dtype)
-                staged.copy_(host)
-                args.append(staged.to(self._device, non_blocking=True))
-            elif cuda:
-                args.append(host.to(self._device))
-            else:
-                args.append(host)
-        try:
-            with torch.inference_mode():
-                raw = self._module(*args)
-        except RuntimeError as err:
-            raise BackendError(
-                f"torch failed running {self.bundle.name}: {str(err).strip().splitlines()[0]}"
-            ) from err
-        tensors = self._name_outputs(raw)
-        if not cuda:
+        name = self.bundle.input_name
+        host = torch.from_numpy(feeds[name])
+        if self._device.type != "cuda":
+            try:
+                tensors = self._forward(host)
+            except RuntimeError as err:
+                raise BackendError(
+                    f"torch failed running {self.bundle.name}: {str(err).strip().splitlines()[0]}"
+                ) from err
             return {n: t.numpy() for n, t in tensors.items()}
-        results: dict[str, np.ndarray] = {}
+        pin = bool(self.options.get("pin_memory", True))
         if pin:
+            staged = self._stage("in:" + name, tuple(host.shape), host.dtype)
+            staged.copy_(host)
+            host = staged
+        try:
+            if self._use_graphs:
+                graph, static_in, tensors = self._graph_for(tuple(host.shape))
+                static_in.copy_(host, non_blocking=pin)
+                graph.replay()
+            else:
+                tensors = self._forward(host.to(self._device, non_blocking=pin))
+            if not pin:
+                return {n: t.cpu().numpy() for n, t in tensors.items()}
             staged_out = {}
             for n, t in tensors.items():
                 buf = self._stage("out:" + n, tuple(t.shape), t.dtype)
                 buf.copy_(t, non_blocking=True)
                 staged_out[n] = buf
             torch.cuda.current_stream(self._device).synchronize()
-            for n, buf in staged_out.items():
-                results[n] = buf.numpy().copy()
-            return results
-        return {n: t.cpu().numpy() for n, t in tensors.items()}
+        except RuntimeError as err:
+            what = " (CUDA graphs: run without cuda_graphs)" if self._use_graphs else ""
+            raise BackendError(
+                f"torch failed running {self.bundle.name} on {self._device}{what}: "
+                f"{str(err).strip().splitlines()[0]}"
+            ) from err
+        return {n: buf.numpy().copy() for n, buf in staged_out.items()}
 
     def _name_outputs(self, raw: Any) -> dict[str, Any]:
         names = self.outputs()
@@ -192,3 +326,9 @@ class TorchBackend(Backend):
                 f"tensor or a dict keyed by {', '.join(names)}"
             )
         return {n: out[n].detach() for n in names}
+
+
+def _cuda_only(option: str, where: str) -> str:
+    what = {"fp16": "half precision (fp16)", "cuda_graphs": "CUDA graphs"}[option]
+    return (f"the torch backend runs {what} only on a CUDA device, and this is {where}; "
+            f"drop {option} or use device cuda")

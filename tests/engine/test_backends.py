@@ -1,5 +1,9 @@
 """The backend contract (STYLE.md 3): one tiny model through every installed backend, plus
-input validation, lifecycle and selection."""
+input validation, lifecycle and selection.
+
+The contract itself (what each backend must compute, and the documented tolerances: float32 on
+the CPU, TF32 for "fp32" on a GPU, top-1 agreement and Dice change for FP16) lives in
+``tests/backend_contract.py``, shared with ``scripts/gpu_check.py``."""
 
 from __future__ import annotations
 
@@ -9,9 +13,18 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from backend_contract import (
+    FP32_ATOL,
+    TF32_ATOL,
+    check_fp16,
+    check_fp32,
+    real_images,
+    tf32_mask,
+    tf32_probs,
+)
 from engine.backends import BACKENDS, available_backends, backend_class, open_backend
 from engine.backends.base import TensorSpec
-from engine.bundle import Bundle, write_bundle
+from engine.bundle import Bundle, load_bundle, write_bundle
 from engine.errors import BackendError, BackendUnavailable
 from tiny_models import (
     make_tiny_classifier_bundle,
@@ -22,6 +35,8 @@ from tiny_models import (
 )
 
 ALL = ["onnxruntime", "torch", "tensorrt"]
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted(p.parent for p in (ROOT / "assets" / "models").glob("*/manifest.json"))
 
 
 @pytest.fixture(scope="module")
@@ -37,35 +52,192 @@ def segmenter(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 def require(name: str) -> None:
     ok, reason = backend_class(name).availability()
     if not ok:
-        pytest.skip(reason)
+        pytest.skip(f"the {name} backend cannot run here ({reason})")
+
+
+def opener(name: str, cache_dir: Path, **options):
+    """How the contract opens backend ``name``: TensorRT builds its plan when it is missing."""
+    if name == "tensorrt":
+        return lambda bundle: open_backend(bundle, name, build_missing=True, cache_dir=cache_dir, **options)
+    return lambda bundle: open_backend(bundle, name, **options)
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_contract(name: str, classifier: Bundle, segmenter: Bundle) -> None:
-    """The same tiny models through each backend agree with numpy (fp32, atol 1e-5)."""
+def test_contract(name: str, classifier: Bundle, segmenter: Bundle, tmp_path: Path) -> None:
+    """The same tiny models through each backend agree with numpy: within FP32_ATOL on the CPU,
+    TF32_ATOL on a GPU (see tests/backend_contract.py)."""
     require(name)
     if name == "torch" and not classifier.has("torchscript"):
         pytest.fail("torch is installed but the tiny bundle has no TorchScript model")
-    images = random_images(4, (32, 32), seed=3)
-    with open_backend(classifier, name) as backend:
-        assert backend.outputs() == ["probs"]
-        spec = backend.inputs["image"]
-        assert spec.dtype == np.uint8 and spec.shape[1:] == (32, 32, 3)
-        assert backend.description.startswith(name)
-        for batch in (images[:1], images):
-            out = backend.run({"image": batch})
-            assert set(out) == {"probs"}
-            probs = out["probs"]
-            assert isinstance(probs, np.ndarray) and probs.dtype == np.float32
-            assert probs.shape == (len(batch), 4)
-            ref = reference_probs(batch, seed=0, labels=classifier.labels, size=(32, 32))
-            np.testing.assert_allclose(probs, ref, atol=1e-5, rtol=0)
-        assert np.ptp(ref[:, 0]) > 0.01, "the reference must vary between images to mean anything"
-    seg_images = random_images(2, (24, 40), seed=4)
-    with open_backend(segmenter, name) as backend:
-        mask = backend.run({"image": seg_images})["mask"]
-        assert mask.shape == (2, 1, 24, 40) and mask.dtype == np.float32
-        np.testing.assert_allclose(mask, reference_mask(seg_images), atol=1e-5, rtol=0)
+    outcome = check_fp32(name, opener(name, tmp_path / "engines"), classifier, segmenter)
+    assert outcome.ok, outcome.problems
+    if name == "tensorrt":
+        assert len(list((tmp_path / "engines").glob("*.plan"))) == 2, "one plan built per tiny model"
+    assert np.ptp(reference_probs(random_images(4, seed=3), labels=classifier.labels)[:, 0]) > 0.01, \
+        "the reference must vary between images to mean anything"
+
+
+def test_contract_fails_a_wrong_backend(classifier: Bundle, segmenter: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract check can fail: onnxruntime with its probabilities nudged by 1e-4."""
+    from engine.backends.onnxruntime import OnnxRuntimeBackend
+
+    real = OnnxRuntimeBackend._infer
+    monkeypatch.setattr(OnnxRuntimeBackend, "_infer",
+                        lambda self, feeds: {k: v + np.float32(1e-4) for k, v in real(self, feeds).items()})
+    outcome = check_fp32("onnxruntime", lambda b: open_backend(b, "onnxruntime"), classifier, segmenter)
+    assert [p.split(" by ")[0] for p in outcome.problems] == [
+        "classifier probabilities differ from numpy", "segmenter mask differs from numpy"]
+
+
+def test_tf32_tolerance_is_needed_and_enough() -> None:
+    """Emulated TF32 rounding (tests/backend_contract.py) breaks the CPU tolerance but stays well
+    inside TF32_ATOL: the contract on a GPU would fail at 1e-5 and passes at TF32_ATOL."""
+    images = random_images(64, (32, 32), seed=11)
+    labels = ("a", "b", "c", "d")
+    probs_err = np.abs(tf32_probs(images, num_classes=4) - reference_probs(images, labels=labels)).max()
+    mask_err = np.abs(tf32_mask(images) - reference_mask(images)).max()
+    assert FP32_ATOL < probs_err < TF32_ATOL / 3
+    assert FP32_ATOL < mask_err < TF32_ATOL / 3
+
+
+@pytest.mark.parametrize("name", ["tensorrt", "torch"])
+def test_contract_fp16(name: str, classifier: Bundle, segmenter: Bundle, data_dir: Path, tmp_path: Path) -> None:
+    """FP16 against onnxruntime float32 on real Kvasir-SEG images: the tiny models and every
+    shipped bundle the backend can run (tolerances in tests/backend_contract.py)."""
+    require(name)
+    if name == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip(f"the torch backend runs fp16 only on CUDA and torch {torch.__version__} finds no CUDA device")
+    fmt = "onnx" if name == "tensorrt" else "torchscript"
+    bundles = [b for b in [classifier, segmenter] + [load_bundle(p) for p in SHIPPED] if b.has(fmt)]
+    images, masks = real_images(data_dir, (256, 256), n=32)
+    outcome = check_fp16(opener(name, tmp_path / "engines", fp16=True),
+                         lambda b: open_backend(b, "onnxruntime", device="cpu"), bundles, images, masks)
+    assert outcome.ok, (outcome.problems, outcome.figures)
+
+
+# -- the TensorRT half of the contract, against the fake (tests/engine/fakes.py) ---------------
+
+
+@pytest.mark.parametrize("version", ["10.9.0.34", "11.1.0.6"])
+def test_contract_tensorrt_path_with_the_fake(version: str, classifier: Bundle, segmenter: Bundle, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """What test_contract[tensorrt] does on a GPU, with the fake TensorRT: no plan, so it is built
+    (once per model), then the tiny models are held to the GPU tolerance."""
+    from fakes import install_fake_tensorrt
+
+    trt, _ = install_fake_tensorrt(monkeypatch, tmp_path / "cache", version)
+    require("tensorrt")
+    outcome = check_fp32("tensorrt", opener("tensorrt", tmp_path / "engines"), classifier, segmenter)
+    assert outcome.ok, outcome.problems
+    assert outcome.figures["atol"] == TF32_ATOL and outcome.figures["runs_on"] == "cuda"
+    assert len(trt.builds) == 2 and len(list((tmp_path / "engines").glob("*.plan"))) == 2
+    assert check_fp32("tensorrt", opener("tensorrt", tmp_path / "engines"), classifier, segmenter).ok
+    assert len(trt.builds) == 2, "the second run loads the plans it built"
+
+
+def test_fp16_contract_with_the_fake_tensorrt_11(classifier: Bundle, segmenter: Bundle, data_dir: Path,
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT 11 builds FP16 from an FP16 ONNX (engine.backends.tensorrt.to_fp16_onnx); the fake
+    runs that ONNX in onnxruntime, so this is real FP16 arithmetic on real images, shipped
+    bundles included, judged by the FP16 contract (top-1 agreement, Dice change)."""
+    from fakes import install_fake_tensorrt
+
+    install_fake_tensorrt(monkeypatch, tmp_path / "cache", "11.1.0.6")
+    bundles = [classifier, segmenter] + [load_bundle(p) for p in SHIPPED]
+    images, masks = real_images(data_dir, (256, 256), n=24)
+    outcome = check_fp16(opener("tensorrt", tmp_path / "engines", fp16=True),
+                         lambda b: open_backend(b, "onnxruntime", device="cpu"), bundles, images, masks)
+    assert outcome.ok, (outcome.problems, outcome.figures)
+    figures = outcome.figures
+    assert figures[classifier.name]["judged"] > 0 and 0 < figures[classifier.name]["max_abs_diff"] < 0.05
+    for path in SHIPPED:
+        shipped = figures[load_bundle(path).name]
+        if "dice_change" in shipped:
+            assert shipped["max_abs_diff"] > 0, "FP16 must differ from FP32 somewhere, or nothing was tested"
+
+
+def test_fp16_contract_fails_a_wrong_segmenter(segmenter: Bundle, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FP16 check can fail: a "fp16" backend whose mask probabilities are halved."""
+    from engine.backends.onnxruntime import OnnxRuntimeBackend
+
+    class Shrunk(OnnxRuntimeBackend):
+        def _infer(self, feeds):
+            return {k: v * np.float32(0.5) for k, v in super()._infer(feeds).items()}
+
+    images, masks = real_images(data_dir, (64, 64), n=8)
+    outcome = check_fp16(lambda b: Shrunk(b, device="cpu"), lambda b: open_backend(b, "onnxruntime", device="cpu"),
+                         [segmenter], images, masks)
+    assert outcome.problems and "FP16 changes the mean Dice" in outcome.problems[0]
+
+
+# -- the torch backend's options (CPU here; the CUDA paths run in scripts/gpu_check.py) ---------
+
+
+def test_torch_cpu_path_is_unchanged(classifier: Bundle) -> None:
+    require("torch")
+    backend = open_backend(classifier, "torch", device="cpu")
+    with backend:
+        assert backend.runs_on == "cpu" and backend.warmup_ms is None, "no warm-up on the CPU by default"
+        assert backend.description.endswith("(cpu)"), "no fp16, channels-last or CUDA graphs on the CPU"
+        images = random_images(3, seed=8)
+        np.testing.assert_allclose(backend.run({"image": images})["probs"],
+                                   reference_probs(images, labels=classifier.labels), atol=FP32_ATOL)
+
+
+def test_torch_channels_last_and_warmup_on_request(classifier: Bundle, segmenter: Bundle) -> None:
+    require("torch")
+    with open_backend(classifier, "torch", device="cpu", channels_last=True, warmup=2) as backend:
+        assert backend.description.endswith("(cpu, channels-last)") and backend.warmup_ms > 0
+        images = random_images(3, seed=8)
+        np.testing.assert_allclose(backend.run({"image": images})["probs"],
+                                   reference_probs(images, labels=classifier.labels), atol=FP32_ATOL)
+    with open_backend(segmenter, "torch", device="cpu", channels_last=True) as backend:
+        images = random_images(2, (24, 40), seed=8)
+        np.testing.assert_allclose(backend.run({"image": images})["mask"], reference_mask(images), atol=FP32_ATOL)
+
+
+def test_torch_channels_last_choice() -> None:
+    from engine.backends.torch import choose_channels_last
+
+    assert choose_channels_last("auto", "cuda", True) is True
+    assert choose_channels_last("auto", "cpu", True) is False
+    assert choose_channels_last("auto", "cuda", False) is False  # nothing to convert
+    assert choose_channels_last(True, "cpu", True) is True
+    assert choose_channels_last(True, "cuda", False) is False
+    assert choose_channels_last(False, "cuda", True) is False
+    with pytest.raises(BackendError, match="channels_last must be 'auto', True or False, not 'yes'"):
+        choose_channels_last("yes", "cuda", True)
+
+
+def test_torch_fp16_and_cuda_graphs_need_cuda(classifier: Bundle) -> None:
+    require("torch")
+    for option, what in (("fp16", "half precision \\(fp16\\)"), ("cuda_graphs", "CUDA graphs")):
+        with pytest.raises(BackendError, match=rf"the torch backend runs {what} only on a CUDA device, and this "
+                           rf"is cpu; drop {option} or use device cuda"):
+            open_backend(classifier, "torch", device="cpu", **{option: True})
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch finds a CUDA device here: fp16 would run")
+    backend = open_backend(classifier, "torch", fp16=True)  # device chosen when entered
+    with pytest.raises(BackendUnavailable, match=r"runs half precision \(fp16\) only on a CUDA device, and this is "
+                       r"cpu \(torch .* finds no CUDA device\); drop fp16 or use device cuda"):
+        backend.__enter__()
+    assert not backend.is_active
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"warmup": -1}, "warmup must be a non-negative integer, not -1"),
+    ({"warmup": True}, "warmup must be a non-negative integer, not True"),
+    ({"channels_last": "on"}, "channels_last must be 'auto', True or False, not 'on'"),
+])
+def test_torch_option_values_are_checked(classifier: Bundle, options: dict, message: str) -> None:
+    require("torch")
+    with pytest.raises(BackendError, match=message):
+        open_backend(classifier, "torch", **options)
 
 
 def test_outputs_do_not_alias_between_runs(classifier: Bundle) -> None:
