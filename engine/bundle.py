@@ -8,7 +8,8 @@ Manifest (``endoview-bundle/1``)::
       "task": "classify",                       # "classify" | "segment" | "instances"
       "labels": ["barretts", ...],              # output class order
       "input": {"name": "image", "height": 224, "width": 224,
-                "layout": "NHWC", "dtype": "uint8", "color": "RGB"},
+                "layout": "NHWC", "dtype": "uint8", "color": "RGB",
+                "inset": [0.0, 0.64, 0.36, 1.0]},  # optional: a box blacked out in every input
       "outputs": {"probabilities": "probs"},    # role -> output tensor name
       "files": {"model.onnx": "<sha256>", ...}, # every model file, relative to the folder
       "formats": {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"},
@@ -37,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.errors import BundleError
+from engine.content_area import check_inset
+from engine.errors import BundleError, ContentAreaError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class Bundle:
     formats: dict[str, str]  # backend family ("onnx", "torchscript", ...) -> relative path
     trained: bool
     manifest: dict[str, Any] = field(repr=False)
+    #: box of the model input blacked out in every image (input.inset; engine.content_area.SCOPE_GUIDE_INSET)
+    inset: tuple[float, float, float, float] | None = None
 
     def has(self, fmt: str) -> bool:
         """True when the bundle carries a model file for backend family ``fmt``."""
@@ -151,6 +155,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         formats=fields["formats"],
         trained=fields["trained"],
         manifest=manifest,
+        inset=fields["inset"],
     )
     if "onnx" in bundle.formats:
         check_onnx_graph(bundle)
@@ -204,6 +209,11 @@ def _validate_manifest(m: dict[str, Any], mpath: Path) -> dict[str, Any]:
                 f"{INPUT_COLOR} {INPUT_LAYOUT}; put the conversion inside the ONNX graph and re-export"
             )
 
+    try:
+        inset = check_inset(inp.get("inset"))
+    except ContentAreaError as err:
+        raise BundleError(f"{mpath}: input {err}") from None
+
     outputs = m["outputs"]
     if not isinstance(outputs, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in outputs.items()
@@ -250,6 +260,7 @@ def _validate_manifest(m: dict[str, Any], mpath: Path) -> dict[str, Any]:
         "files": {k: v.lower() for k, v in files.items()},
         "formats": dict(formats),
         "trained": trained,
+        "inset": inset,
     }
 
 
@@ -390,11 +401,14 @@ def write_bundle(
     metrics: dict[str, Any] | None = None,
     notes: str | None = None,
     input_name: str = "image",
+    inset: tuple[float, float, float, float] | None = None,
+    extra: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> Bundle:
     """Write a bundle atomically (temp folder renamed on success) and return it, loaded and checked.
 
     ``files`` maps each relative file name to its content (bytes) or to an existing file to copy.
+    ``extra``: more top-level manifest keys (a segmenter's ``presence`` rule).
     Refuses to replace an existing non-empty ``folder`` unless ``force``.
     """
     dest = Path(folder).expanduser()
@@ -430,6 +444,7 @@ def write_bundle(
                 "layout": INPUT_LAYOUT,
                 "dtype": INPUT_DTYPE,
                 "color": INPUT_COLOR,
+                **({"inset": list(inset)} if inset is not None else {}),
             },
             "outputs": dict(outputs),
             "files": hashes,
@@ -439,6 +454,7 @@ def write_bundle(
             "metrics": metrics or {},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "notes": notes or "",
+            **dict(extra or {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         try:

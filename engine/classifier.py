@@ -112,6 +112,10 @@ class Classifier:
         self.input_name = bundle.input_name
         self.output_name = bundle.outputs["probabilities"]
         self.name = bundle.name
+        from .verdict import operating_point
+
+        #: P(polyp classes) at which this classifier calls a frame "polyp" (engine.verdict)
+        self.operating_point = operating_point(bundle.manifest, bundle.path)
 
     @property
     def input_size(self) -> tuple[int, int]:

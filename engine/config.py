@@ -10,8 +10,10 @@ from pathlib import Path
 from .errors import EndoviewError
 from .overlay import DEFAULT_LAYERS
 
-#: the embedded default model (a segment bundle: the real-time polyp segmenter), relative to the config's folder
-DEFAULT_BUNDLE = "models/polyp-unet"
+#: the embedded default models, relative to the config's folder: the per-frame classifier (the
+#: paper's trimmed MobileNetV3) and the real-time polyp segmenter run beside it
+DEFAULT_BUNDLE = "models/hyperkvasir-mnv3"
+DEFAULT_SEGMENTER = "models/polyp-unet"
 
 ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DEFAULT_CONFIG = ASSETS / "config.toml"
@@ -24,6 +26,9 @@ class ConfigError(EndoviewError):
 @dataclass(frozen=True)
 class Config:
     bundle: Path
+    #: a segment bundle run beside a classify ``bundle`` on every frame (None: none; ignored when
+    #: ``bundle`` is itself a segment bundle)
+    segmenter: Path | None = None
     backend: str = "auto"
     smoothing: str = "ema:0.3"
     reestimate_every: int = 30
@@ -35,8 +40,16 @@ class Config:
     source: Path = field(default=DEFAULT_CONFIG)
 
     def override(self, **values) -> Config:
-        """A copy with every non-None value replaced (command-line flags)."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        """A copy with every non-None value replaced (command-line flags); ``segmenter=NO_SEGMENTER``
+        removes the segmenter."""
+        values = {k: v for k, v in values.items() if v is not None}
+        if values.get("segmenter") == NO_SEGMENTER:
+            values["segmenter"] = None
+        return replace(self, **values)
+
+
+#: ``--segmenter none``: run no segmenter beside the classifier
+NO_SEGMENTER = Path("none")
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
@@ -51,9 +64,12 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         model, analysis, overlay = data.get("model", {}), data.get("analysis", {}), data.get("overlay", {})
         second = data.get("second_pass", {})
         bundle = Path(model.get("bundle", DEFAULT_BUNDLE))
+        seg = model.get("segmenter")  # a config file without one runs its bundle alone
+        segmenter = Path(seg) if seg else None
         second_bundle = Path(second["bundle"]) if second.get("bundle") else None
         return Config(
             bundle=bundle if bundle.is_absolute() else path.parent / bundle,
+            segmenter=segmenter if segmenter is None or segmenter.is_absolute() else path.parent / segmenter,
             backend=str(model.get("backend", "auto")),
             smoothing=str(analysis.get("smoothing", "ema:0.3")),
             reestimate_every=int(analysis.get("reestimate_every", 30)),

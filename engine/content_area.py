@@ -25,7 +25,8 @@ import numpy as np
 from engine.errors import ContentAreaError
 from engine.types import ContentArea
 
-__all__ = ["ContentAreaTracker", "deidentify", "detect_content_area", "model_input"]
+__all__ = ["SCOPE_GUIDE_INSET", "ContentAreaTracker", "blank_inset", "check_inset", "deidentify",
+           "detect_content_area", "model_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,14 @@ FULL_MARGIN = 0.015
 BORDER_CEILING = 40
 #: Threshold above the darkest level of the frame.
 BORDER_MARGIN = 18
+#: The scope-guide inset: a box in the bottom-left corner of the field's bounding box, as fractions
+#: (x0, y0, x1, y1) of the model input. Olympus processors draw the ScopeGuide there (a green box
+#: with the scope's shape); some archives paint it black. Measured on the model inputs of the shared
+#: data: Kvasir-SEG's green insets end at x 0.325 and start at y 0.67, HyperKvasir's painted boxes
+#: end at x 0.32 and start at y 0.69; the box keeps a margin around both. Models whose manifest
+#: names it (``input.inset``) see this box black in every image, in training and at inference, so
+#: neither a green inset nor a black one can tell them anything.
+SCOPE_GUIDE_INSET = (0.0, 0.64, 0.36, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,14 +567,46 @@ def _model_mask(area: ContentArea, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def check_inset(inset: object) -> tuple[float, float, float, float] | None:
+    """``None`` or a box (x0, y0, x1, y1) of fractions with 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1."""
+    if inset is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in inset)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ContentAreaError(f"inset must be four fractions (x0, y0, x1, y1), not {inset!r}") from None
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ContentAreaError(f"inset {inset!r} is not a box inside the image (0 <= x0 < x1 <= 1, "
+                               "0 <= y0 < y1 <= 1)")
+    return x0, y0, x1, y1
+
+
+def inset_pixels(inset: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The inset box in pixels (x0, y0, x1, y1; end exclusive) of an image of ``size`` = (height, width)."""
+    h, w = size
+    x0, y0, x1, y1 = inset
+    return int(round(x0 * w)), int(round(y0 * h)), int(round(x1 * w)), int(round(y1 * h))
+
+
+def blank_inset(image: np.ndarray, inset: tuple[float, float, float, float] | None) -> np.ndarray:
+    """Black out the ``inset`` box of a model-sized image (H x W or H x W x C), in place; returns it."""
+    if inset is not None:
+        x0, y0, x1, y1 = inset_pixels(inset, image.shape[:2])
+        image[y0:y1, x0:x1] = 0
+    return image
+
+
 def model_input(
-    image_bgr: np.ndarray, area: ContentArea, size: tuple[int, int], *, mask: bool = True
+    image_bgr: np.ndarray, area: ContentArea, size: tuple[int, int], *, mask: bool = True,
+    inset: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """Crop ``image_bgr`` to ``area.bbox``, resize to ``size`` = (height, width), black outside.
 
     Returns H x W x 3 uint8 **RGB**, C-contiguous: the bytes every backend receives (the ONNX
     graph does the rest of the preprocessing). INTER_AREA when shrinking, INTER_LINEAR when
-    enlarging. The resized mask is cached per (area, size).
+    enlarging. The resized mask is cached per (area, size). ``inset``: a box of fractions of the
+    model input blacked out as well (the model's manifest says which: ``SCOPE_GUIDE_INSET``), the
+    same in training and at inference.
     """
     image = _check_image(image_bgr)
     _check_area(image, area)
@@ -591,7 +632,7 @@ def model_input(
     rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     if mask and area.shape != "full":
         cv2.bitwise_and(rgb, _model_mask(area, (h, w)), dst=rgb)
-    return rgb
+    return blank_inset(rgb, inset)
 
 
 def deidentify(image_bgr: np.ndarray, area: ContentArea, *, inplace: bool = False) -> np.ndarray:

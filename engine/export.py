@@ -32,7 +32,7 @@ from .writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 
-CSV_FIELDS = ("index", "timestamp", "label", "confidence", "top1", "p1", "top2", "p2", "top3", "p3",
+CSV_FIELDS = ("index", "timestamp", "polyp", "label", "confidence", "top1", "p1", "top2", "p2", "top3", "p3",
               "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_shape", "area_confidence",
               "decode_ms", "crop_ms", "resize_ms", "inference_ms", "overlay_ms", "encode_ms",
               "mask_area", "mask_x", "mask_y", "mask_w", "mask_h")  # the segmenter's mask (empty without one)
@@ -93,7 +93,8 @@ class FrameLog:
         t = row["timings_ms"]
         seg = row.get("segmentation")
         mask = [seg["area"], *(seg["bbox"] or [None] * 4)] if seg else [None] * 5
-        return [row["index"], row["timestamp"], row["label"], row["confidence"], *top,
+        polyp = None if row.get("polyp") is None else int(row["polyp"])
+        return [row["index"], row["timestamp"], polyp, row["label"], row["confidence"], *top,
                 *area["bbox"], area["shape"], area["confidence"],
                 *(t.get(k) for k in ("decode", "crop", "resize", "inference", "overlay", "encode")), *mask]
 

@@ -76,7 +76,9 @@ class ContentAreaOutline(Layer):
 class ClassLabel(Layer):
     """The frame's answer in a panel at the top left, on every frame.
 
-    A classifier: top label with confidence and top-k bars. A segmenter alone: "polyp NN%" (the
+    A classifier: the frame's class as the verdict has it (``FrameResult.top``: "polyp" on a
+    positive verdict, else the classifier's best other class) and the classifier's top-k bars.
+    A segmenter alone: "polyp NN%" (the
     mean probability inside the mask) and its bar when the mask is not empty, else "no polyp"
     with the largest probability anywhere, small. Only the panel's pixels are touched.
     """
@@ -100,9 +102,11 @@ class ClassLabel(Layer):
         w, h = round(330 * s), pad * 2 + line + self.k * round(22 * s)
         x, y = pad, pad
         _panel(image, x, y, w, h, 0.8)  # dark enough to hide burned-in text underneath
-        idx = p.labels.index(p.label)
-        _text(image, f"{p.label} {p.confidence:.0%}", (x + pad, y + pad + round(22 * s)),
-              0.8 * s, class_color(idx), max(1, round(2 * s)))
+        label, conf = result.top  # the verdict's class: "polyp", or the best other class
+        color = (SEG_COLOR if result.segmentation is not None and result.polyp
+                 else class_color(p.labels.index(label)) if label in p.labels else GREY)
+        _text(image, f"{label} {conf:.0%}", (x + pad, y + pad + round(22 * s)),
+              0.8 * s, color, max(1, round(2 * s)))
         self._age(image, result, shown_index, x + w, y + pad, s)
         by = y + pad + line + round(4 * s)
         for name, prob in p.top(self.k):
@@ -189,7 +193,7 @@ class Segmentation(Layer):
 
     def draw(self, image, result, shown_index):
         seg = result.segmentation
-        if seg is None:
+        if seg is None or result.polyp is False:  # the frame's verdict vetoed the mask (engine.verdict)
             return
         s = _scale(image)
         box = draw_mask(image, seg.mask, self.color, self.alpha)

@@ -30,6 +30,7 @@ from .errors import DeviceLostError, EndoviewError, PipelineError, SourceError
 from .overlay import Overlay
 from .segmenter import Segmenter
 from .types import Frame, FrameResult
+from .verdict import DEFAULT_OPERATING_POINT, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Analyzer:
         self.second_pass = second_pass  # a started SecondPassWorker, or None
         self.triggers = triggers  # FrameResult -> bool: ask the second pass to look at this frame
         self.untrained = any(m is not None and not m.bundle.trained for m in (classifier, segmenter))
+        self.verdict = Verdict(classifier.operating_point if classifier is not None else DEFAULT_OPERATING_POINT)
         self._meter = RateMeter()
 
     @property
@@ -90,26 +92,28 @@ class Analyzer:
         area = self.tracker.update(frame.image, frame.index)
         timings["crop"] = _ms(t0)
         prediction = segmentation = None
-        inputs: dict[tuple[int, int], np.ndarray] = {}
+        inputs: dict[tuple, np.ndarray] = {}  # (size, inset) -> model input, shared by both models
         if self.classifier is not None:
             t0 = time.perf_counter()
-            x = inputs[self.classifier.input_size] = model_input(frame.image, area, self.classifier.input_size)
+            key = (self.classifier.input_size, self.classifier.bundle.inset)
+            x = inputs[key] = model_input(frame.image, area, key[0], inset=key[1])
             timings["resize"] = _ms(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = prediction.latency_ms
         if self.segmenter is not None:
             t0 = time.perf_counter()
-            size = self.segmenter.input_size
-            x = inputs.get(size)
+            key = (self.segmenter.input_size, self.segmenter.bundle.inset)
+            x = inputs.get(key)
             if x is None:
-                x = model_input(frame.image, area, size)
+                x = model_input(frame.image, area, key[0], inset=key[1])
                 timings["resize"] = timings.get("resize", 0.0) + _ms(t0)
             t0 = time.perf_counter()
             segmentation = self.segmenter.segment(x, area, smooth=self.smooth)
             timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms
             timings["mask"] = _ms(t0) - segmentation.latency_ms
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
-                             untrained=self.untrained, fps=self._meter.tick())
+                             untrained=self.untrained, fps=self._meter.tick(),
+                             polyp=self.verdict(prediction, segmentation))
         if self.second_pass is not None:
             if self.triggers is not None and self.triggers(result):
                 self.second_pass.request(frame, area)

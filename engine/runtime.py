@@ -27,7 +27,8 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
 
     ``still``: the source is a set of unrelated images, so temporal smoothing is off.
     ``model=False``: content area only (no classifier, e.g. ``--no-model``).
-    A bundle with task "segment" gives an Analyzer that runs the segmenter on every frame.
+    A bundle with task "segment" gives an Analyzer that runs the segmenter on every frame; a
+    classify bundle runs with ``config.segmenter`` beside it (both on every frame, one verdict).
     """
     # Unrelated still images: estimate each one afresh, no hysteresis.
     tracker = (ContentAreaTracker(every=1, tolerance=0.0, confirm=1) if still
@@ -47,6 +48,13 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
             classifier, segmenter = None, Segmenter(bundle, backend, smoother)
         else:
             classifier, segmenter = Classifier(bundle, backend, smoother), None
+            if config.segmenter is not None:  # the default: the polyp segmenter beside the classifier
+                seg_bundle = load_bundle(Path(config.segmenter))
+                if seg_bundle.task != "segment":
+                    raise BundleError(f"segmenter {seg_bundle.path} has task {seg_bundle.task!r}, not 'segment'")
+                seg_backend = stack.enter_context(open_backend(seg_bundle, config.backend))
+                logger.info("segmenter %s on %s", seg_bundle.name, seg_backend.description)
+                segmenter = Segmenter(seg_bundle, seg_backend, make_smoother(None if still else config.smoothing))
         yield Analyzer(classifier, segmenter=segmenter, tracker=tracker, smooth=not still,
                        second_pass=worker, triggers=None if still else triggers)
 

@@ -39,7 +39,8 @@ class ClassifierPass:
 
     def __call__(self, frame: Frame, area: ContentArea) -> SecondPassResult:
         t0 = time.perf_counter()
-        p = self.classifier.predict(model_input(frame.image, area, self.classifier.input_size),
+        p = self.classifier.predict(model_input(frame.image, area, self.classifier.input_size,
+                                                    inset=self.classifier.bundle.inset),
                                     smooth=False)
         return SecondPassResult(frame.index, self.name, (time.perf_counter() - t0) * 1000.0,
                                 label=p.label, confidence=p.confidence)

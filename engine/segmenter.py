@@ -10,6 +10,11 @@ box's position and cut to the visible field.
 The threshold is the manifest's ``"threshold"`` (default 0.5); the label is the bundle's first
 label ("polyp"); the confidence is the mean probability inside the mask, or the largest
 probability anywhere when the mask is empty (how close the model came to seeing something).
+An image-level "polyp present" rule (the manifest's ``"presence"``: ``{"min_peak": P, "min_area":
+A}``, fitted on the training fold by ``train/seg``) decides whether the frame shows a polyp at all:
+the largest probability must reach P and the share of model-input pixels at or above the threshold
+must reach A. When it says no, the mask is empty ("no polyp"), however many pixels passed the
+threshold. Without the key (older bundles) any pixel over the threshold counts.
 Temporal smoothing (the classifier's smoothers, ``ema:A`` / ``window:N``) works on the
 probability maps at the model's size, so the mask does not flicker; it starts afresh whenever the
 content area changes (the maps would no longer line up) and after :meth:`Segmenter.reset`.
@@ -18,6 +23,7 @@ content area changes (the maps would no longer line up) and after :meth:`Segment
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -45,6 +51,7 @@ class Segmenter:
         self.bundle = bundle
         self.backend = backend
         self.threshold = float(t)
+        self.presence = presence_rule(bundle.manifest.get("presence"), bundle.path)
         self.label = bundle.labels[0] if bundle.labels else "polyp"
         self.input_name = bundle.input_name
         self.output_name = bundle.outputs["mask"]
@@ -80,13 +87,47 @@ class Segmenter:
                 self.smoother.reset()
             self._area = area
             prob = self.smoother.update(prob)
-        return SegmentationResult(to_frame(prob, area, self.threshold), confidence(prob, self.threshold),
-                                  self.label, self.name, latency)
+        conf = confidence(prob, self.threshold)
+        peak = float(prob.max(initial=0.0))
+        if not self.presence.present(prob, self.threshold):
+            h, w = area.frame_size[1], area.frame_size[0]
+            return SegmentationResult(np.zeros((h, w), bool), conf, self.label, self.name, latency, peak)
+        return SegmentationResult(to_frame(prob, area, self.threshold), conf, self.label, self.name, latency, peak)
 
     def reset(self) -> None:
         """Forget the smoothing history (after a seek or a source change)."""
         self.smoother.reset()
         self._area = None
+
+
+def presence_scores(prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
+    """(largest probability, share of pixels at or above ``threshold``) of a model-size map: what
+    the image-level rule looks at (training fits it on these, the viewer applies it on these)."""
+    return float(prob.max(initial=0.0)), float(np.count_nonzero(prob >= threshold)) / max(prob.size, 1)
+
+
+@dataclass(frozen=True)
+class PresenceRule:
+    """Polyp present when the peak probability >= ``min_peak`` and the area share >= ``min_area``."""
+
+    min_peak: float = 0.0
+    min_area: float = 0.0
+
+    def decide(self, peak: float, area: float, threshold: float = DEFAULT_THRESHOLD) -> bool:
+        return peak >= max(self.min_peak, threshold) and area > 0 and area >= self.min_area
+
+    def present(self, prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> bool:
+        return self.decide(*presence_scores(prob, threshold), threshold)
+
+
+def presence_rule(spec: object, where: object = "bundle") -> PresenceRule:
+    """The manifest's ``presence`` object (or None: any pixel over the threshold) -> PresenceRule."""
+    if spec is None:
+        return PresenceRule()
+    if not isinstance(spec, dict) or not all(
+            isinstance(spec.get(k), (int, float)) and 0.0 <= float(spec[k]) <= 1.0 for k in ("min_peak", "min_area")):
+        raise BundleError(f"{where}: 'presence' must be {{\"min_peak\": 0..1, \"min_area\": 0..1}}, not {spec!r}")
+    return PresenceRule(float(spec["min_peak"]), float(spec["min_area"]))
 
 
 def confidence(prob: np.ndarray, threshold: float) -> float:

@@ -163,6 +163,7 @@ class SegmentationResult:
     label: str = "polyp"
     model: str = ""
     latency_ms: float = 0.0
+    peak: float = 0.0  # the largest probability anywhere (what the image-level rule and an ROC look at)
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != np.bool_:
@@ -193,7 +194,8 @@ class SegmentationResult:
         return int(x), int(y), int(w), int(h)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "confidence": round(float(self.confidence), 6), "area": self.area,
+        return {"label": self.label, "confidence": round(float(self.confidence), 6),
+                "peak": round(float(self.peak), 6), "area": self.area,
                 "bbox": list(self.bbox) if self.bbox else None, "model": self.model}
 
 
@@ -213,14 +215,30 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     untrained: bool = False
     fps: float | None = None  # analysis rate when this result was made, for the overlay
+    #: the frame's polyp verdict (engine.verdict: one rule over classifier and segmenter); None: no model
+    polyp: bool | None = None
 
     @property
     def top(self) -> tuple[str, float] | None:
-        """The frame's class and its confidence: the classifier's top-1, else the segmenter's
-        finding ("polyp" with the mask's confidence, or "no polyp"), None without a model."""
-        if self.prediction is not None:
-            return self.prediction.label, self.prediction.confidence
-        seg = self.segmentation
+        """The frame's class and its confidence, as the verdict has it (None without a model).
+
+        A positive verdict: "polyp" (with the segmenter's confidence when there is one, else the
+        classifier's). Otherwise the classifier's best class that is not polyp-related, or "no
+        polyp" from a segmenter alone. Without a verdict (results made by hand): the classifier's
+        top-1, else the segmenter's finding. The timeline, findings and triggers read this."""
+        p, seg = self.prediction, self.segmentation
+        if self.polyp is not None and (p is not None or seg is not None):
+            if self.polyp:
+                if seg is not None:
+                    return (seg.label if seg.label in POLYP_CLASSES else "polyp"), seg.confidence
+                polyp = [(n, v) for n, v in p.top(len(p.labels)) if n in POLYP_CLASSES]
+                return polyp[0] if polyp else (p.label, p.confidence)
+            if p is not None:
+                return next(((n, v) for n, v in p.top(len(p.labels)) if n not in POLYP_CLASSES),
+                            (p.label, p.confidence))
+            return absent_label(seg.label), 1.0 - seg.confidence
+        if p is not None:
+            return p.label, p.confidence
         if seg is not None:
             return seg.finding, (seg.confidence if seg.present else 1.0 - seg.confidence)
         return None
@@ -239,6 +257,7 @@ class FrameResult:
         row = {
             "index": self.frame.index,
             "timestamp": round(self.frame.timestamp, 6),
+            "polyp": self.polyp,
             "label": label,
             "confidence": confidence,
             "topk": [[name, round(prob, 6)] for name, prob in p.top(k)] if p else [],

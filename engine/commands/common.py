@@ -12,8 +12,11 @@ def add_model_options(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--config", type=Path, help="configuration file (default: assets/config.toml)")
     g.add_argument("--model", type=Path, metavar="BUNDLE",
-                   help="model bundle folder, classify or segment (default from the config: the polyp "
-                        "segmenter in assets/models/polyp-unet)")
+                   help="model bundle folder, classify or segment (default from the config: the MobileNetV3 "
+                        "classifier in assets/models/hyperkvasir-mnv3)")
+    g.add_argument("--segmenter", type=Path, metavar="BUNDLE",
+                   help="segment bundle run beside a classifier on every frame (default from the config: the "
+                        "polyp segmenter in assets/models/polyp-unet); 'none' for the classifier alone")
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
                    help="inference backend (default from the config: auto)")
     g.add_argument("--smoothing", metavar="SPEC", help="off, window:N or ema:ALPHA")
@@ -48,5 +51,5 @@ def source_options(args) -> dict:
 
 def config_from_args(args) -> Config:
     return load_config(args.config).override(
-        bundle=args.model, backend=args.backend, smoothing=args.smoothing, outline=args.outline,
+        bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend, smoothing=args.smoothing, outline=args.outline,
         second_pass=getattr(args, "second_pass", None))

@@ -1,0 +1,57 @@
+"""The frame's polyp verdict: one documented rule over the classifier and the segmenter.
+
+DESIGN.md, "The frame's verdict". The screen (label panel, mask), the timeline, the findings, the
+second pass's hold trigger and the per-frame log (``"polyp"``) all follow this one answer:
+
+- **classifier and segmenter** (the default): a polyp when the segmenter finds one (its
+  image-level presence rule, :class:`engine.segmenter.PresenceRule`) **and** the classifier gives
+  the polyp classes (:data:`engine.types.POLYP_CLASSES`) together at least its operating point.
+  Either model can veto: the segmenter alone alarmed on most normal frames of other centres, and
+  the classifier alone has no mask to show. The mask is drawn only on a positive verdict.
+- **classifier alone**: the polyp classes' probability reaches the operating point.
+- **segmenter alone**: the segmenter's presence rule.
+
+The classifier's operating point is its manifest's ``"operating_point": {"polyp": P}`` (chosen on
+the training fold by ``train/``); without it, 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import BundleError
+from .types import POLYP_CLASSES, Prediction, SegmentationResult
+
+DEFAULT_OPERATING_POINT = 0.5
+
+
+def polyp_probability(prediction: Prediction) -> float:
+    """The classifier's probability of the polyp classes together (0 when it knows none of them)."""
+    labels = prediction.labels
+    return float(sum(prediction.probabilities[labels.index(c)] for c in POLYP_CLASSES if c in labels))
+
+
+def operating_point(manifest: dict, where: object = "bundle") -> float:
+    """A classify bundle's polyp operating point (``operating_point.polyp``), default 0.5."""
+    spec = manifest.get("operating_point")
+    if spec is None:
+        return DEFAULT_OPERATING_POINT
+    value = spec.get("polyp") if isinstance(spec, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) < 1.0:
+        raise BundleError(f"{where}: 'operating_point' must be {{\"polyp\": a number in (0, 1)}}, not {spec!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rule above with the classifier's operating point."""
+
+    operating_point: float = DEFAULT_OPERATING_POINT
+
+    def __call__(self, prediction: Prediction | None, segmentation: SegmentationResult | None) -> bool | None:
+        """True / False, or None without a model."""
+        if prediction is None and segmentation is None:
+            return None
+        clf = prediction is None or polyp_probability(prediction) >= self.operating_point
+        seg = segmentation is None or segmentation.present
+        return bool(clf and seg)
