@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -44,10 +47,12 @@ def paper_augmentation() -> v2.Transform:
 class ImageDataset(torch.utils.data.Dataset):
     """``(uint8 RGB CHW tensor, raw class index)`` per sample, at ``size`` = (height, width)."""
 
-    def __init__(self, samples: Sequence[Sample], size: tuple[int, int], *, augment: bool) -> None:
+    def __init__(self, samples: Sequence[Sample], size: tuple[int, int], *, augment: bool,
+                 inset: tuple[float, float, float, float] | None = None) -> None:
         self.samples = list(samples)
         self.size = (int(size[0]), int(size[1]))
         self.transform = paper_augmentation() if augment else None
+        self.inset = inset
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,9 +60,9 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         s = self.samples[i]
         if self.transform is None:
-            rgb = load_model_input(s.path, self.size)
+            rgb = load_model_input(s.path, self.size, inset=self.inset)
             return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))), s.index
-        rgb, field = load_model_input(s.path, self.size, with_mask=True)
+        rgb, field = load_model_input(s.path, self.size, with_mask=True, inset=self.inset)
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))))
         mask = tv_tensors.Mask(torch.from_numpy(field[None].astype(np.uint8)))
         image, mask = self.transform(image, mask)
@@ -68,3 +73,81 @@ class ImageDataset(torch.utils.data.Dataset):
 def worker_init(_: int) -> None:
     """DataLoader workers: one OpenCV thread each (the workers are the parallelism)."""
     cv2.setNumThreads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# whole-batch augmentation (arrays decoded once and kept in memory)
+
+
+def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torch.Tensor,
+                  g: torch.Generator, *, inset: tuple[float, float, float, float] | None = None,
+                  blur: float = 0.0, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch (uint8 N x H x W x 3 images, uint8 N x H x W masks or None, uint8 N x H x W fields)
+    -> (float NCHW 0..255, float N1HW mask or None), on the whole batch in torch.
+
+    Flips, 90-degree turns, a random affine (scale, rotation, shift), brightness, contrast,
+    saturation, colour cast, gamma and, with ``blur`` > 0, a Gaussian blur on that share of the
+    batch. ``strength`` scales the affine and photometric ranges (1: the segmenter's; a classifier
+    learning from random initialisation on a thousand images needs milder ones, or it learns
+    nothing in the steps a CPU affords). The visible field travels with the image and is applied again at the end (black outside
+    it, as at inference); with ``inset`` the scope-guide box is black again too, where the model
+    will always see it black. Every draw comes from ``g``: the same generator state gives the same
+    batch.
+    """
+    n = images.shape[0]
+    x = images.permute(0, 3, 1, 2).float()
+    if masks is None:
+        masks = torch.zeros_like(fields)
+    y = torch.cat([masks[:, None].float(), fields[:, None].float()], 1)
+    # flips and 90-degree turns (the field is square-resized, the scope has no up)
+    flip_h = torch.rand(n, generator=g) < 0.5
+    flip_v = torch.rand(n, generator=g) < 0.5
+    turn = torch.rand(n, generator=g) < 0.5
+    x[flip_h], y[flip_h] = x[flip_h].flip(-1), y[flip_h].flip(-1)
+    x[flip_v], y[flip_v] = x[flip_v].flip(-2), y[flip_v].flip(-2)
+    x[turn], y[turn] = x[turn].transpose(-1, -2), y[turn].transpose(-1, -2)
+    # random affine (applied to 80 % of the batch): scale, rotation, shift
+    on = (torch.rand(n, generator=g) < 0.8).float()
+    k = float(strength)
+    scale = torch.exp(_uniform(g, n, math.log(0.75), math.log(1.3)) * on * k)
+    angle = _uniform(g, n, -math.pi / 6, math.pi / 6) * on * k
+    shift = (torch.rand(n, 2, generator=g) * 0.3 - 0.15) * on[:, None] * k
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mask, field = (y[:, :1] > 0.5).float(), (y[:, 1:] > 0.5).float()
+    # photometric: brightness, contrast, saturation, colour cast, gamma
+    x = x / 255.0
+    x = x * _uniform(g, n, 1 - 0.3 * k, 1 + 0.3 * k).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * _uniform(g, n, 1 - 0.3 * k, 1 + 0.3 * k).view(n, 1, 1, 1) + mean
+    grey = x.mean(1, keepdim=True)
+    x = (x - grey) * _uniform(g, n, 1 - 0.3 * k, 1 + 0.3 * k).view(n, 1, 1, 1) + grey
+    x = x + (torch.rand(n, 3, 1, 1, generator=g) * 0.12 - 0.06) * k
+    x = x.clamp(0, 1) ** torch.exp(_uniform(g, n, -0.3 * k, 0.3 * k)).view(n, 1, 1, 1)
+    if blur > 0:
+        on = torch.rand(n, generator=g) < blur
+        if on.any():
+            sigma = float(_uniform(g, 1, 0.3, 1.5))
+            k = torch.arange(-3, 4, dtype=torch.float32)
+            k = torch.exp(-(k ** 2) / (2 * sigma ** 2))
+            k = (k / k.sum()).to(x.dtype)
+            xb = x[on]
+            c = xb.shape[1]
+            xb = F.conv2d(F.pad(xb, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7).repeat(c, 1, 1, 1), groups=c)
+            xb = F.conv2d(F.pad(xb, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1).repeat(c, 1, 1, 1), groups=c)
+            x[on] = xb
+    if inset is not None:
+        from engine.content_area import inset_pixels
+
+        x0, y0, x1, y1 = inset_pixels(inset, tuple(field.shape[-2:]))
+        field[..., y0:y1, x0:x1] = 0
+        mask[..., y0:y1, x0:x1] = 0
+    x = (x * 255.0).clamp(0, 255) * field  # black outside the field, as at inference
+    return x, mask

@@ -51,5 +51,6 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> HybridClassifier:
             raise TrainError(f"checkpoint {ckpt['path']}: head {name!r} has labels that differ from "
                              "train.labels; it was written by another version")
     model, _ = build_model(ckpt["arch"], heads, weights="none", announce=False)
-    model.load_state_dict(ckpt["model"])
+    # the exponential moving average of the weights, where the run kept one (it is what was validated)
+    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.eval()

@@ -89,7 +89,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="train a classifier with the hybrid loss (paper recipe)",
                        description="Train MobileNetV3-Large or ResNet-152 on HyperKvasir with the "
                        "hybrid loss, as in the paper.", epilog=TRAIN_EPILOG, formatter_class=RAW)
-    c.add_argument("--data", type=Path, help="HyperKvasir labeled-images folder (or plain class folders)")
+    c.add_argument("--data", type=Path, nargs="+", metavar="DIR",
+                   help="one or more data folders, combined: HyperKvasir labeled-images folders (or plain "
+                   "class folders) and Kvasir-SEG folders (its images are the polyp class)")
     c.add_argument("--split-csv", type=Path, help="official split file (file-name;class-name;split-index)")
     c.add_argument("--out", type=Path, help="run folder to write (with --cv: one sub-folder per run)")
     c.add_argument("--fold", type=int, help="held-out split-index (default 0)")
@@ -113,6 +115,25 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     c.add_argument("--amp", choices=("auto", "on", "off"), help="mixed precision (default: on with CUDA)")
     c.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (short runs)")
+    c.add_argument("--optimizer", choices=("sgd", "adamw"), help="default sgd (the paper)")
+    c.add_argument("--schedule", choices=("step", "cosine"),
+                   help="step: x0.1 at the milestones (default, the paper); cosine: warm-up then cosine decay")
+    c.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default 0)")
+    c.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    c.add_argument("--ema", type=float, help="decay of a moving average of the weights, validated and "
+                   "exported (default 0: none; 0.998 is a good value from random initialisation)")
+    c.add_argument("--blur", type=float, help="share of each batch blurred (default 0.3)")
+    c.add_argument("--augment-strength", type=float, help="scale of the affine and photometric augmentation "
+                   "ranges, 0..1 (default 0.5; the segmenter trains with 1)")
+    c.add_argument("--no-inset", dest="inset", action="store_false", default=None,
+                   help="keep the scope-guide inset (default: blacked out in every image, as the "
+                   "viewer does for bundles that say so)")
+    c.add_argument("--bn-momentum", type=float, help="batch-norm running-statistics momentum (default 0.1)")
+    c.add_argument("--no-recalibrate-bn", dest="recalibrate_bn", action="store_false", default=None,
+                   help="keep the running batch-norm statistics (default: recomputed over the training "
+                   "images after the last epoch)")
+    c.add_argument("--cache-dir", type=Path, help="where decoded images are kept (default: <out>/data-cache)")
+    c.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs)")
     c.add_argument("--config", type=Path, help="JSON file of defaults (e.g. a run's config.json)")
     c.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     c.add_argument("--force", action="store_true", help="replace an existing run in --out")
@@ -143,6 +164,9 @@ def apply_flags(values: dict, args: argparse.Namespace, fields: set[str]) -> Non
     """Command-line flags override the config file (paths as strings)."""
     for name in fields:
         v = getattr(args, name, None)
+        if isinstance(v, list):
+            v = [str(x) if isinstance(x, Path) else x for x in v]
+            v = v[0] if name == "data" and len(v) == 1 else v
         if v is not None:
             values[name] = str(v) if isinstance(v, Path) else v
     if args.no_progress:
@@ -222,7 +246,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                               "the split (the paper's Table 1 columns).", epilog=EVAL_EPILOG,
                               formatter_class=RAW)
     p.add_argument("model", type=Path, help="bundle folder (manifest.json) or run folder (checkpoint-last.pt)")
-    p.add_argument("--data", type=Path, help="HyperKvasir labeled-images folder")
+    p.add_argument("--data", type=Path, nargs="+", metavar="DIR",
+                   help="data folders (as train classify --data; default: the run's)")
     p.add_argument("--split-csv", type=Path, help="official split file")
     p.add_argument("--fold", type=int, help="split-index to evaluate on")
     p.add_argument("--out", type=Path, help="folder for confusion.png and metrics.json "
@@ -250,7 +275,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from .checkpoint import load_checkpoint
 
         cfg = load_checkpoint(model)["config"]
-        data = data or Path(cfg["data"])
+        data = data or ([cfg["data"]] if isinstance(cfg["data"], str) else cfg["data"])
         split = split or Path(cfg["split_csv"])
         fold = cfg["fold"] if fold is None else fold
     if data is None or split is None or fold is None:
@@ -266,7 +291,7 @@ def run_eval(args: argparse.Namespace) -> int:
         metrics, info = evaluate_run(model, samples, batch_size=args.batch_size, workers=args.workers,
                                      device=args.device)
     out = args.out or (model / f"eval-fold{fold}")
-    info = {**info, "data": str(data), "split_csv": str(split), "fold": fold}
+    info = {**info, "data": [str(d) for d in data], "split_csv": str(split), "fold": fold}
     png = plot_confusion(np.array(metrics["confusion_matrix"]), metrics["labels"],
                          out / "confusion.png", title=f"{info['model']} - fold {fold}")
     write_report(metrics, info, out / "metrics.json")
@@ -342,7 +367,8 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=run_data_fetch)
     c = sub.add_parser("counts", help="images per class and fold (data matched with the split file)")
-    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR",
+                   help="one or more data folders, combined (labeled-images folders, class folders, Kvasir-SEG)")
     c.add_argument("--split-csv", type=Path, required=True)
     c.set_defaults(func=run_data_counts)
     from .seg.cli import add_coco_parser

@@ -11,16 +11,29 @@ the archive's folders do not always (``hemorrhoids`` / ``hemorroids``, ``z-line`
 explicitly; a folder of images that maps to nothing, an image the split file does not list, or an
 image whose folder disagrees with the split file is a :class:`DataError` naming the file.
 
+Several roots combine into one data set (``--data A B C``): each is a labeled-images folder (or
+plain class folders), or a Kvasir-SEG folder (``images/`` and ``masks/``), whose images are
+HyperKvasir's "polyp" class under other names: ``kvasirseg_to_hyperkvasir_uuid_by_bbox.csv`` maps
+them to the ids the split file lists (:func:`train.seg.data.load_kvasir_seg`). The same file in two
+roots is a DataError. With ``../shared/data`` that is, for example::
+
+    --data hyperkvasir-lower-gi/labeled-images kvasir-seg hyperkvasir-ileum
+
+(six of the 23 classes under the official split: normal-cecum, bbps-2-3, bbps-0-1, impacted-stool,
+polyp, ileum).
+
 ``--fold K``: the images with split-index K are the evaluation (held-out) set; all the others are
 the training set. With the 2-fold split, fold 0 and fold 1 together are the paper's 2-fold CV.
 
 Every image goes through :func:`engine.content_area.model_input` (crop to the visible field,
-resize, black outside the field): the same bytes the viewer feeds its models.
+resize, black outside the field, and the scope-guide inset blacked out when asked): the same
+bytes the viewer feeds its models.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -31,7 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.content_area import detect_content_area, model_input
+from engine.content_area import blank_inset, detect_content_area, model_input
 
 from .errors import DataError
 from .labels import RAW_CLASSES
@@ -185,7 +198,7 @@ def scan_images(root: str | os.PathLike[str]) -> dict[str, tuple[Path, str]]:
 class Dataset:
     """All images found, each with its split-file class and fold."""
 
-    root: Path
+    roots: tuple[Path, ...]
     split_csv: Path
     samples: tuple[Sample, ...]
     missing: dict[str, int]  # class -> images the split file lists that are not under root
@@ -207,10 +220,41 @@ class Dataset:
         return {label: {k: c[(label, k)] for k in folds} for label in RAW_CLASSES}
 
 
-def load_dataset(root: str | os.PathLike[str], split_csv: str | os.PathLike[str]) -> Dataset:
-    """Match the images under ``root`` with ``split_csv``; DataError on any disagreement."""
+def is_kvasir_seg(root: str | os.PathLike[str]) -> bool:
+    """True for a Kvasir-SEG folder (``images/`` and ``masks/``, or a parent holding ``kvasir-seg/``)."""
+    base = Path(root).expanduser()
+    return ((base / "images").is_dir() and (base / "masks").is_dir()) or (base / "kvasir-seg" / "images").is_dir()
+
+
+def _kvasir_seg_images(root: Path, split_csv: str | os.PathLike[str]) -> dict[str, tuple[Path, str]]:
+    """Kvasir-SEG as HyperKvasir's polyp class: ``<hyperkvasir id>.jpg -> (path, "polyp")``."""
+    from .seg.data import load_kvasir_seg  # train.seg.data imports this module
+
+    return {f"{s.uuid}.jpg": (s.image, "polyp") for s in load_kvasir_seg(root, split_csv=split_csv)}
+
+
+def as_roots(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[Path, ...]:
+    """One root or several -> a tuple of paths (a string is one root)."""
+    if isinstance(roots, (str, os.PathLike)):
+        return (Path(roots),)
+    out = tuple(Path(r) for r in roots)
+    if not out:
+        raise DataError("no data folder given")
+    return out
+
+
+def load_dataset(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                 split_csv: str | os.PathLike[str]) -> Dataset:
+    """Match the images under one or several roots with ``split_csv``; DataError on any disagreement."""
     split = read_split(split_csv)
-    images = scan_images(root)
+    paths = as_roots(roots)
+    images: dict[str, tuple[Path, str]] = {}
+    for root in paths:
+        found = _kvasir_seg_images(root, split_csv) if is_kvasir_seg(root) else scan_images(root)
+        for name, (path, label) in found.items():
+            if name in images:
+                raise DataError(f"{name} is in two data folders: {images[name][0]} and {path}")
+            images[name] = (path, label)
     samples = []
     for name, (path, label) in sorted(images.items()):
         row = split.get(name)
@@ -227,10 +271,10 @@ def load_dataset(root: str | os.PathLike[str], split_csv: str | os.PathLike[str]
         samples.append(Sample(path, label, row.fold))
     missing = Counter(r.label for n, r in split.items() if n not in images)
     if missing:
-        log.warning("%d of the %d images listed in %s are not under %s (%s)", sum(missing.values()),
-                    len(split), split_csv, root,
-                    ", ".join(f"{k}: {v}" for k, v in sorted(missing.items())))
-    return Dataset(Path(root), Path(split_csv), tuple(samples), dict(missing))
+        log.info("%d of the %d images listed in %s are not under %s (%s)", sum(missing.values()),
+                 len(split), split_csv, ", ".join(str(p) for p in paths),
+                 ", ".join(f"{k}: {v}" for k, v in sorted(missing.items())))
+    return Dataset(paths, Path(split_csv), tuple(samples), dict(missing))
 
 
 def format_counts(ds: Dataset) -> str:
@@ -261,23 +305,60 @@ def read_bgr(path: Path) -> np.ndarray:
     return image
 
 
-def load_model_input(path: Path, size: tuple[int, int], *, with_mask: bool = False):
-    """The model input of one image file: H x W x 3 uint8 RGB, black outside the visible field.
+def load_model_input(path: Path, size: tuple[int, int], *, with_mask: bool = False,
+                     inset: tuple[float, float, float, float] | None = None):
+    """The model input of one image file: H x W x 3 uint8 RGB, black outside the visible field
+    (and in the ``inset`` box, when given: :data:`engine.content_area.SCOPE_GUIDE_INSET`).
 
-    With ``with_mask``, also the field mask at the model's size (H x W bool), for augmentations
-    that move pixels (flips, perspective) so the border can be blacked out again afterwards.
+    With ``with_mask``, also the field mask at the model's size (H x W bool, False in the inset),
+    for augmentations that move pixels (flips, perspective) so the border can be blacked out again
+    afterwards.
     """
     bgr = read_bgr(path)
     area = detect_content_area(bgr)
-    rgb = model_input(bgr, area, size, mask=True)
+    rgb = model_input(bgr, area, size, mask=True, inset=inset)
     if not with_mask:
         return rgb
     if area.shape == "full":
-        return rgb, np.ones(rgb.shape[:2], bool)
+        return rgb, blank_inset(np.ones(rgb.shape[:2], bool), inset)
     # the engine's own mask at the model's size, exactly: model_input of an all-white frame
     white = np.full_like(bgr, 255)
-    field = model_input(white, area, size, mask=True)
+    field = model_input(white, area, size, mask=True, inset=inset)
     return rgb, field[..., 0] > 0
+
+
+def load_arrays(samples: Sequence[Sample], size: tuple[int, int], *,
+                inset: tuple[float, float, float, float] | None = None, cache_dir: Path | None = None,
+                progress: bool = False) -> dict[str, np.ndarray]:
+    """Every sample's model input and field mask, decoded once: ``images`` N x H x W x 3 uint8,
+    ``fields`` N x H x W uint8 (0/1), ``labels`` N int64 (raw class index).
+
+    With ``cache_dir`` the arrays are saved there, keyed by the files, the size and the inset.
+    """
+    h = hashlib.sha256(f"{tuple(size)}:{inset}".encode())
+    for s in samples:
+        st = s.path.stat()
+        h.update(f"{s.path.name}:{s.label}:{s.fold}:{st.st_size}:{int(st.st_mtime)}".encode())
+    path = cache_dir / f"classify-{size[0]}x{size[1]}-{h.hexdigest()[:16]}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in ("images", "fields", "labels")}
+    n = len(samples)
+    out = {"images": np.zeros((n, *size, 3), np.uint8), "fields": np.zeros((n, *size), np.uint8),
+           "labels": np.array([s.index for s in samples], np.int64)}
+    it = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"decode {size[0]}x{size[1]}", unit="img", leave=False)
+    for i in it:
+        out["images"][i], out["fields"][i] = load_model_input(samples[i].path, size, with_mask=True, inset=inset)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, **out)
+        os.replace(tmp, path)
+    return out
 
 
 def subset_summary(samples: Sequence[Sample]) -> str:

@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 def make_loader(samples: Sequence[Sample], size: tuple[int, int], batch_size: int, workers: int,
                 *, augment: bool = False, sampler=None, shuffle: bool = False, drop_last: bool = False,
-                seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+                seed: int = 0, pin_memory: bool = False,
+                inset: tuple[float, float, float, float] | None = None) -> torch.utils.data.DataLoader:
     g = torch.Generator()
     g.manual_seed(seed)
     return torch.utils.data.DataLoader(
-        ImageDataset(samples, size, augment=augment), batch_size=batch_size, sampler=sampler,
+        ImageDataset(samples, size, augment=augment, inset=inset), batch_size=batch_size, sampler=sampler,
         shuffle=shuffle if sampler is None else False, num_workers=workers, drop_last=drop_last,
         worker_init_fn=worker_init, generator=g, pin_memory=pin_memory,
         persistent_workers=False,
@@ -80,7 +81,8 @@ def evaluate_run(run_dir: Path, samples: Sequence[Sample], *, batch_size: int = 
     dev = torch.device(device)
     model.to(dev)
     size = (ckpt["image_size"], ckpt["image_size"])
-    loader = make_loader(samples, size, batch_size, workers)
+    inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
+    loader = make_loader(samples, size, batch_size, workers, inset=inset)
     probs, targets, _ = predict_torch(model, loader, dev)
     info = {"model": f"run {run_dir} (epoch {ckpt['epoch']}, {ckpt['arch']}, heads {','.join(ckpt['heads'])})",
             "arch": ckpt["arch"], "heads": list(ckpt["heads"])}
@@ -99,7 +101,21 @@ def evaluate_bundle(bundle_dir: Path, samples: Sequence[Sample], *, batch_size: 
     unknown = sorted({s.label for s in samples} - set(bundle.labels))
     if unknown:
         raise TrainError(f"bundle {bundle.name} has no label for {', '.join(unknown)}")
-    loader = make_loader(samples, bundle.input_size, batch_size, workers)
+    p, t, desc = bundle_probabilities(bundle, samples, batch_size=batch_size, workers=workers, backend=backend)
+    labels = list(bundle.labels)
+    # targets are RAW_CLASSES indices; the bundle's own label order may differ
+    t_b = np.array([labels.index(RAW_CLASSES[i]) for i in t])
+    info = {"model": f"bundle {bundle.name} ({desc})", "bundle": str(bundle.path)}
+    return metrics_from_probs(p, t_b, labels), info
+
+
+def bundle_probabilities(bundle, samples: Sequence[Sample], *, batch_size: int = 32, workers: int = 0,
+                         backend: str = "onnxruntime") -> tuple[np.ndarray, np.ndarray, str]:
+    """(probabilities N x labels, RAW_CLASSES targets N, backend description) of a loaded classify
+    bundle on ``samples``, each image as the viewer feeds it (its inset included)."""
+    from engine.backends import open_backend
+
+    loader = make_loader(samples, bundle.input_size, batch_size, workers, inset=bundle.inset)
     out_name = bundle.outputs["probabilities"]
     probs, targets = [], []
     with open_backend(bundle, backend) as be:
@@ -108,13 +124,7 @@ def evaluate_bundle(bundle_dir: Path, samples: Sequence[Sample], *, batch_size: 
             probs.append(np.asarray(be.run({bundle.input_name: nhwc})[out_name], np.float32))
             targets.append(y.numpy())
         desc = be.description
-    p = np.concatenate(probs)
-    t = np.concatenate(targets)
-    labels = list(bundle.labels)
-    # targets are RAW_CLASSES indices; the bundle's own label order may differ
-    t_b = np.array([labels.index(RAW_CLASSES[i]) for i in t])
-    info = {"model": f"bundle {bundle.name} ({desc})", "bundle": str(bundle.path)}
-    return metrics_from_probs(p, t_b, labels), info
+    return np.concatenate(probs), np.concatenate(targets), desc
 
 
 def is_bundle(path: Path) -> bool:

@@ -82,7 +82,8 @@ def _real_images(ckpt: dict[str, Any], images: Sequence[Path] | None, size: tupl
             source = f"held-out fold {cfg['fold']} of {cfg['data']}"
         except TrainError as err:
             log.warning("no real images for the parity check (%s); pass --images DIR", err)
-    batch = [load_model_input(p, size) for p in paths[:limit]]
+    inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
+    batch = [load_model_input(p, size, inset=inset) for p in paths[:limit]]
     if not batch:
         return np.zeros((0, *size, 3), np.uint8), source
     return np.stack(batch), source
@@ -143,6 +144,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
         bundle = write_bundle(
             out, name=bundle_name, task="classify", labels=labels, input_size=size, files=files,
             formats=formats, outputs={"probabilities": out_name}, trained=True,
+            inset=tuple(ckpt["inset"]) if ckpt.get("inset") else None,
             training={
                 "arch": arch, "display": f"{DISPLAY[arch]} {'w. raw' if len(ckpt['heads']) > 1 else 'raw'}",
                 "role": role or ROLES.get(arch, "fast"),

@@ -19,9 +19,10 @@ class HybridLoss(nn.Module):
     the paper's single-head baseline.
     """
 
-    def __init__(self, heads: Sequence[str]) -> None:
+    def __init__(self, heads: Sequence[str], label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.head_names = tuple(heads)
+        self.label_smoothing = float(label_smoothing)
         for name in self.head_names:
             self.register_buffer(f"lookup_{name}", torch.tensor(head_targets(name), dtype=torch.long),
                                  persistent=False)
@@ -30,6 +31,7 @@ class HybridLoss(nn.Module):
         return {n: getattr(self, f"lookup_{n}")[raw_targets] for n in self.head_names}
 
     def forward(self, outputs: dict[str, torch.Tensor], raw_targets: torch.Tensor):
-        per_head = {n: F.cross_entropy(outputs[n].float(), t) for n, t in self.targets(raw_targets).items()}
+        per_head = {n: F.cross_entropy(outputs[n].float(), t, label_smoothing=self.label_smoothing if self.training else 0.0)
+                    for n, t in self.targets(raw_targets).items()}
         total = torch.stack(list(per_head.values())).sum()
         return total, per_head

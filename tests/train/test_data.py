@@ -149,3 +149,57 @@ def test_training_input_is_the_engines_model_input(real_data, split_csv):
         xa, _ = aug_view[i]
         assert xa.dtype == torch.uint8 and xa.shape == (3, 224, 224)
     assert bordered >= 3  # Kvasir-SEG frames carry the processor's border
+
+
+# --------------------------------------------------------------------------------------------
+# several roots: the shared data's six lower-GI classes
+
+
+def shared_roots(data_dir: Path) -> list[Path]:
+    roots = [data_dir / "hyperkvasir-lower-gi" / "labeled-images", data_dir / "kvasir-seg",
+             data_dir / "hyperkvasir-ileum"]
+    if not roots[0].is_dir():
+        pytest.skip(f"the polyp-free HyperKvasir images are not in {data_dir}")
+    return roots
+
+
+def test_three_roots_combine_into_six_classes_on_the_official_split(data_dir, split_csv):
+    ds = load_dataset(shared_roots(data_dir), split_csv)
+    counts = {c: v for c, v in ds.counts().items() if sum(v.values())}
+    # the per-fold figures hyperkvasir-lower-gi/SOURCE.txt states, Kvasir-SEG's 500/500, the 9 ileum
+    assert counts == {"normal-cecum": {0: 198, 1: 202}, "bbps-2-3": {0: 177, 1: 142},
+                      "bbps-0-1": {0: 66, 1: 84}, "impacted-stool": {0: 65, 1: 66},
+                      "polyp": {0: 500, 1: 500}, "ileum": {0: 4, 1: 5}}
+    assert len(ds.samples) == 2009
+    polyp = [s for s in ds.samples if s.label == "polyp"]
+    assert all(s.path.parent.name == "images" for s in polyp)  # Kvasir-SEG's own files, mapped by id
+    assert "hyperkvasir-lower-gi" in format_counts(ds) or "2009" in format_counts(ds)
+
+
+def test_the_same_root_twice_is_refused(data_dir, split_csv):
+    roots = shared_roots(data_dir)
+    with pytest.raises(DataError, match="two data folders"):
+        load_dataset([roots[2], roots[2]], split_csv)
+
+
+def test_data_counts_command_takes_several_roots(data_dir, split_csv, capsys):
+    from train.cli import main
+
+    assert main(["data", "counts", "--data", *map(str, shared_roots(data_dir)), "--split-csv", str(split_csv)]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("all "))
+    assert line.split()[1:4] == ["1010", "999", "2009"]
+
+
+def test_decoded_arrays_blank_the_inset_in_image_and_field(data_dir, split_csv, tmp_path):
+    from engine.content_area import SCOPE_GUIDE_INSET, inset_pixels
+    from train.data import load_arrays
+
+    ds = load_dataset(shared_roots(data_dir)[1:], split_csv)
+    samples = [s for s in ds.samples if s.label == "polyp"][:5]
+    a = load_arrays(samples, (64, 64), inset=SCOPE_GUIDE_INSET, cache_dir=tmp_path)
+    x0, y0, x1, y1 = inset_pixels(SCOPE_GUIDE_INSET, (64, 64))
+    assert not a["images"][:, y0:y1, x0:x1].any() and not a["fields"][:, y0:y1, x0:x1].any()
+    assert a["images"][:, :y0].any() and list(a["labels"]) == [RAW_CLASSES.index("polyp")] * 5
+    again = load_arrays(samples, (64, 64), inset=SCOPE_GUIDE_INSET, cache_dir=tmp_path)  # from the cache
+    assert np.array_equal(again["images"], a["images"]) and len(list(tmp_path.glob("*.npz"))) == 1

@@ -56,6 +56,12 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, help="torch CPU threads (default: all CPUs)")
     c.add_argument("--limit", type=int, help="use only the first N images of each fold (short runs)")
     c.add_argument("--steps-per-epoch", type=int, help="cap the steps per epoch (short runs)")
+    c.add_argument("--negatives", type=Path, nargs="+", metavar="DIR",
+                   help="polyp-free image folders (HyperKvasir labeled-images layout or class folders; folds "
+                   "from the split file), trained as empty masks so the model learns what is not a polyp")
+    c.add_argument("--no-inset", dest="inset", action="store_false", default=None,
+                   help="keep the scope-guide inset (default: blacked out in every image)")
+    c.add_argument("--val-every", type=int, metavar="N", help="validate every N epochs and after the last (default 1)")
     c.add_argument("--split-csv", type=Path, help="official split file (default: found beside --data)")
     c.add_argument("--mapping-csv", type=Path, help="kvasirseg_to_hyperkvasir_uuid_by_bbox.csv")
     c.add_argument("--cache-dir", type=Path, help="where decoded images are cached (default RUN_DIR/data-cache)")
@@ -240,10 +246,19 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="backend CPU threads")
     p.add_argument("--device", help="instances bundles (Cascade Mask R-CNN): cpu or cuda (default: cuda when "
                    "available)")
+    p.add_argument("--negatives", type=Path, nargs="+", metavar="DIR",
+                   help="polyp-free images (folders, searched recursively; with --fold only that fold's, by "
+                   "the split file): adds image-level sensitivity, specificity, AUROC and false alarms per "
+                   "minute for the segmenter, the classifier and their combined verdict")
+    p.add_argument("--classifier", type=Path, metavar="BUNDLE",
+                   help="with --negatives: the classify bundle the viewer runs beside the segmenter")
+    p.add_argument("--roc", type=Path, metavar="PNG", help="with --negatives: where to draw the ROC curves "
+                   "(default: roc.png beside --out, else none)")
     p.add_argument("--out", type=Path, help="also write the metrics as JSON to this file")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help='print {"jaccard", "dice", "recall", "precision", '
-                   '"fps", "images", ...} as JSON')
+                   '"fps", "images", ...} as JSON; with --negatives also "sensitivity", "specificity", '
+                   '"auroc", "false_alarms_per_minute" and "by_model"')
     p.set_defaults(func=run_eval)
     return p
 
@@ -257,17 +272,46 @@ def run_eval(args: argparse.Namespace) -> int:
     pairs = find_pairs(args.images, args.masks, names)
     if args.limit:
         pairs = pairs[:args.limit]
+    if args.classifier is not None and not args.negatives:
+        raise TrainError("--classifier needs --negatives (image-level figures)")
+    progress = not args.no_progress and not args.json and sys.stderr.isatty()
     m = evaluate_bundle(args.bundle, pairs, backend=args.backend, threads=args.threads, device=args.device,
-                        progress=not args.no_progress and not args.json and sys.stderr.isatty())
+                        progress=progress)
     if args.fold is not None:
         m["fold"] = args.fold
+    detection = None
+    if args.negatives:
+        from . import detect_eval
+
+        negatives = detect_eval.image_files(args.negatives, _fold_file_names(args) if args.fold is not None else None)
+        detection = detect_eval.evaluate_detection(args.bundle, [p.image for p in pairs], negatives,
+                                                   classifier=args.classifier, backend=args.backend,
+                                                   threads=args.threads, progress=progress)
+        roc = args.roc or (args.out.with_name("roc.png") if args.out else None)
+        if roc is not None:
+            detection["roc_png"] = str(detect_eval.plot_roc(
+                detection, roc, title=f"{m['model']}" + (f" fold {args.fold}" if args.fold is not None else "")))
+        m.update(detect_eval.public(detection))
     if args.out:
         write_json(m, args.out)
     if args.json:
         print(json.dumps(m, indent=2))
     else:
         print(format_table(m, f"{m['model']}" + (f" fold {args.fold}" if args.fold is not None else "")))
+        if detection is not None:
+            print(detect_eval.format_detection(detection))
+            if detection.get("roc_png"):
+                print(f"ROC curves: {detection['roc_png']}")
     return 0
+
+
+def _fold_file_names(args: argparse.Namespace) -> set[str]:
+    """File names of --fold's images in the split file (for the polyp-free images)."""
+    from ..data import read_split
+    from .data import SPLIT_CANDIDATES, _find
+
+    split = args.split_csv or _find(Path(args.images).expanduser().parent, None, SPLIT_CANDIDATES, "official split file")
+    return {name for name, row in read_split(split).items() if row.fold == args.fold}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,12 @@ class SegTrainConfig:
     mapping_csv: str | None = None
     cache_dir: str | None = None
     progress: bool = True
+    #: polyp-free image folders (HyperKvasir labeled-images layout or class folders, folds from the
+    #: split file) trained as empty masks beside Kvasir-SEG
+    negatives: list[str] | None = None
+    #: black out the scope-guide inset (engine.content_area.SCOPE_GUIDE_INSET) in every image
+    inset: bool = True
+    val_every: int = 1  # validate every N epochs (and after the last)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.content_area import detect_content_area, model_input
+from engine.content_area import blank_inset, detect_content_area, model_input
 from engine.types import ContentArea
 
 from ..data import read_bgr, read_split
@@ -45,11 +45,15 @@ SPLIT_CANDIDATES = (SPLIT_NAME, f"../hyperkvasir-official-splits/official_splits
 
 @dataclass(frozen=True)
 class SegSample:
-    name: str  # Kvasir-SEG name (file stem)
+    name: str  # Kvasir-SEG name (file stem), or the image's file stem for a negative
     image: Path
-    mask: Path
+    mask: Path | None  # None: a polyp-free image (an empty mask)
     fold: int
     uuid: str  # HyperKvasir id
+
+    @property
+    def negative(self) -> bool:
+        return self.mask is None
 
 
 def _find(root: Path, given: str | os.PathLike[str] | None, candidates: Sequence[str], what: str) -> Path:
@@ -112,6 +116,20 @@ def load_kvasir_seg(root: str | os.PathLike[str], *, split_csv: str | os.PathLik
     return samples
 
 
+def load_negatives(roots: Sequence[str | os.PathLike[str]], split_csv: str | os.PathLike[str]) -> list[SegSample]:
+    """Polyp-free images (HyperKvasir labeled-images folders or class folders, matched with the
+    official split file for their folds) as samples with an empty mask. A polyp image among them
+    (class "polyp" or one of the dyed-polyp classes) is a DataError: it has no mask here."""
+    from ..data import load_dataset
+
+    ds = load_dataset(list(roots), split_csv)
+    bad = [s for s in ds.samples if s.label in ("polyp", "dyed-lifted-polyps")]
+    if bad:
+        raise DataError(f"--negatives holds {len(bad)} polyp images (e.g. {bad[0].path}); negatives must "
+                        "be polyp-free")
+    return [SegSample(s.path.stem, s.path, None, s.fold, s.path.stem) for s in ds.samples]
+
+
 def fold_counts(samples: Sequence[SegSample]) -> dict[int, int]:
     return dict(sorted(Counter(s.fold for s in samples).items()))
 
@@ -133,39 +151,51 @@ def field_mask(area: ContentArea, size: tuple[int, int]) -> np.ndarray:
     return model_input(white, area, size, mask=True)[..., 0] > 0
 
 
-def mask_to_model(mask: np.ndarray, area: ContentArea, size: tuple[int, int]) -> np.ndarray:
-    """A frame-sized bool mask through the same crop, resize and border masking as the image."""
+def mask_to_model(mask: np.ndarray, area: ContentArea, size: tuple[int, int],
+                  inset: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """A frame-sized bool mask through the same crop, resize, border masking (and inset) as the image."""
     grey = mask.astype(np.uint8) * 255
-    return model_input(cv2.merge([grey, grey, grey]), area, size, mask=True)[..., 0] >= MASK_THRESHOLD
+    return model_input(cv2.merge([grey, grey, grey]), area, size, mask=True, inset=inset)[..., 0] >= MASK_THRESHOLD
 
 
-def load_pair(sample: SegSample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(RGB model input H x W x 3 uint8, polyp mask H x W bool, field mask H x W bool)."""
+def load_pair(sample: SegSample, size: tuple[int, int], inset: tuple[float, float, float, float] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB model input H x W x 3 uint8, polyp mask H x W bool, field mask H x W bool).
+
+    With ``inset`` (:data:`engine.content_area.SCOPE_GUIDE_INSET`) that box is black in the image
+    and False in both masks: the model never sees it and is never asked about it.
+    """
     bgr = read_bgr(sample.image)
+    area = detect_content_area(bgr)
+    field = blank_inset(field_mask(area, size), inset)
+    if sample.mask is None:
+        return model_input(bgr, area, size, mask=True, inset=inset), np.zeros(size, bool), field
     mask = read_mask(sample.mask)
     if mask.shape != bgr.shape[:2]:
         raise DataError(f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]} but {sample.image} is "
                         f"{bgr.shape[1]}x{bgr.shape[0]}")
-    area = detect_content_area(bgr)
-    return model_input(bgr, area, size, mask=True), mask_to_model(mask, area, size), field_mask(area, size)
+    return (model_input(bgr, area, size, mask=True, inset=inset), mask_to_model(mask, area, size, inset),
+            field)
 
 
-def cache_key(samples: Sequence[SegSample], size: tuple[int, int]) -> str:
-    h = hashlib.sha256(f"{size}".encode())
+def cache_key(samples: Sequence[SegSample], size: tuple[int, int],
+              inset: tuple[float, float, float, float] | None = None) -> str:
+    h = hashlib.sha256(f"{size}{'' if inset is None else inset}".encode())
     for s in samples:
         st = s.image.stat()
-        h.update(f"{s.name}:{s.fold}:{st.st_size}:{int(st.st_mtime)}".encode())
+        h.update(f"{s.name}:{s.fold}:{st.st_size}:{int(st.st_mtime)}{'' if s.mask else ':negative'}".encode())
     return h.hexdigest()[:16]
 
 
 def load_arrays(samples: Sequence[SegSample], size: tuple[int, int], *, cache_dir: Path | None = None,
-                progress: bool = False) -> dict[str, np.ndarray]:
+                progress: bool = False, inset: tuple[float, float, float, float] | None = None
+                ) -> dict[str, np.ndarray]:
     """All samples as arrays: images N x H x W x 3 uint8, masks / fields N x H x W uint8 (0/1).
 
     1,000 images at 256 px are 200 MB: the trainer keeps them in memory. With ``cache_dir`` the
     arrays are saved there (keyed by the files and the size) and loaded next time.
     """
-    key = cache_key(samples, size)
+    key = cache_key(samples, size, inset)
     path = cache_dir / f"kvasir-seg-{size[0]}x{size[1]}-{key}.npz" if cache_dir else None
     if path is not None and path.is_file():
         with np.load(path) as z:
@@ -179,7 +209,7 @@ def load_arrays(samples: Sequence[SegSample], size: tuple[int, int], *, cache_di
 
         it = tqdm(it, desc=f"decode {size[0]}x{size[1]}", unit="img", leave=False)
     for i in it:
-        img, m, f = load_pair(samples[i], size)
+        img, m, f = load_pair(samples[i], size, inset)
         out["images"][i], out["masks"][i], out["fields"][i] = img, m, f
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,7 +129,7 @@ def _segmenter(seg: Segmenter):
 
     def predict(bgr: np.ndarray) -> tuple[np.ndarray, float]:
         area = detect_content_area(bgr)
-        result = seg.segment(model_input(bgr, area, seg.input_size), area)
+        result = seg.segment(model_input(bgr, area, seg.input_size, inset=seg.bundle.inset), area)
         return result.mask, result.latency_ms
 
     return predict, {"input_size": list(seg.input_size), "threshold": seg.threshold}

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from engine.bundle import Bundle, write_bundle
+from engine.content_area import SCOPE_GUIDE_INSET
 
 from ..errors import TrainError
 from ..models import count_parameters
 from ..onnx_check import export_checked, median_ms, parity_line, torch_run
-from .data import load_kvasir_seg, load_pair
+from .data import load_arrays, load_kvasir_seg, load_negatives, load_pair
 from .models import SegWithPreprocessing
 from .trainer import BEST, LAST, load_checkpoint, model_from_checkpoint
 
@@ -54,6 +55,30 @@ class SegExportReport:
         ]
 
 
+def _fit_presence(model: torch.nn.Module, ckpt: dict[str, Any], size: tuple[int, int]) -> dict[str, Any] | None:
+    """The image-level rule (train/seg/presence.py) on the run's training fold; None without negatives."""
+    from engine.segmenter import DEFAULT_THRESHOLD
+
+    from . import presence
+    from .trainer import _split, _split_file_beside, predict
+
+    cfg = ckpt["config"]
+    if not cfg.get("negatives"):
+        return None
+    inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
+    samples = load_kvasir_seg(cfg["data"], split_csv=cfg.get("split_csv"), mapping_csv=cfg.get("mapping_csv"))
+    negatives = load_negatives(cfg["negatives"], cfg.get("split_csv") or _split_file_beside(cfg["data"]))
+    train = _split(samples, cfg["fold"], cfg.get("limit", 0))[0] + _split(negatives, cfg["fold"], cfg.get("limit", 0))[0]
+    cache = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else Path(ckpt["path"]).parent / "data-cache"
+    arrays = load_arrays(train, size, cache_dir=cache, inset=inset)
+    s = presence.scores(predict(model, arrays["images"]), DEFAULT_THRESHOLD)
+    fitted = presence.fit(s, np.array([not t.negative for t in train]))
+    log.info("presence rule fitted on the training fold (%d images): peak >= %.2f and area >= %.3f "
+             "(sensitivity %.3f, specificity %.3f there)", len(train), fitted["min_peak"], fitted["min_area"],
+             fitted["sensitivity"], fitted["specificity"])
+    return {**fitted, "fitted_on": f"training fold (all but split-index {cfg['fold']}): {len(train)} images"}
+
+
 def _real_inputs(cfg: dict[str, Any], size: tuple[int, int], limit: int) -> tuple[np.ndarray, str]:
     try:
         samples = [s for s in load_kvasir_seg(cfg["data"], split_csv=cfg.get("split_csv"),
@@ -62,7 +87,8 @@ def _real_inputs(cfg: dict[str, Any], size: tuple[int, int], limit: int) -> tupl
         log.warning("no real images for the parity check (%s)", err)
         return np.zeros((0, *size, 3), np.uint8), "none"
     step = max(1, len(samples) // max(1, limit))
-    batch = [load_pair(s, size)[0] for s in samples[::step][:limit]]
+    inset = SCOPE_GUIDE_INSET if cfg.get("inset") else None
+    batch = [load_pair(s, size, inset)[0] for s in samples[::step][:limit]]
     return (np.stack(batch) if batch else np.zeros((0, *size, 3), np.uint8)), f"held-out fold {cfg['fold']} of {cfg['data']}"
 
 
@@ -112,14 +138,18 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
             files["model.torchscript.pt"] = ts_path
             formats["torchscript"] = "model.torchscript.pt"
         n_params = count_parameters(model)
+        rule = _fit_presence(model, ckpt, size)
+        inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
         bundle = write_bundle(
             out, name=name or f"polyp-{cfg['arch']}{cfg.get('width', '') if cfg['arch'] == 'unet' else ''}-"
                               f"{s}-kvasir-seg-heldout{cfg['fold']}",
             task="segment", labels=["polyp"], input_size=size, files=files, formats=formats,
-            outputs={"mask": OUTPUT}, trained=True,
+            outputs={"mask": OUTPUT}, trained=True, inset=inset,
+            extra={"presence": {"min_peak": rule["min_peak"], "min_area": rule["min_area"]}} if rule else None,
             training={
-                "arch": cfg["arch"], "width": cfg.get("width"), "role": "fast", "data": "Kvasir-SEG",
-                "data_dir": cfg["data"], "split": "HyperKvasir official 2-fold (via kvasirseg_to_hyperkvasir_uuid_by_bbox.csv)",
+                "arch": cfg["arch"], "width": cfg.get("width"), "role": "fast",
+                "data": "Kvasir-SEG" + (" + polyp-free HyperKvasir images as empty masks" if cfg.get("negatives") else ""),
+                "data_dir": cfg["data"], "negatives": cfg.get("negatives"), "split": "HyperKvasir official 2-fold (via kvasirseg_to_hyperkvasir_uuid_by_bbox.csv)",
                 "heldout_fold": cfg["fold"], "trained_on_folds": "all but " + str(cfg["fold"]),
                 "epochs": ckpt["epoch"], "epochs_planned": cfg["epochs"], "weights": "random initialisation",
                 "weights_exported": f"EMA (decay {cfg['ema']}) of epoch {ckpt['epoch']} ({checkpoint})",
@@ -133,6 +163,7 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
                                        "iou": epoch_row.get("val_iou"), "epoch": ckpt["epoch"],
                                        "note": "per image at the model's size, threshold 0.5, averaged"},
                 "best_heldout_dice": best_row.get("val_dice"),
+                **({"presence_fit": rule} if rule else {}),
                 "parity": parity, "cpu_latency_ms": latency, "parameters": n_params,
             },
             notes="Real-time polyp segmenter trained from RANDOM INITIALISATION on Kvasir-SEG. "

@@ -44,6 +44,8 @@ SPLIT = ("official HyperKvasir 2-fold split (2_fold_split.csv, Kvasir-SEG names 
 #: manifest keys that engine.bundle.write_bundle writes; anything else would be lost in the copy
 BUNDLE_KEYS = {"format", "name", "task", "labels", "input", "outputs", "files", "formats", "trained",
                "training", "metrics", "created", "notes"}
+#: further manifest keys the viewer reads, carried as they are (or replaced through ``extra``)
+CARRIED_KEYS = ("presence", "operating_point")
 #: config fields that never change what a run computes (left out of the reproducing command)
 NOT_RECIPE = {"data", "out", "fold", "threads", "cache_dir", "progress", "split_csv", "mapping_csv"}
 
@@ -188,19 +190,23 @@ def _evaluate(bundle_dir: Path, samples, fold: int, data: Path, *, limit: int | 
     return evaluate_bundle(bundle_dir, pairs, threads=threads, progress=progress)
 
 
-def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict, notes: str, force: bool):
-    """``src`` (a loaded Bundle) written again to ``out`` with the same model files and new manifest fields."""
+def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict, notes: str, force: bool,
+             extra: dict | None = None):
+    """``src`` (a loaded Bundle) written again to ``out`` with the same model files, input (inset
+    included) and viewer keys (presence rule, operating point), and new manifest fields."""
     from engine.bundle import write_bundle
 
     m = src.manifest
-    unknown = sorted(set(m) - BUNDLE_KEYS)
+    unknown = sorted(set(m) - BUNDLE_KEYS - set(CARRIED_KEYS))
     if unknown:
         raise TrainError(f"the exported manifest has fields {unknown} that the ship step would drop; "
                          "teach train/seg/ship.py to carry them")
+    carried = {k: m[k] for k in CARRIED_KEYS if k in m} | dict(extra or {})
     return write_bundle(out, name=name or src.name, task=src.task, labels=list(src.labels),
                         input_size=src.input_size, files={rel: src.path / rel for rel in src.files},
                         formats=src.formats, outputs=src.outputs, trained=src.trained, training=training,
-                        metrics=metrics, notes=notes, input_name=src.input_name, force=force)
+                        metrics=metrics, notes=notes, input_name=src.input_name, inset=src.inset,
+                        extra=carried, force=force)
 
 
 def json_safe(value: Any) -> Any:

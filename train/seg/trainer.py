@@ -35,10 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.content_area import SCOPE_GUIDE_INSET
+
+from ..augment import batch_augment as augment
 from ..errors import TrainError
 from ..models import count_parameters, normalize
 from ..trainer import RunLog, write_csv
-from .data import SegSample, fold_counts, load_arrays, load_kvasir_seg
+from .data import (SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg,
+                   load_negatives)
 from .config import SegTrainConfig, check_fixed_on_resume
 from .models import HEAD, build_segmenter
 
@@ -48,7 +52,7 @@ FORMAT = "endoview-seg-checkpoint/1"
 LAST = "checkpoint-last.pt"
 BEST = "checkpoint-best.pt"
 #: What must not change when a run is resumed.
-FIXED_ON_RESUME = ("arch", "width", "image_size", "fold", "data", "seed", "limit")
+FIXED_ON_RESUME = ("arch", "width", "image_size", "fold", "data", "seed", "limit", "negatives", "inset")
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,50 +75,6 @@ def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     if ps + gs == 0:
         return 1.0, 1.0
     return 2 * inter / (ps + gs), inter / (ps + gs - inter)
-
-
-def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g)
-
-
-def augment(images: torch.Tensor, masks: torch.Tensor, fields: torch.Tensor,
-            g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch (uint8 N x H x W x 3, uint8 N x H x W, uint8 N x H x W) -> (float NCHW 0..255, float N1HW).
-
-    Every draw comes from ``g``: the same generator state gives the same batch.
-    """
-    n = images.shape[0]
-    x = images.permute(0, 3, 1, 2).float()
-    y = torch.cat([masks[:, None].float(), fields[:, None].float()], 1)
-    # flips and 90-degree turns (the field is square-resized, the scope has no up)
-    flip_h = torch.rand(n, generator=g) < 0.5
-    flip_v = torch.rand(n, generator=g) < 0.5
-    turn = torch.rand(n, generator=g) < 0.5
-    x[flip_h], y[flip_h] = x[flip_h].flip(-1), y[flip_h].flip(-1)
-    x[flip_v], y[flip_v] = x[flip_v].flip(-2), y[flip_v].flip(-2)
-    x[turn], y[turn] = x[turn].transpose(-1, -2), y[turn].transpose(-1, -2)
-    # random affine (applied to 80 % of the batch): scale, rotation, shift
-    on = (torch.rand(n, generator=g) < 0.8).float()
-    scale = torch.exp(_uniform(g, n, math.log(0.75), math.log(1.3)) * on)
-    angle = _uniform(g, n, -math.pi / 6, math.pi / 6) * on
-    shift = (torch.rand(n, 2, generator=g) * 0.3 - 0.15) * on[:, None]
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mask, field = (y[:, :1] > 0.5).float(), (y[:, 1:] > 0.5).float()
-    # photometric: brightness, contrast, saturation, colour cast, gamma
-    x = x / 255.0
-    x = x * _uniform(g, n, 0.7, 1.3).view(n, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * _uniform(g, n, 0.7, 1.3).view(n, 1, 1, 1) + mean
-    grey = x.mean(1, keepdim=True)
-    x = (x - grey) * _uniform(g, n, 0.7, 1.3).view(n, 1, 1, 1) + grey
-    x = x + (torch.rand(n, 3, 1, 1, generator=g) * 0.12 - 0.06)
-    x = x.clamp(0, 1) ** torch.exp(_uniform(g, n, -0.3, 0.3)).view(n, 1, 1, 1)
-    x = (x * 255.0).clamp(0, 255) * field  # black outside the field, as at inference
-    return x, mask
 
 
 def lr_at(cfg: SegTrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -140,11 +100,20 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32) ->
 
 
 def validate(model: torch.nn.Module, arrays: dict[str, np.ndarray], threshold: float = 0.5) -> dict[str, float]:
+    """Dice and IoU on the polyp images (per image, averaged); with polyp-free images among them,
+    also the image-level sensitivity and specificity of "any pixel over the threshold"."""
+    from engine.segmenter import presence_scores
+
     probs = predict(model, arrays["images"])
-    scores = np.array([dice_iou(p >= threshold, m > 0) for p, m in zip(probs, arrays["masks"])])
-    if not len(scores):
-        return {"val_dice": float("nan"), "val_iou": float("nan")}
-    return {"val_dice": float(scores[:, 0].mean()), "val_iou": float(scores[:, 1].mean())}
+    polyp = arrays["masks"].reshape(len(probs), -1).any(1) if len(probs) else np.zeros(0, bool)
+    scores = np.array([dice_iou(p >= threshold, m > 0) for p, m, k in zip(probs, arrays["masks"], polyp) if k])
+    out = {"val_dice": float(scores[:, 0].mean()) if len(scores) else float("nan"),
+           "val_iou": float(scores[:, 1].mean()) if len(scores) else float("nan")}
+    if len(probs) and not polyp.all():
+        said = np.array([presence_scores(p, threshold)[1] > 0 for p in probs])
+        out["val_sensitivity"] = float(said[polyp].mean()) if polyp.any() else float("nan")
+        out["val_specificity"] = float((~said[~polyp]).mean())
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +165,13 @@ def _split(samples: list[SegSample], fold: int, limit: int) -> tuple[list[SegSam
     return train, val
 
 
+def _split_file_beside(data: str) -> Path:
+    base = Path(data).expanduser()
+    if (base / "kvasir-seg" / "images").is_dir():
+        base = base / "kvasir-seg"
+    return _find(base, None, SPLIT_CANDIDATES, "official split file")
+
+
 def train_segmenter(cfg: SegTrainConfig, *, resume: bool = False, force: bool = False,
                     stop_after: int | None = None) -> dict[str, Any]:
     """Train (or continue) one run; returns the summary (also written to summary.json).
@@ -230,14 +206,22 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     samples = load_kvasir_seg(cfg.data, split_csv=cfg.split_csv, mapping_csv=cfg.mapping_csv)
     train_s, val_s = _split(samples, cfg.fold, cfg.limit)
+    negatives = []
+    if cfg.negatives:
+        split = cfg.split_csv or _split_file_beside(cfg.data)
+        negatives = load_negatives(cfg.negatives, split)
+        neg_train, neg_val = _split(negatives, cfg.fold, cfg.limit)
+        train_s, val_s = train_s + neg_train, val_s + neg_val
     size = (cfg.image_size, cfg.image_size)
+    inset = SCOPE_GUIDE_INSET if cfg.inset else None
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else out / "data-cache"
     t0 = time.perf_counter()
-    train_a = load_arrays(train_s, size, cache_dir=cache, progress=cfg.progress)
-    val_a = load_arrays(val_s, size, cache_dir=cache, progress=cfg.progress)
-    log.info("Kvasir-SEG %s: folds %s; training on %d images, validating on fold %d (%d images) at "
-             "%dx%d; decoded in %.1f s", cfg.data, fold_counts(samples), len(train_s), cfg.fold,
-             len(val_s), *size, time.perf_counter() - t0)
+    train_a = load_arrays(train_s, size, cache_dir=cache, progress=cfg.progress, inset=inset)
+    val_a = load_arrays(val_s, size, cache_dir=cache, progress=cfg.progress, inset=inset)
+    log.info("Kvasir-SEG %s: folds %s; %d polyp-free images (folds %s); training on %d images, validating "
+             "on fold %d (%d images) at %dx%d, scope-guide inset %s; decoded in %.1f s", cfg.data,
+             fold_counts(samples), len(negatives), fold_counts(negatives), len(train_s), cfg.fold, len(val_s),
+             *size, "blacked out" if inset else "kept", time.perf_counter() - t0)
 
     torch.manual_seed(cfg.seed)
     model = build_segmenter(cfg.arch, cfg.width)
@@ -285,7 +269,7 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x, y = augment(images_t[idx], masks_t[idx], fields_t[idx], g)
+            x, y = augment(images_t[idx], masks_t[idx], fields_t[idx], g, inset=inset)
             x = normalize(x)
             loss = dice_bce_loss(model(x)[HEAD], y, cfg.bce_weight)
             opt.zero_grad(set_to_none=True)
@@ -302,23 +286,31 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
             bar.set_postfix(loss=f"{total / (i + 1):.4f}", lr=f"{lr:.2e}")
         bar.close()
         train_s_ = time.perf_counter() - t_epoch
-        metrics = validate(ema, val_a)
+        validated = (epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs
+        metrics = validate(ema, val_a) if validated else {"val_dice": float("nan"), "val_iou": float("nan")}
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / steps, **metrics,
                "train_s": round(train_s_, 1), "val_s": round(time.perf_counter() - t_epoch - train_s_, 1)}
         history.append(row)
-        improved = metrics["val_dice"] > best
+        improved = validated and metrics["val_dice"] > best
         best = max(best, metrics["val_dice"])
         payload = {"config": cfg.to_dict(), "epoch": epoch + 1, "model": model.state_dict(),
                    "ema": ema.state_dict(), "optimizer": opt.state_dict(), "history": history,
                    "best_dice": best, "steps_per_epoch": steps,
-                   "train_images": [s.name for s in train_s], "val_images": [s.name for s in val_s]}
+                   "train_images": [s.name for s in train_s], "val_images": [s.name for s in val_s],
+                   "inset": list(inset) if inset else None}
         save_checkpoint(out / LAST, payload)
         if improved:
             shutil.copyfile(out / LAST, out / BEST)
         write_csv(out / "log.csv", history)
-        log.info("epoch %d/%d: loss %.4f, val Dice %.4f, IoU %.4f (best %.4f), lr %.2e, %.0f s + %.0f s",
-                 epoch + 1, cfg.epochs, row["train_loss"], metrics["val_dice"], metrics["val_iou"], best, lr,
-                 row["train_s"], row["val_s"])
+        if not validated:
+            log.info("epoch %d/%d: loss %.4f, lr %.2e, %.0f s (validated every %d epochs)", epoch + 1, cfg.epochs,
+                     row["train_loss"], lr, row["train_s"], cfg.val_every)
+        else:
+            log.info("epoch %d/%d: loss %.4f, val Dice %.4f, IoU %.4f (best %.4f)%s, lr %.2e, %.0f s + %.0f s",
+                     epoch + 1, cfg.epochs, row["train_loss"], metrics["val_dice"], metrics["val_iou"], best,
+                     f", image-level sensitivity {metrics['val_sensitivity']:.3f} specificity "
+                     f"{metrics['val_specificity']:.3f}" if "val_specificity" in metrics else "", lr,
+                     row["train_s"], row["val_s"])
     summary = {"run": str(out), "arch": cfg.arch, "width": cfg.width, "image_size": cfg.image_size,
                "fold": cfg.fold, "epochs": len(history), "best_val_dice": best,
                "last": history[-1] if history else None, "parameters": count_parameters(model),
