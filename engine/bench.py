@@ -28,7 +28,7 @@ from .writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("decode", "crop", "resize", "inference", "overlay", "encode")
+STAGES = ("decode", "crop", "resize", "inference", "classifier", "segmenter", "overlay", "encode")
 EXPORT_PRESET = "ultrafast"  # annotate's default, used by the naive loop too (same encoder work)
 
 
@@ -121,8 +121,9 @@ def run_bench(config: Config, input_path: Path | None = None, *, frames: int = 3
             info = source.info
         say("annotate (pipelined)")
         with open_source(input_path) as source, open_analyzer(config) as analyzer:
-            model = analyzer.model.name if analyzer.model else None
-            backend = analyzer.model.backend.description if analyzer.model else None
+            models = [m for m in (analyzer.classifier, analyzer.segmenter) if m is not None]
+            model = " + ".join(m.name for m in models) or None
+            backend = " + ".join(dict.fromkeys(m.backend.description for m in models)) or None
             report = annotate(source, tmp / "annotated.mp4", analyzer, overlay=make_overlay(config),
                               force=True, preset=EXPORT_PRESET)
         say("naive sequential loop")

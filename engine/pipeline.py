@@ -64,7 +64,8 @@ class Analyzer:
     """Content area -> model input -> classifier and/or segmenter for one frame, with timings.
 
     ``classifier`` and ``segmenter`` may be None (both None: passthrough, content area only).
-    With both, each gets its own model input (their sizes may differ) and "inference" is the sum.
+    With both, each gets its own model input (their sizes may differ), "inference" is the sum and
+    "classifier" / "segmenter" time each model.
     Not thread-safe: one Analyzer per analysis thread.
     """
 
@@ -99,7 +100,7 @@ class Analyzer:
             x = inputs[key] = model_input(frame.image, area, key[0], inset=key[1])
             timings["resize"] = _ms(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
-            timings["inference"] = prediction.latency_ms
+            timings["inference"] = timings["classifier"] = prediction.latency_ms
         if self.segmenter is not None:
             t0 = time.perf_counter()
             key = (self.segmenter.input_size, self.segmenter.bundle.inset)
@@ -110,6 +111,7 @@ class Analyzer:
             t0 = time.perf_counter()
             segmentation = self.segmenter.segment(x, area, smooth=self.smooth)
             timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms
+            timings["segmenter"] = segmentation.latency_ms
             timings["mask"] = _ms(t0) - segmentation.latency_ms
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
                              untrained=self.untrained, fps=self._meter.tick(),

@@ -44,6 +44,8 @@ log = logging.getLogger("train.ship")
 TABLE1 = ("macro_precision", "macro_recall", "macro_f1", "micro_precision", "micro_recall", "micro_f1", "mcc")
 #: what a path under the data root becomes in a manifest
 DATA_ROOT_VAR = "$ENDOVIEW_DATA"
+#: the checkout (paths inside it are written relative to it)
+REPO = Path(__file__).resolve().parent.parent
 #: candidate operating points (probability of the polyp classes)
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 
@@ -51,7 +53,7 @@ THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 def portable(value: Any, prefixes: dict[str, str]) -> Any:
     """``value`` with every string that starts with one of ``prefixes`` rewritten (longest first)."""
     if isinstance(value, str):
-        for prefix in sorted(prefixes, key=len, reverse=True):
+        for prefix in sorted((p for p in prefixes if p.strip("/")), key=len, reverse=True):
             if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
                 return prefixes[prefix] + value[len(prefix.rstrip("/")):]
             if prefix in value:  # inside a command line
@@ -197,9 +199,7 @@ def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path |
         cfg = a["config"]
         data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
         root = data_root(data)
-        prefixes = {root: DATA_ROOT_VAR, str(Path(a["run"]).parent): "runs"}
-        if figures is not None:
-            prefixes[str(Path(figures).resolve().parent.parent)] = "."
+        prefixes = {root: DATA_ROOT_VAR, str(Path(a["run"]).parent): "runs", str(REPO): "."}
         src = __import__("engine.bundle", fromlist=["load_bundle"]).load_bundle(a["bundle"])
 
         def fold_row(r):

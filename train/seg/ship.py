@@ -47,7 +47,7 @@ BUNDLE_KEYS = {"format", "name", "task", "labels", "input", "outputs", "files", 
 #: further manifest keys the viewer reads, carried as they are (or replaced through ``extra``)
 CARRIED_KEYS = ("presence", "operating_point")
 #: config fields that never change what a run computes (left out of the reproducing command)
-NOT_RECIPE = {"data", "out", "fold", "threads", "cache_dir", "progress", "split_csv", "mapping_csv"}
+NOT_RECIPE = {"data", "out", "fold", "threads", "cache_dir", "progress", "split_csv", "mapping_csv", "val_every"}
 
 
 @dataclass
@@ -127,7 +127,12 @@ def train_command(run: Run) -> str:
     for key, value in cfg.items():
         if key in NOT_RECIPE or key not in defaults or (key not in always and value == defaults[key]):
             continue
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        if isinstance(value, bool):
+            argv += [] if value else [f"--no-{key.replace('_', '-')}"]
+        elif isinstance(value, list):
+            argv += [f"--{key.replace('_', '-')}", *map(str, value)]
+        else:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
     for key in ("split_csv", "mapping_csv"):
         if cfg.get(key):
             argv += [f"--{key.replace('_', '-')}", str(cfg[key])]
@@ -139,12 +144,15 @@ def _check_runs(a: Run, b: Run, allow_unfinished: bool) -> list[str]:
         raise TrainError(f"both runs hold out fold {a.heldout}; run B must hold out the fold run A trained on")
     if {a.heldout, b.heldout} != {0, 1}:
         raise TrainError(f"the runs hold out folds {a.heldout} and {b.heldout}; the official split has folds 0 and 1")
-    recipe = ("arch", "width", "image_size", "epochs")
+    recipe = ("arch", "width", "image_size", "negatives", "inset")
     differ = [k for k in recipe if a.config.get(k) != b.config.get(k)]
     if differ:
         raise TrainError("run A and run B differ in " + ", ".join(
             f"{k} ({a.config.get(k)} vs {b.config.get(k)})" for k in differ) + "; the 2-fold mean needs one recipe")
     warnings = []
+    if a.config.get("epochs") != b.config.get("epochs"):
+        warnings.append(f"run B trained {b.config.get('epochs')} epochs, run A {a.config.get('epochs')}: the "
+                        "2-fold mean mixes two training lengths")
     for tag, r in (("A", a), ("B", b)):
         if not r.finished:
             msg = f"run {tag} ({r.path}) has trained {r.epochs_done} of {r.config['epochs']} epochs"
@@ -188,6 +196,25 @@ def _evaluate(bundle_dir: Path, samples, fold: int, data: Path, *, limit: int | 
         pairs = pairs[:limit]
     log.info("evaluating %s on held-out fold %d (%d images, full resolution)", bundle_dir.name, fold, len(pairs))
     return evaluate_bundle(bundle_dir, pairs, threads=threads, progress=progress)
+
+
+def _image_level(bundle_dir: Path, samples, run: Run, kvasir: Path, split_csv, *, limit: int | None,
+                 threads: int | None) -> dict[str, Any]:
+    """Image-level figures on the held-out fold: its polyp images and its polyp-free images."""
+    from .data import load_negatives
+    from .detect_eval import evaluate_detection, public
+    from .trainer import _split_file_beside
+
+    negatives = [n.image for n in load_negatives(run.config["negatives"], split_csv or _split_file_beside(str(kvasir)))
+                 if n.fold == run.heldout]
+    polyps = [s.image for s in samples if s.fold == run.heldout]
+    if limit:
+        negatives, polyps = negatives[:limit], polyps[:limit]
+    log.info("image level: %d polyp and %d polyp-free images of held-out fold %d", len(polyps), len(negatives),
+             run.heldout)
+    r = public(evaluate_detection(bundle_dir, polyps, negatives, threads=threads))
+    return {k: r[k] for k in ("sensitivity", "specificity", "auroc", "false_alarms_per_minute",
+                              "polyp_images", "negative_images")}
 
 
 def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict, notes: str, force: bool,
@@ -267,7 +294,11 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
             m = _evaluate(rep.bundle.path, samples, run.heldout, kvasir, limit=limit, threads=threads,
                           progress=progress)
             reports[tag] = rep
-            folds.append(_fold_figures(m, run, rep, shipped=tag == "A"))
+            row = _fold_figures(m, run, rep, shipped=tag == "A")
+            if run.config.get("negatives"):
+                row["image_level"] = _image_level(rep.bundle.path, samples, run, kvasir, split_csv,
+                                                  limit=limit, threads=threads)
+            folds.append(row)
         folds.sort(key=lambda f: not f["shipped"])
         mean = {k: sum(f[k] for f in folds) / len(folds) for k in (*METRICS, *SPEED)}
         command = ship_command(a.path, b.path, target.resolve(), data=data and Path(data).resolve(),
@@ -284,6 +315,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
             trained_on_folds=str(1 - a.heldout), seed=a.config.get("seed"), epochs_trained=a.epochs_done,
             wall_time_s=a.wall_time_s,
             dataset={"name": "Kvasir-SEG", "folder": kvasir.name, "path": str(kvasir.resolve()),
+                     "negatives": a.config.get("negatives"),
                      "images": len(samples), "images_per_fold": {str(k): n for k, n in per_fold.items()},
                      "split": SPLIT},
             runs=[_run_summary(a, shipped=True), _run_summary(b, shipped=False)],
@@ -309,8 +341,13 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
                  f"Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}"
                  + (f" (first {limit} images of each fold only)" if limit else "")
                  + ". Research use only, not a diagnostic device.")
-        bundle = rebundle(src, target, name=name, training=json_safe(training), metrics=json_safe(metrics),
-                          notes=notes, force=force)
+        from ..ship import DATA_ROOT_VAR, REPO, data_root, portable
+
+        prefixes = {data_root([str(kvasir), *a.config.get("negatives", [])]): DATA_ROOT_VAR,
+                    str(a.path.parent): "runs", str(b.path.parent): "runs",
+                    str(REPO): "."}
+        bundle = rebundle(src, target, name=name, training=json_safe(portable(training, prefixes)),
+                          metrics=json_safe(portable(metrics, prefixes)), notes=notes, force=force)
     return ShipReport(bundle, folds, mean, command, warnings)
 
 
