@@ -281,5 +281,9 @@ def test_strip_colours_for_classifier_classes():
     from app.widgets import strip_colors
     from engine.overlay import class_color
 
-    assert strip_colors(("normal", "polyp", "other")) == [class_color(i) for i in range(3)]
-    assert strip_colors(("a", "polyp")) == [class_color(0), class_color(1)]
+    from engine.overlay import SEG_COLOR
+
+    # "polyp" (the frame's verdict) in the mask's colour, whatever its index; the others their own
+    assert strip_colors(("normal", "polyp", "other")) == [class_color(0), SEG_COLOR, class_color(2)]
+    assert strip_colors(("a", "b")) == [class_color(0), class_color(1)]
+    assert strip_colors(("a", "polyp")) == [class_color(0), SEG_COLOR]
