@@ -73,15 +73,16 @@ def make_viewer(qtbot, tmp_path, tiny_bundle, no_leaks):
     from app.settings import Settings
     from app.state import ViewerState
     from app.window import MainWindow
-    from engine.config import load_config
+    from engine.config import NO_SEGMENTER, load_config
 
     made = []
 
-    def make(second_pass=None, bundle=None, **session_kw):
+    def make(second_pass=None, bundle=None, segmenter=NO_SEGMENTER, **session_kw):
         qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
         settings = Settings(output_folder=str(tmp_path / "out"), finding_min_s=0.1, finding_min_confidence=0.0)
+        # the tiny model alone unless a test asks for a segmenter beside it (the default's U-Net)
         base = load_config().override(bundle=bundle or tiny_bundle.path, backend="onnxruntime",
-                                      second_pass=second_pass)
+                                      second_pass=second_pass, segmenter=segmenter)
         state = ViewerState()
         session = Session(state, settings.apply(base), settings, **session_kw)
         window = MainWindow(session, qs, lambda s: s.apply(base))

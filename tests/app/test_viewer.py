@@ -255,24 +255,28 @@ def test_settings_persist(qtbot, make_viewer, tmp_path):
     assert back.layers == ("label",) and back.finding_min_s == 2.5 and back.smoothing == "off"
 
 
-def test_the_default_segmenter_in_the_window(qtbot, make_viewer, clip):
-    """The embedded default (a segment bundle): the label panel on every frame, a polyp / no-polyp
-    timeline in the mask's colour, the model named in the status bar."""
-    from app.widgets import NO_FINDING, qcolor
+def test_the_default_models_in_the_window(qtbot, make_viewer, clip):
+    """The embedded defaults (the classifier and the segmenter beside it): both answer on every
+    frame, one verdict, the label panel drawn, "polyp" in the mask's colour on the timeline strip,
+    the classifier named in the status bar."""
+    from app.widgets import qcolor
     from engine.bundle import load_bundle
     from engine.config import load_config
     from engine.overlay import SEG_COLOR
 
-    bundle = load_bundle(load_config().bundle)
-    w = make_viewer(bundle=bundle.path)
+    config = load_config()
+    bundle = load_bundle(config.bundle)
+    w = make_viewer(bundle=bundle.path, segmenter=config.segmenter)
     opened(qtbot, w, clip)
     qtbot.waitUntil(lambda: w.session.shown is not None and w.session.shown.result is not None, timeout=WAIT)
     shown = w.session.shown
-    assert shown.result.segmentation is not None and shown.result.prediction is None
+    r = shown.result
+    assert r.segmentation is not None and r.prediction is not None and isinstance(r.polyp, bool)
+    assert r.top[0] == ("polyp" if r.polyp else r.top[0]) and (r.top[0] != "polyp" or r.polyp)
     panel = np.any(shown.image[:40, :150] != shown.frame.image[:40, :150], axis=2)
-    assert panel.mean() > 0.5  # "polyp NN%" or "no polyp" on every frame
-    assert w.session.timeline.labels == ("no polyp", "polyp")
-    assert w.strip._colors == [qcolor(NO_FINDING), qcolor(SEG_COLOR)] and "Yellow: polyp" in w.strip.toolTip()
+    assert panel.mean() > 0.5  # the verdict's class and the top-3 bars on every frame
+    assert w.session.timeline.labels == bundle.labels
+    assert w.strip._colors[bundle.labels.index("polyp")] == qcolor(SEG_COLOR)
     w.refresh()
     assert bundle.name in w.status_label.text()
 

@@ -1,53 +1,141 @@
-"""The embedded default model: the real-time polyp segmenter, drawn and logged on every frame."""
+"""The embedded default models: the MobileNetV3 classifier and the polyp segmenter on every frame,
+one verdict, drawn and logged; and the scope-guide inset decides nothing."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+
+from engine.backends import open_backend
 from engine.bundle import load_bundle
-from engine.config import DEFAULT_BUNDLE, load_config
+from engine.classifier import Classifier
+from engine.config import DEFAULT_BUNDLE, DEFAULT_SEGMENTER, load_config
+from engine.content_area import SCOPE_GUIDE_INSET
+from engine.pipeline import Analyzer
+from engine.segmenter import Segmenter
+from engine.types import Frame
+from engine.verdict import polyp_probability
 
 
-def test_the_default_bundle_is_a_trained_polyp_segmenter():
+def test_the_defaults_are_a_trained_classifier_and_a_segmenter_that_know_polyp_free_frames():
     config = load_config()
-    assert config.bundle.name == "polyp-unet" and config.bundle.as_posix().endswith(DEFAULT_BUNDLE)
-    b = load_bundle(config.bundle)
-    assert b.task == "segment" and b.labels == ("polyp",) and b.outputs == {"mask": "mask"}
-    assert b.trained and b.has("onnx")
-    t = b.manifest["training"]
-    assert t["data"] == "Kvasir-SEG" and t["heldout_fold"] in (0, 1) and "random initialisation" in t["weights"]
+    assert config.bundle.as_posix().endswith(DEFAULT_BUNDLE) and config.segmenter.as_posix().endswith(DEFAULT_SEGMENTER)
+    clf, seg = load_bundle(config.bundle), load_bundle(config.segmenter)
+    assert clf.task == "classify" and "polyp" in clf.labels and "normal-cecum" in clf.labels and clf.trained
+    assert seg.task == "segment" and seg.labels == ("polyp",) and seg.trained
+    for b in (clf, seg):
+        assert b.inset == SCOPE_GUIDE_INSET  # both models never see the scope-guide corner
+        assert "random initialisation" in json.dumps(b.manifest["training"])
+        text = json.dumps(b.manifest)
+        assert "/work/" not in text and "/root/" not in text, "a manifest must not hold machine paths"
+    assert 0 < clf.manifest["operating_point"]["polyp"] < 1
+    assert set(seg.manifest["presence"]) == {"min_peak", "min_area"}
+    assert seg.manifest["training"]["negatives"], "the segmenter must have been trained with polyp-free images"
 
 
-def test_annotate_with_the_default_model_logs_the_mask_on_every_frame(tmp_path):
+def test_annotate_logs_both_models_and_the_verdict_on_every_frame(tmp_path):
     out = tmp_path / "d.mp4"
     r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "demo:320x256@30", "-o", str(out),
                         "--end", "0.5", "--backend", "onnxruntime"], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert len(rows) == 15
+    config = load_config()
     for row in rows:
         seg = row["segmentation"]
-        assert row["topk"] == [] and seg["model"] == load_bundle(load_config().bundle).name
-        assert row["label"] == ("polyp" if seg["area"] else None) and 0 <= seg["confidence"] <= 1
+        assert isinstance(row["polyp"], bool) and len(row["topk"]) == 3
+        assert seg["model"] == load_bundle(config.segmenter).name
+        assert row["label"] == row["topk"][0][0]  # the log's label is the classifier's top-1
+        if row["polyp"]:
+            assert seg["area"] > 0  # a positive verdict needs the segmenter's mask
+    csv_rows = list(csv.DictReader((tmp_path / "d.csv").open()))
+    assert [r["polyp"] for r in csv_rows] == [str(int(r["polyp"])) for r in rows]
 
 
-def test_the_csv_log_carries_the_mask(tmp_path):
-    import csv
+# ------------------------------------------------------------------------------------------
+# the scope-guide inset (issue: a model must not learn "green corner = polyp")
 
-    out = tmp_path / "c.mp4"
-    r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "demo:320x256@30", "-o", str(out),
-                        "--start", "4.5", "--end", "5", "--backend", "onnxruntime"],  # the demo's polyp-like bump
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
-    jsonl = [json.loads(x) for x in (tmp_path / "c.jsonl").read_text().splitlines()]
-    assert len(rows) == len(jsonl) == 15
-    for row, j in zip(rows, jsonl):
-        seg = j["segmentation"]
-        assert int(row["mask_area"]) == seg["area"] and row["top1"] == ""
-        if seg["bbox"]:
-            assert [int(row[k]) for k in ("mask_x", "mask_y", "mask_w", "mask_h")] == seg["bbox"]
-        else:
-            assert row["mask_x"] == "" and row["label"] == ""
+N_EACH = 150  # held-out images of each kind; every image runs twice through both models
+MAX_FLIPS = 0.02
+
+
+def _green_inset(data_dir: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A real green ScopeGuide inset cut from a Kvasir-SEG frame, and where it sat (fractions of the frame)."""
+    img = cv2.imread(str(data_dir / "kvasir-seg" / "images" / "cjyzjzssvd8pq0838f4nolj5l.jpg"))
+    if img is None:
+        pytest.skip("the Kvasir-SEG frame with a green inset is not in the data folder")
+    h, w = img.shape[:2]
+    b, g, r = (c.astype(np.int16) for c in cv2.split(img))
+    green = ((g - r) > 25) & ((g - b) > 0)
+    green[: h // 2] = False
+    green[:, w // 2:] = False
+    n, _, stats, _ = cv2.connectedComponentsWithStats(green.astype(np.uint8))
+    x, y, bw, bh, _ = stats[1 + int(np.argmax(stats[1:, 4]))]
+    assert bw > 0.15 * w and bh > 0.15 * h, "expected the green inset in the bottom-left quarter"
+    return img[y:y + bh, x:x + bw].copy(), (x / w, y / h, (x + bw) / w, (y + bh) / h)
+
+
+def _held_out(data_dir: Path, fold: int):
+    from train.data import load_dataset  # reads the split; torch-free
+
+    roots = [data_dir / "hyperkvasir-lower-gi" / "labeled-images", data_dir / "kvasir-seg"]
+    if not roots[0].is_dir():
+        pytest.skip("the polyp-free HyperKvasir images are not in the data folder")
+    split = data_dir / "hyperkvasir-official-splits" / "official_splits" / "2_fold_split.csv"
+    held = load_dataset(roots, split).fold(fold)
+    pos = [s.path for s in held if s.label == "polyp"]
+    neg = [s.path for s in held if s.label != "polyp"]
+    step_p, step_n = max(1, len(pos) // N_EACH), max(1, len(neg) // N_EACH)
+    return pos[::step_p][:N_EACH], neg[::step_n][:N_EACH]
+
+
+def test_the_inset_decides_nothing(data_dir):
+    """Held-out-fold images: a real green inset pasted onto polyp-free ones, the inset corner
+    blacked out on polyp ones. Each model's polyp verdict may flip on at most 2 % of them."""
+    config = load_config()
+    clf_b, seg_b = load_bundle(config.bundle), load_bundle(config.segmenter)
+    heldout = clf_b.manifest["training"]["heldout_fold"]
+    assert seg_b.manifest["training"]["heldout_fold"] == heldout
+    pos, neg = _held_out(data_dir, heldout)
+    inset, (fx0, fy0, fx1, fy1) = _green_inset(data_dir)
+
+    def paste(img):
+        out = img.copy()
+        h, w = out.shape[:2]
+        x0, y0, x1, y1 = int(fx0 * w), int(fy0 * h), int(fx1 * w), int(fy1 * h)
+        out[y0:y1, x0:x1] = cv2.resize(inset, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        return out
+
+    def blacken(img):
+        out = img.copy()
+        h, w = out.shape[:2]
+        out[int(fy0 * h):int(fy1 * h) + 1, :int(fx1 * w) + 1] = 0
+        return out
+
+    flips = {"classifier": 0, "segmenter": 0}
+    with open_backend(clf_b, "onnxruntime") as cb, open_backend(seg_b, "onnxruntime") as sb:
+        clf, seg = Classifier(clf_b, cb), Segmenter(seg_b, sb)
+        analyzer = Analyzer(clf, segmenter=seg, smooth=False)
+
+        def verdicts(img):
+            analyzer.reset()
+            r = analyzer(Frame(0, 0.0, img, 0.0))
+            return polyp_probability(r.prediction) >= clf.operating_point, r.segmentation.present
+
+        for paths, change in ((neg, paste), (pos, blacken)):
+            for p in paths:
+                img = cv2.imread(str(p))
+                a, b = verdicts(img), verdicts(change(img))
+                flips["classifier"] += a[0] != b[0]
+                flips["segmenter"] += a[1] != b[1]
+    n = len(pos) + len(neg)
+    assert n >= 2 * N_EACH - 2
+    for model, k in flips.items():
+        assert k / n <= MAX_FLIPS, f"the {model}'s verdict flipped on {k} of {n} images when the inset changed"

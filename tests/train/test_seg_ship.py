@@ -117,11 +117,11 @@ def test_module_runs_as_a_script():
 
 
 def test_the_default_bundle_finds_polyps_on_its_held_out_fold(data_dir):
-    """assets' default model (what the ship step writes) on 30 images it was not trained on."""
+    """the default segmenter (what the ship step writes) on 30 images it was not trained on."""
     from engine.config import load_config
     from train.seg.evaluate import evaluate_bundle, find_pairs, fold_names
 
-    bundle = load_bundle(load_config().bundle)
+    bundle = load_bundle(load_config().segmenter)
     fold = bundle.manifest["training"]["heldout_fold"]
     images = data_dir / "kvasir-seg" / "images"
     pairs = find_pairs(images, images.parent / "masks", fold_names(images, fold))[:30]

@@ -92,6 +92,8 @@ class ShipReport:
                         f"{f['images']:>6} {f['jaccard']:>8.3f} {f['dice']:>8.3f} {f['recall']:>8.3f} "
                         f"{f['precision']:>9.3f} {f['fps']:>7.1f}")
         m = self.mean
+        if m is None:
+            return [f"wrote {self.bundle.path} ({self.bundle.name})", *rows, *(f"warning: {w}" for w in self.warnings)]
         rows.append(f"{'2-fold mean':<14} {'':<16} {'':>6} {m['jaccard']:>8.3f} {m['dice']:>8.3f} "
                     f"{m['recall']:>8.3f} {m['precision']:>9.3f} {m['fps']:>7.1f}")
         return [f"wrote {self.bundle.path} ({self.bundle.name})", *rows, *(f"warning: {w}" for w in self.warnings)]
@@ -139,7 +141,15 @@ def train_command(run: Run) -> str:
     return shlex.join(argv)
 
 
-def _check_runs(a: Run, b: Run, allow_unfinished: bool) -> list[str]:
+def _check_runs(a: Run, b: Run | None, allow_unfinished: bool) -> list[str]:
+    if b is None:
+        warnings = ["no cross-validation partner: only the shipped run's held-out fold is evaluated"]
+        if not a.finished:
+            msg = f"run A ({a.path}) has trained {a.epochs_done} of {a.config['epochs']} epochs"
+            if not allow_unfinished:
+                raise TrainError(msg + "; wait for it to finish or pass --allow-unfinished")
+            warnings.append(msg)
+        return warnings
     if a.heldout == b.heldout:
         raise TrainError(f"both runs hold out fold {a.heldout}; run B must hold out the fold run A trained on")
     if {a.heldout, b.heldout} != {0, 1}:
@@ -247,8 +257,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def ship_command(run_a: Path, run_b: Path, out: Path, **opts: Any) -> str:
-    argv = ["python", "-m", "train.seg.ship", str(run_a), str(run_b), "-o", str(out)]
+def ship_command(run_a: Path, run_b: Path | None, out: Path, **opts: Any) -> str:
+    argv = ["python", "-m", "train.seg.ship", str(run_a), *([str(run_b)] if run_b else []), "-o", str(out)]
     for key, value in opts.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -258,7 +268,7 @@ def ship_command(run_a: Path, run_b: Path, out: Path, **opts: Any) -> str:
     return shlex.join(argv)
 
 
-def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str | os.PathLike[str], *,
+def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, out: str | os.PathLike[str], *,
          data: str | os.PathLike[str] | None = None, split_csv=None, mapping_csv=None, name: str | None = None,
          checkpoint: str = "best", torchscript: bool = False, limit: int | None = None,
          threads: int | None = None, latency_runs: int = 50, allow_unfinished: bool = False,
@@ -272,7 +282,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
         raise TrainError(f"{target} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not force:
         raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
-    a, b = read_run(run_a), read_run(run_b)
+    a, b = read_run(run_a), (read_run(run_b) if run_b is not None else None)
     warnings = _check_runs(a, b, allow_unfinished)
     for w in warnings:
         log.warning("%s", w)
@@ -287,7 +297,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
     options = dict(checkpoint=checkpoint, latency_runs=latency_runs, threads=threads)
     folds, reports = [], {}
     with tempfile.TemporaryDirectory(prefix="endoview-ship-") as tmp:
-        for tag, run in (("B", b), ("A", a)):
+        for tag, run in ((("B", b),) if b is not None else ()) + (("A", a),):
             log.info("exporting run %s (%s, held-out fold %d)", tag, run.path, run.heldout)
             rep = export_segmenter(run.path, Path(tmp) / tag, torchscript=torchscript if tag == "A" else False,
                                    **options)
@@ -300,8 +310,8 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
                                                   limit=limit, threads=threads)
             folds.append(row)
         folds.sort(key=lambda f: not f["shipped"])
-        mean = {k: sum(f[k] for f in folds) / len(folds) for k in (*METRICS, *SPEED)}
-        command = ship_command(a.path, b.path, target.resolve(), data=data and Path(data).resolve(),
+        mean = {k: sum(f[k] for f in folds) / len(folds) for k in (*METRICS, *SPEED)} if len(folds) == 2 else None
+        command = ship_command(a.path, b.path if b else None, target.resolve(), data=data and Path(data).resolve(),
                                split_csv=split_csv if split_csv != a.config.get("split_csv") else None,
                                mapping_csv=mapping_csv if mapping_csv != a.config.get("mapping_csv") else None,
                                name=name, checkpoint=None if checkpoint == "best" else checkpoint,
@@ -318,8 +328,8 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
                      "negatives": a.config.get("negatives"),
                      "images": len(samples), "images_per_fold": {str(k): n for k, n in per_fold.items()},
                      "split": SPLIT},
-            runs=[_run_summary(a, shipped=True), _run_summary(b, shipped=False)],
-            reproduce={"train": [train_command(a), train_command(b)], "ship": command},
+            runs=[_run_summary(a, shipped=True)] + ([_run_summary(b, shipped=False)] if b else []),
+            reproduce={"train": [train_command(a)] + ([train_command(b)] if b else []), "ship": command},
         )
         if warnings:
             training["ship_warnings"] = warnings
@@ -337,14 +347,16 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out: str 
         }
         notes = (f"Real-time polyp segmenter ({training.get('arch')}, {src.input_size[0]} px) {INITIALISATION}, "
                  f"trained on fold {1 - a.heldout} of Kvasir-SEG ({len(samples):,} images, official HyperKvasir 2-fold "
-                 f"split). Held-out Dice {folds[0]['dice']:.3f}, Jaccard {folds[0]['jaccard']:.3f}; 2-fold mean "
-                 f"Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}"
+                 f"split, with polyp-free images as empty masks). Held-out Dice {folds[0]['dice']:.3f}, Jaccard "
+                 f"{folds[0]['jaccard']:.3f}"
+                 + (f"; 2-fold mean Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}" if mean else
+                    "; no cross-validation partner")
                  + (f" (first {limit} images of each fold only)" if limit else "")
                  + ". Research use only, not a diagnostic device.")
         from ..ship import DATA_ROOT_VAR, REPO, data_root, portable
 
         prefixes = {data_root([str(kvasir), *a.config.get("negatives", [])]): DATA_ROOT_VAR,
-                    str(a.path.parent): "runs", str(b.path.parent): "runs",
+                    str(a.path.parent): "runs", str((b or a).path.parent): "runs",
                     str(REPO): "."}
         bundle = rebundle(src, target, name=name, training=json_safe(portable(training, prefixes)),
                           metrics=json_safe(portable(metrics, prefixes)), notes=notes, force=force)
@@ -366,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Export run A as the shipped segment bundle, with both folds' "
                                 "held-out figures and the 2-fold mean in its manifest.", epilog=EPILOG)
     p.add_argument("run_a", type=Path, metavar="RUN_A", help="run folder of the model to ship (trained on fold 0)")
-    p.add_argument("run_b", type=Path, metavar="RUN_B", help="run folder trained on the other fold")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", nargs="?",
+                   help="run folder trained on the other fold (without it: no 2-fold mean, said in the manifest)")
     p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
     p.add_argument("--data", type=Path, help="the kvasir-seg folder (default: run A's --data)")
     p.add_argument("--split-csv", type=Path, help="official split file (default: run A's, or found beside --data)")
