@@ -133,7 +133,7 @@ def run_bench(config: Config, input_path: Path | None = None, *, frames: int = 3
         live = live_run(buffer, config, pace=None)
         say(f"live mode, paced at the source rate ({info.fps:.0f} fps)")
         paced = live_run(buffer, config, pace=info.fps)
-    stages = {k: summarise(report.stage_ms.get(k, [])) for k in STAGES}
+    stages = {k: summarise(report.stage_ms[k]) for k in STAGES if report.stage_ms.get(k)}
     inf = np.asarray(report.stage_ms.get("inference", []), float)
     model_fps = summarise(1000.0 / inf[inf > 0]) if inf.size else {}
     naive_fps = naive_frames / naive_s if naive_s else 0.0

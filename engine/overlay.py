@@ -103,8 +103,7 @@ class ClassLabel(Layer):
         x, y = pad, pad
         _panel(image, x, y, w, h, 0.8)  # dark enough to hide burned-in text underneath
         label, conf = result.top  # the verdict's class: "polyp", or the best other class
-        color = (SEG_COLOR if result.segmentation is not None and result.polyp
-                 else class_color(p.labels.index(label)) if label in p.labels else GREY)
+        color = (SEG_COLOR if result.polyp else class_color(p.labels.index(label)) if label in p.labels else GREY)
         _text(image, f"{label} {conf:.0%}", (x + pad, y + pad + round(22 * s)),
               0.8 * s, color, max(1, round(2 * s)))
         self._age(image, result, shown_index, x + w, y + pad, s)
@@ -193,7 +192,9 @@ class Segmentation(Layer):
 
     def draw(self, image, result, shown_index):
         seg = result.segmentation
-        if seg is None or result.polyp is False:  # the frame's verdict vetoed the mask (engine.verdict)
+        # the mask where the frame's verdict says polyp (engine.verdict); without a verdict, the
+        # segmenter's own answer
+        if seg is None or result.polyp is False or (result.polyp is None and not seg.present):
             return
         s = _scale(image)
         box = draw_mask(image, seg.mask, self.color, self.alpha)

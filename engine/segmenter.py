@@ -89,10 +89,9 @@ class Segmenter:
             prob = self.smoother.update(prob)
         conf = confidence(prob, self.threshold)
         peak = float(prob.max(initial=0.0))
-        if not self.presence.present(prob, self.threshold):
-            h, w = area.frame_size[1], area.frame_size[0]
-            return SegmentationResult(np.zeros((h, w), bool), conf, self.label, self.name, latency, peak)
-        return SegmentationResult(to_frame(prob, area, self.threshold), conf, self.label, self.name, latency, peak)
+        detected = self.presence.present(prob, self.threshold)
+        return SegmentationResult(to_frame(prob, area, self.threshold), conf, self.label, self.name, latency, peak,
+                                  detected)
 
     def reset(self) -> None:
         """Forget the smoothing history (after a seek or a source change)."""

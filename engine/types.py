@@ -164,6 +164,9 @@ class SegmentationResult:
     model: str = ""
     latency_ms: float = 0.0
     peak: float = 0.0  # the largest probability anywhere (what the image-level rule and an ROC look at)
+    #: the segmenter's image-level presence rule said "polyp" (None: no rule, any mask pixel counts).
+    #: ``mask`` keeps every pixel over the threshold either way, to be drawn where the verdict says polyp.
+    detected: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != np.bool_:
@@ -176,7 +179,8 @@ class SegmentationResult:
 
     @property
     def present(self) -> bool:
-        return self.area > 0
+        """The segmenter's own answer: its presence rule, else any mask pixel."""
+        return self.area > 0 if self.detected is None else bool(self.detected and self.area > 0)
 
     @property
     def finding(self) -> str:
@@ -195,7 +199,7 @@ class SegmentationResult:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "confidence": round(float(self.confidence), 6),
-                "peak": round(float(self.peak), 6), "area": self.area,
+                "peak": round(float(self.peak), 6), "present": self.present, "area": self.area,
                 "bbox": list(self.bbox) if self.bbox else None, "model": self.model}
 
 
@@ -222,14 +226,14 @@ class FrameResult:
     def top(self) -> tuple[str, float] | None:
         """The frame's class and its confidence, as the verdict has it (None without a model).
 
-        A positive verdict: "polyp" (with the segmenter's confidence when there is one, else the
-        classifier's). Otherwise the classifier's best class that is not polyp-related, or "no
+        A positive verdict: "polyp" (with the classifier's confidence when there is one, else the
+        segmenter's). Otherwise the classifier's best class that is not polyp-related, or "no
         polyp" from a segmenter alone. Without a verdict (results made by hand): the classifier's
         top-1, else the segmenter's finding. The timeline, findings and triggers read this."""
         p, seg = self.prediction, self.segmentation
         if self.polyp is not None and (p is not None or seg is not None):
             if self.polyp:
-                if seg is not None:
+                if p is None:
                     return (seg.label if seg.label in POLYP_CLASSES else "polyp"), seg.confidence
                 polyp = [(n, v) for n, v in p.top(len(p.labels)) if n in POLYP_CLASSES]
                 return polyp[0] if polyp else (p.label, p.confidence)

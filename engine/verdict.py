@@ -3,13 +3,17 @@
 DESIGN.md, "The frame's verdict". The screen (label panel, mask), the timeline, the findings, the
 second pass's hold trigger and the per-frame log (``"polyp"``) all follow this one answer:
 
-- **classifier and segmenter** (the default): a polyp when the segmenter finds one (its
-  image-level presence rule, :class:`engine.segmenter.PresenceRule`) **and** the classifier gives
-  the polyp classes (:data:`engine.types.POLYP_CLASSES`) together at least its operating point.
-  Either model can veto: the segmenter alone alarmed on most normal frames of other centres, and
-  the classifier alone has no mask to show. The mask is drawn only on a positive verdict.
+- **classifier and segmenter** (the default): the classifier decides. A frame is a polyp when the
+  classifier gives the polyp classes (:data:`engine.types.POLYP_CLASSES`) together at least its
+  operating point; the segmenter then shows *where*: its mask (every pixel over its threshold) is
+  drawn on a positive frame only. Requiring both models to agree was measured first, on the
+  shipped models' held-out fold 1 (500 Kvasir-SEG polyps, 499 polyp-free HyperKvasir frames): it
+  lowered false alarms (specificity 0.972 against the classifier's 0.900) but lost a quarter of the
+  polyps (sensitivity 0.758 against 0.902), because the segmenter's own presence rule misses 17 %
+  of them; the classifier's score also ranks frames better (AUROC 0.961 against 0.922).
 - **classifier alone**: the polyp classes' probability reaches the operating point.
-- **segmenter alone**: the segmenter's presence rule.
+- **segmenter alone**: the segmenter's image-level presence rule
+  (:class:`engine.segmenter.PresenceRule`).
 
 The classifier's operating point is its manifest's ``"operating_point": {"polyp": P}`` (chosen on
 the training fold by ``train/``); without it, 0.5.
@@ -46,12 +50,13 @@ def operating_point(manifest: dict, where: object = "bundle") -> float:
 class Verdict:
     """The rule above with the classifier's operating point."""
 
+
     operating_point: float = DEFAULT_OPERATING_POINT
 
     def __call__(self, prediction: Prediction | None, segmentation: SegmentationResult | None) -> bool | None:
         """True / False, or None without a model."""
-        if prediction is None and segmentation is None:
-            return None
-        clf = prediction is None or polyp_probability(prediction) >= self.operating_point
-        seg = segmentation is None or segmentation.present
-        return bool(clf and seg)
+        if prediction is not None:  # the classifier decides; a segmenter beside it only localises
+            return bool(polyp_probability(prediction) >= self.operating_point)
+        if segmentation is not None:
+            return bool(segmentation.present)
+        return None

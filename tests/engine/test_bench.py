@@ -6,18 +6,18 @@ import subprocess
 import sys
 
 from engine.bench import format_report, run_bench
-from engine.config import load_config
+from engine.config import NO_SEGMENTER, load_config
 from engine.demo import write_demo_clip
 
 
 def test_bench_reports_every_figure(tmp_path, tiny_bundle):
     clip = write_demo_clip(tmp_path / "clip.mp4", width=320, height=240, fps=30, frames=30)
-    config = load_config().override(bundle=tiny_bundle.path)
+    config = load_config().override(bundle=tiny_bundle.path, segmenter=NO_SEGMENTER)  # the tiny classifier alone
     r = run_bench(config, clip, live_seconds=0.3)
     for key in ("annotate_fps", "naive_fps", "live_fps", "added_latency_ms_p99", "stages"):
         assert key in r
     assert r["input"]["frames"] == 30
-    assert set(r["stages"]) == {"decode", "crop", "resize", "inference", "overlay", "encode"}
+    assert set(r["stages"]) == {"decode", "crop", "resize", "inference", "classifier", "overlay", "encode"}
     for stage in r["stages"].values():
         assert stage["min"] <= stage["mean"] <= stage["max"] and stage["n"] == 30
     assert r["annotate_fps"] > 0 and r["naive_fps"] > 0 and r["live_fps"] > 0

@@ -55,12 +55,12 @@ def result(p=None, s=None, verdict=True) -> FrameResult:
 
 
 @pytest.mark.parametrize("p_polyp, seg_present, expected", [
-    (0.9, True, True),    # both agree
-    (0.3, True, False),   # the classifier vetoes the mask
-    (0.9, False, False),  # the segmenter finds nothing
+    (0.9, True, True),
+    (0.3, True, False),   # the classifier decides: a segmenter's mask alone is no polyp
+    (0.9, False, True),   # ... and a polyp the segmenter does not see is still one
     (0.1, False, False),
 ])
-def test_both_models_must_agree(p_polyp, seg_present, expected):
+def test_with_both_models_the_classifier_decides(p_polyp, seg_present, expected):
     assert Verdict(0.5)(prediction(p_polyp), segmentation(seg_present)) is expected
 
 
@@ -88,12 +88,18 @@ def test_operating_point_from_the_manifest():
 
 
 def test_top_follows_the_verdict():
-    # a vetoed frame: the classifier's best other class, never "polyp"
+    # a negative frame: the classifier's best other class, never "polyp"
     assert result(prediction(0.45, "bbps-2-3"), segmentation(True)).top == ("bbps-2-3", pytest.approx(0.55))
-    # a positive frame: "polyp" with the segmenter's confidence
-    assert result(prediction(0.8), segmentation(True)).top == ("polyp", pytest.approx(0.9))
-    # a classifier whose top-1 is polyp but the segmenter sees none: not polyp
-    assert result(prediction(0.9), segmentation(False)).top[0] == "normal-cecum"
+    # a positive frame: "polyp" with the classifier's confidence
+    assert result(prediction(0.8), segmentation(True)).top == ("polyp", pytest.approx(0.8))
+    # polyp classes together over the operating point although another class is top-1
+    labels = ("dyed-lifted-polyps", "normal-cecum", "polyp")
+    p = Prediction(labels, np.array([0.3, 0.4, 0.3], np.float32), "m", 1.0)
+    r = FrameResult(Frame(0, 0.0, np.zeros((40, 60, 3), np.uint8), 0.0), full_area(), p)
+    r.polyp = Verdict(0.5)(p, None)
+    assert r.polyp and r.top[0] in ("polyp", "dyed-lifted-polyps")
+    # a segmenter alone: its own answer
+    assert result(None, segmentation(False)).top[0] == "no polyp"
     # without a verdict (results built by hand): the classifier's top-1 as before
     assert result(prediction(0.9), segmentation(False), verdict=False).top[0] == "polyp"
 
@@ -158,9 +164,12 @@ def test_segmenter_applies_the_presence_rule(tmp_path):
     loose = _rewrite(base, tmp_path / "loose", extra={"presence": {"min_peak": 0.5, "min_area": share}})
     with open_backend(strict, "onnxruntime") as be:
         r = Segmenter(strict, be).segment(x, area)
-        assert not r.present and r.area == 0 and r.peak == pytest.approx(peak)
+        # the rule says no: no polyp, but the mask keeps its pixels for a classifier's positive verdict
+        assert not r.present and r.detected is False and r.area == plain.area and r.peak == pytest.approx(peak)
+        assert r.to_dict()["present"] is False
     with open_backend(loose, "onnxruntime") as be:
-        assert Segmenter(loose, be).segment(x, area).area == plain.area
+        r = Segmenter(loose, be).segment(x, area)
+        assert r.present and r.area == plain.area
 
 
 # ------------------------------------------------------------------------------- the inset

@@ -61,7 +61,8 @@ def test_eval_seg_with_negatives_reports_three_answers(data_dir, tmp_path, capsy
                "--out", str(out), "--json", "--no-progress"])
     assert rc == 0
     m = json.loads(capsys.readouterr().out)
-    assert set(m["by_model"]) == {"segmenter", "classifier", "combined"}
+    assert set(m["by_model"]) == {"segmenter", "classifier", "combined", "both_must_agree"}
+    assert m["by_model"]["combined"]["sensitivity"] == m["by_model"]["classifier"]["sensitivity"]  # it decides
     for k in ("sensitivity", "specificity", "auroc"):
         assert 0.0 <= m[k] <= 1.0 and m[k] == m["by_model"]["combined"][k]
     assert m["polyp_images"] == 6 and m["negative_images"] == 202  # fold 1 of the cecum folder

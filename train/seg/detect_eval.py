@@ -9,8 +9,9 @@ answers (segmenter, classifier, combined verdict) it reports:
 - **sensitivity**: the share of polyp images called "polyp"; **specificity**: the share of
   polyp-free images not called "polyp" (both at the models' own operating points);
 - **AUROC** of a continuous score: the segmenter's peak probability, the classifier's probability
-  of the polyp classes, and for the verdict the smaller of the two (each divided by its own
-  operating point, so the verdict's decision is that score >= 1);
+  of the polyp classes (the verdict's score too: with both models the classifier decides), and for
+  the stricter rule "both must agree" (reported beside, not what the viewer runs) the smaller of
+  the two, each divided by its own operating point;
 - **false alarms per minute** at 25 frames per second: (1 - specificity) x 25 x 60, what a
   polyp-free stretch of video would show if its frames looked like these images;
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Frames per second and seconds per minute of the false-alarm figure.
 FALSE_ALARM_FPS = 25
-ANSWERS = ("segmenter", "classifier", "combined")
+ANSWERS = ("segmenter", "classifier", "combined", "both_must_agree")
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
@@ -147,11 +148,16 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
         answers["classifier"] = {**rates(np.array([r["clf"] for r in rows]), positive),
                                  "auroc": auroc(clf_score, positive), "score": "probability of the polyp classes",
                                  "operating_point": clf.operating_point}
-        combined = np.minimum(seg_score / op_seg, clf_score / clf.operating_point)
+        combined = clf_score / clf.operating_point  # engine.verdict: with both, the classifier decides
+        both_agree = np.array([r["seg"] and r["clf"] for r in rows])
         answers["combined"] = {**rates(np.array([r["combined"] for r in rows]), positive),
                                "auroc": auroc(combined, positive),
-                               "score": "min(segmenter peak / its operating point, classifier P(polyp) / its "
-                                        "operating point)", "rule": "engine.verdict"}
+                               "score": "classifier P(polyp) / its operating point (the verdict's rule: the "
+                                        "classifier decides, the segmenter localises)", "rule": "engine.verdict"}
+        answers["both_must_agree"] = {**rates(both_agree, positive),
+                                      "auroc": auroc(np.minimum(seg_score / op_seg, combined), positive),
+                                      "score": "min of the two scores over their operating points",
+                                      "rule": "segmenter presence rule AND classifier (not the viewer's rule)"}
         curves["classifier"] = (clf_score, clf.operating_point)
         curves["combined"] = (combined, 1.0)
     main = answers["combined" if clf is not None else "segmenter"]

@@ -347,7 +347,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
         }
         notes = (f"Real-time polyp segmenter ({training.get('arch')}, {src.input_size[0]} px) {INITIALISATION}, "
                  f"trained on fold {1 - a.heldout} of Kvasir-SEG ({len(samples):,} images, official HyperKvasir 2-fold "
-                 f"split, with polyp-free images as empty masks). Held-out Dice {folds[0]['dice']:.3f}, Jaccard "
+                 f"split{', with polyp-free images as empty masks' if a.config.get('negatives') else ''}). Held-out Dice {folds[0]['dice']:.3f}, Jaccard "
                  f"{folds[0]['jaccard']:.3f}"
                  + (f"; 2-fold mean Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}" if mean else
                     "; no cross-validation partner")
@@ -355,7 +355,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
                  + ". Research use only, not a diagnostic device.")
         from ..ship import DATA_ROOT_VAR, REPO, data_root, portable
 
-        prefixes = {data_root([str(kvasir), *a.config.get("negatives", [])]): DATA_ROOT_VAR,
+        prefixes = {data_root([str(kvasir), *(a.config.get("negatives") or [])]): DATA_ROOT_VAR,
                     str(a.path.parent): "runs", str((b or a).path.parent): "runs",
                     str(REPO): "."}
         bundle = rebundle(src, target, name=name, training=json_safe(portable(training, prefixes)),
