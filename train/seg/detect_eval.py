@@ -204,14 +204,14 @@ def plot_roc(result: dict[str, Any], path: Path, title: str = "") -> Path | None
 
 
 def format_detection(result: dict[str, Any]) -> str:
-    head = f"{'answer':<12} {'sensitivity':>11} {'specificity':>11} {'AUROC':>7} {'false alarms/min @25fps':>24}"
+    head = f"{'answer':<16} {'sensitivity':>11} {'specificity':>11} {'AUROC':>7} {'false alarms/min @25fps':>24}"
     lines = [f"image level: {result['polyp_images']} polyp images, {result['negative_images']} polyp-free images",
              head]
     for name in ANSWERS:
         m = result["by_model"].get(name)
         if m is None:
             continue
-        lines.append(f"{name:<12} {m['sensitivity']:>11.3f} {m['specificity']:>11.3f} {m['auroc']:>7.3f} "
+        lines.append(f"{name:<16} {m['sensitivity']:>11.3f} {m['specificity']:>11.3f} {m['auroc']:>7.3f} "
                      f"{m['false_alarms_per_minute']:>24.1f}")
     return "\n".join(lines)
 
