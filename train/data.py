@@ -340,19 +340,33 @@ def load_arrays(samples: Sequence[Sample], size: tuple[int, int], *,
         st = s.path.stat()
         h.update(f"{s.path.name}:{s.label}:{s.fold}:{st.st_size}:{int(st.st_mtime)}".encode())
     path = cache_dir / f"classify-{size[0]}x{size[1]}-{h.hexdigest()[:16]}.npz" if cache_dir else None
+
+    def decode() -> dict[str, np.ndarray]:
+        n = len(samples)
+        out = {"images": np.zeros((n, *size, 3), np.uint8), "fields": np.zeros((n, *size), np.uint8),
+               "labels": np.array([s.index for s in samples], np.int64)}
+        for i in progress_range(n, f"decode {size[0]}x{size[1]}", progress):
+            out["images"][i], out["fields"][i] = load_model_input(samples[i].path, size, with_mask=True, inset=inset)
+        return out
+
+    return cached_arrays(path, ("images", "fields", "labels"), decode)
+
+
+def progress_range(n: int, desc: str, progress: bool):
+    """``range(n)``, with a tqdm bar when ``progress``."""
+    if not progress:
+        return range(n)
+    from tqdm import tqdm
+
+    return tqdm(range(n), desc=desc, unit="img", leave=False)
+
+
+def cached_arrays(path: Path | None, keys: Sequence[str], build) -> dict[str, np.ndarray]:
+    """The arrays saved at ``path`` (``.npz``), or ``build()``'s, saved there atomically for next time."""
     if path is not None and path.is_file():
         with np.load(path) as z:
-            return {k: z[k] for k in ("images", "fields", "labels")}
-    n = len(samples)
-    out = {"images": np.zeros((n, *size, 3), np.uint8), "fields": np.zeros((n, *size), np.uint8),
-           "labels": np.array([s.index for s in samples], np.int64)}
-    it = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=f"decode {size[0]}x{size[1]}", unit="img", leave=False)
-    for i in it:
-        out["images"][i], out["fields"][i] = load_model_input(samples[i].path, size, with_mask=True, inset=inset)
+            return {k: z[k] for k in keys}
+    out = build()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")

@@ -97,6 +97,18 @@ class WithPreprocessing(nn.Module):
         return torch.softmax(out, dim=1)
 
 
+@torch.no_grad()
+def ema_update(ema_state: list[torch.Tensor], model_state: list[torch.Tensor], decay: float, step: int) -> None:
+    """One step of the weights' exponential moving average (the state dicts' values, in order): decay
+    ramps up as (1 + step) / (10 + step) to ``decay``; integer buffers are copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, m in zip(ema_state, model_state):
+        if e.dtype.is_floating_point:
+            e.mul_(d).add_(m.detach(), alpha=1 - d)
+        else:
+            e.copy_(m)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -49,7 +49,7 @@ from .labels import HEAD_NAMES, HEADS, TRIMMED_HEAD
 from .losses import HybridLoss
 from .metrics import (format_per_class, mean_metrics, plot_confusion, plot_history, table1_header,
                       table1_row)
-from .models import DISPLAY, build_model, count_parameters, normalize, paper_batch_size
+from .models import DISPLAY, build_model, count_parameters, ema_update, normalize, paper_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -512,14 +512,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
             scaler.step(opt)
             scaler.update()
             if ema is not None:
-                with torch.no_grad():
-                    k = (epoch - 1) * steps + step
-                    decay = min(cfg.ema, (1 + k) / (10 + k))
-                    for e, m in zip(ema_state, model_state):
-                        if e.dtype.is_floating_point:
-                            e.mul_(decay).add_(m.detach(), alpha=1 - decay)
-                        else:
-                            e.copy_(m)
+                ema_update(ema_state, model_state, cfg.ema, (epoch - 1) * steps + step)
             nb = len(y)
             sums += torch.tensor([float(total.detach())] + [float(per[h].detach()) for h in cfg.heads],
                                  dtype=torch.float64) * nb

@@ -30,7 +30,7 @@ import numpy as np
 from engine.content_area import blank_inset, detect_content_area, model_input
 from engine.types import ContentArea
 
-from ..data import read_bgr, read_split
+from ..data import cached_arrays, progress_range, read_bgr, read_split
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -197,23 +197,13 @@ def load_arrays(samples: Sequence[SegSample], size: tuple[int, int], *, cache_di
     """
     key = cache_key(samples, size, inset)
     path = cache_dir / f"kvasir-seg-{size[0]}x{size[1]}-{key}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in ("images", "masks", "fields")}
-    n = len(samples)
-    out = {"images": np.zeros((n, *size, 3), np.uint8), "masks": np.zeros((n, *size), np.uint8),
-           "fields": np.zeros((n, *size), np.uint8)}
-    it = range(n)
-    if progress:
-        from tqdm import tqdm
 
-        it = tqdm(it, desc=f"decode {size[0]}x{size[1]}", unit="img", leave=False)
-    for i in it:
-        img, m, f = load_pair(samples[i], size, inset)
-        out["images"][i], out["masks"][i], out["fields"][i] = img, m, f
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **out)
-        os.replace(tmp, path)
-    return out
+    def decode() -> dict[str, np.ndarray]:
+        n = len(samples)
+        out = {"images": np.zeros((n, *size, 3), np.uint8), "masks": np.zeros((n, *size), np.uint8),
+               "fields": np.zeros((n, *size), np.uint8)}
+        for i in progress_range(n, f"decode {size[0]}x{size[1]}", progress):
+            out["images"][i], out["masks"][i], out["fields"][i] = load_pair(samples[i], size, inset)
+        return out
+
+    return cached_arrays(path, ("images", "masks", "fields"), decode)

@@ -39,7 +39,7 @@ from engine.content_area import SCOPE_GUIDE_INSET
 
 from ..augment import batch_augment as augment
 from ..errors import TrainError
-from ..models import count_parameters, normalize
+from ..models import count_parameters, ema_update, normalize
 from ..trainer import RunLog, write_csv
 from .data import (SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg,
                    load_negatives)
@@ -281,13 +281,7 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                d = min(cfg.ema, (1 + step) / (10 + step))
-                for e, m in zip(ema_params, model_params):
-                    if e.dtype.is_floating_point:
-                        e.mul_(d).add_(m.detach(), alpha=1 - d)
-                    else:
-                        e.copy_(m)
+            ema_update(ema_params, model_params, cfg.ema, step)
             total += loss.item()
             bar.set_postfix(loss=f"{total / (i + 1):.4f}", lr=f"{lr:.2e}")
         bar.close()
