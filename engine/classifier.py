@@ -14,6 +14,7 @@ import numpy as np
 from .bundle import Bundle
 from .errors import BackendError, BundleError
 from .types import Prediction
+from .verdict import operating_point
 
 
 class Smoother(Protocol):
@@ -112,8 +113,6 @@ class Classifier:
         self.input_name = bundle.input_name
         self.output_name = bundle.outputs["probabilities"]
         self.name = bundle.name
-        from .verdict import operating_point
-
         #: P(polyp classes) at which this classifier calls a frame "polyp" (engine.verdict)
         self.operating_point = operating_point(bundle.manifest, bundle.path)
 

@@ -13,8 +13,9 @@ probability anywhere when the mask is empty (how close the model came to seeing 
 An image-level "polyp present" rule (the manifest's ``"presence"``: ``{"min_peak": P, "min_area":
 A}``, fitted on the training fold by ``train/seg``) decides whether the frame shows a polyp at all:
 the largest probability must reach P and the share of model-input pixels at or above the threshold
-must reach A. When it says no, the mask is empty ("no polyp"), however many pixels passed the
-threshold. Without the key (older bundles) any pixel over the threshold counts.
+must reach A. When it says no, the segmenter's answer is "no polyp" (``SegmentationResult.present``)
+however many pixels passed the threshold; the mask keeps them, to be drawn where a classifier beside
+it says polyp (engine.verdict). Without the key (older bundles) any pixel over the threshold counts.
 Temporal smoothing (the classifier's smoothers, ``ema:A`` / ``window:N``) works on the
 probability maps at the model's size, so the mask does not flicker; it starts afresh whenever the
 content area changes (the maps would no longer line up) and after :meth:`Segmenter.reset`.
@@ -87,11 +88,10 @@ class Segmenter:
                 self.smoother.reset()
             self._area = area
             prob = self.smoother.update(prob)
-        conf = confidence(prob, self.threshold)
-        peak = float(prob.max(initial=0.0))
-        detected = self.presence.present(prob, self.threshold)
-        return SegmentationResult(to_frame(prob, area, self.threshold), conf, self.label, self.name, latency, peak,
-                                  detected)
+        peak, share = presence_scores(prob, self.threshold)
+        return SegmentationResult(to_frame(prob, area, self.threshold), confidence(prob, self.threshold),
+                                  self.label, self.name, latency, peak,
+                                  self.presence.decide(peak, share, self.threshold))
 
     def reset(self) -> None:
         """Forget the smoothing history (after a seek or a source change)."""

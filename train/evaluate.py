@@ -92,7 +92,6 @@ def evaluate_run(run_dir: Path, samples: Sequence[Sample], *, batch_size: int = 
 def evaluate_bundle(bundle_dir: Path, samples: Sequence[Sample], *, batch_size: int = 32, workers: int = 0,
                     backend: str = "onnxruntime") -> tuple[dict, dict]:
     """Metrics of a classify bundle on ``samples``, run by engine/'s ``backend``."""
-    from engine.backends import open_backend
     from engine.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
