@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 from .errors import ExportError, OutputExistsError
-from .writer import encoder_available, to_fraction
+from .types import to_fraction
+from .writer import encoder_available
 
 logger = logging.getLogger(__name__)
 

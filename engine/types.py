@@ -9,6 +9,7 @@ All are small typed dataclasses; images are numpy arrays, H x W x 3 uint8 BGR un
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -36,6 +37,21 @@ class Frame:
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.image.shape[1], self.image.shape[0]
+
+
+def to_fraction(rate: Fraction | float | int) -> Fraction:
+    """Exact frame rate: 29.97 -> 30000/1001, 30.0 -> 30, Fractions unchanged."""
+    if isinstance(rate, Fraction):
+        value = rate
+    else:
+        value = Fraction(rate).limit_denominator(1001)
+        for ntsc in (24, 30, 60, 120):
+            exact = Fraction(ntsc * 1000, 1001)
+            if abs(float(rate) - float(exact)) < 5e-4:
+                value = exact
+    if value <= 0:
+        raise ValueError(f"frame rate must be positive, not {rate!r}")
+    return value
 
 
 @dataclass(frozen=True, eq=False)

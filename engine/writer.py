@@ -28,25 +28,11 @@ import cv2
 import numpy as np
 
 from engine.errors import ExportError, OutputExistsError
+from engine.types import to_fraction
 
 logger = logging.getLogger(__name__)
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-
-
-def to_fraction(rate: Fraction | float | int) -> Fraction:
-    """Exact frame rate: 29.97 -> 30000/1001, 30.0 -> 30, Fractions unchanged."""
-    if isinstance(rate, Fraction):
-        value = rate
-    else:
-        value = Fraction(rate).limit_denominator(1001)
-        for ntsc in (24, 30, 60, 120):
-            exact = Fraction(ntsc * 1000, 1001)
-            if abs(float(rate) - float(exact)) < 5e-4:
-                value = exact
-    if value <= 0:
-        raise ValueError(f"frame rate must be positive, not {rate!r}")
-    return value
 
 
 def encoder_available(name: str) -> bool:

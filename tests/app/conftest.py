@@ -58,7 +58,7 @@ def no_leaks(qapp, monkeypatch):
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Path:
     """A 90-frame 192x160 H.264 demo clip at 30 fps (frames 0..89)."""
-    from engine.demo import write_demo_clip
+    from engine.sources.demo import write_demo_clip
 
     return write_demo_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", width=192, height=160, frames=90)
 

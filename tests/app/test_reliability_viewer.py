@@ -26,7 +26,7 @@ class PacedCapture(FakeCapture):
 
 
 def test_capture_loss_errors_and_size_change_keep_the_window_live(qtbot, make_viewer):
-    from engine.sources import DeviceSource
+    from engine.sources.device import DeviceSource
 
     camera = FakeCamera()
     sources = []

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.demo import DemoSource, demo_layout, demo_octagon, write_demo_clip
+from engine.sources.demo import DemoSource, demo_layout, demo_octagon, write_demo_clip
 from engine.errors import OutputExistsError, SourceError
 from engine.sources import open_source
 

@@ -188,7 +188,7 @@ def test_live_runner_pacing_keeps_arrival_rate():
 
 def test_live_runner_survives_an_unplugged_capture_card():
     """The real DeviceSource over a fake OpenCV capture: unplugged mid-stream, plugged back."""
-    from engine.sources import DeviceSource
+    from engine.sources.device import DeviceSource
     from test_sources import FakeCamera, FakeCapture
 
     class SlowCapture(FakeCapture):  # a 200 Hz card

@@ -14,14 +14,11 @@ import numpy as np
 import pytest
 
 from engine.errors import DeviceLostError, SourceError
-from engine.sources import (
-    DeviceDescription,
-    DeviceSource,
-    FileSource,
-    list_devices,
-    natural_key,
-    open_source,
-)
+from engine.sources import open_source
+from engine.sources.base import natural_key
+from engine.sources.device import DeviceSource
+from engine.sources.file import FileSource
+from engine.sources.v4l2 import DeviceDescription, list_devices
 
 N = 40
 EXTS = ["avi", "mkv", "mov", "mp4", "mpg"]
@@ -235,7 +232,7 @@ def test_folder_source_sorts_naturally_and_skips_junk(tmp_path: Path, caplog: py
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "frame5.jpg").write_bytes(b"\xff\xd8 broken jpeg")  # sorts between 2 and 10
     (tmp_path / "sub").mkdir()
-    with caplog.at_level(logging.WARNING, logger="engine.sources"):
+    with caplog.at_level(logging.WARNING, logger="engine.sources.images"):
         with open_source(tmp_path, fps=5) as src:
             assert (src.info.kind, src.info.still, src.info.fps, src.info.rate) == ("folder", True, 5.0, Fraction(5))
             assert (src.info.width, src.info.height, src.info.frame_count) == (32, 24, 4)
@@ -364,7 +361,7 @@ def factory(camera: FakeCamera):
 
 
 def test_device_opens_reads_and_reports_actual_vs_requested(factory, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="engine.sources"):
+    with caplog.at_level(logging.WARNING, logger="engine.sources.device"):
         src = open_source(0, width=1920, height=1080, fps=60, pixel_format="YUYV", capture_factory=factory)
     with src:
         assert isinstance(src, DeviceSource)
@@ -424,13 +421,13 @@ def test_device_resolution_change_mid_stream(camera: FakeCamera, factory) -> Non
 
 
 def test_missing_device_lists_what_exists(factory, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.sources as sources
+    import engine.sources.device as device
 
-    monkeypatch.setattr(sources, "list_devices", lambda: [])
+    monkeypatch.setattr(device, "list_devices", lambda: [])
     with pytest.raises(SourceError, match=r"capture device /dev/video3 not found; no capture devices were found"):
         open_source("/dev/video3", capture_factory=factory)
     found = [DeviceDescription("/dev/video0", 0, "USB3 Capture HDMI"), DeviceDescription("/dev/video2", 2, "")]
-    monkeypatch.setattr(sources, "list_devices", lambda: found)
+    monkeypatch.setattr(device, "list_devices", lambda: found)
     with pytest.raises(SourceError, match=r"devices found: /dev/video0 \(USB3 Capture HDMI\), /dev/video2$"):
         open_source(3, capture_factory=factory)
 

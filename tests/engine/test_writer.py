@@ -18,7 +18,8 @@ import pytest
 
 from engine.errors import ExportError, OutputExistsError
 from engine.sources import open_source
-from engine.writer import VideoWriter, partial_path, to_fraction
+from engine.types import to_fraction
+from engine.writer import VideoWriter, partial_path
 
 NTSC = Fraction(30000, 1001)
 

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from engine.errors import SourceError
-from engine.sources import Source, SourceInfo
-from engine.types import Frame
+from engine.sources.base import Source, SourceInfo
+from engine.types import Frame, to_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,6 @@ class DemoSource(Source):
             raise SourceError(f"demo size must be at least 32x32, not {width}x{height}")
         if fps <= 0:
             raise SourceError(f"demo frame rate must be positive, not {fps}")
-        from engine.writer import to_fraction
 
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.frames = frames
@@ -345,7 +344,7 @@ def write_demo_clip(
     force: bool = False,
 ) -> Path:
     """Write ``frames`` demo frames to an H.264 MP4 at ``path``; returns the final path."""
-    from engine.writer import VideoWriter, to_fraction
+    from engine.writer import VideoWriter
 
     source = DemoSource(width, height, fps, frames, seed)
     with VideoWriter(path, width, height, to_fraction(fps), force=force) as writer:
