@@ -92,7 +92,7 @@ def is_segmenter_labels(labels) -> bool:
 def strip_colors(labels) -> list[tuple[int, int, int]]:
     """BGR colour of each class on the strip: a segmenter's "no polyp" muted and "polyp" in the
     mask's colour; a classifier's classes in their overlay colours, except "polyp" (the frame's
-    verdict: engine.verdict), which takes the mask's colour as well."""
+    verdict: engine.analysis.verdict), which takes the mask's colour as well."""
     if is_segmenter_labels(labels):
         return [NO_FINDING, SEG_COLOR]
     return [SEG_COLOR if name == "polyp" else class_color(i) for i, name in enumerate(tuple(labels))]

@@ -12,7 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QToolButton,
                                QVBoxLayout, QWidget)
 
-from engine.classifier import make_smoother
+from engine.analysis.classifier import make_smoother
 from engine.config import Config
 
 from .dialogs import ExportDialog, SettingsDialog, SourceDialog

@@ -20,7 +20,7 @@ Manifest (``endoview-bundle/1``)::
 Preprocessing (cast, scale, normalise, transpose) is inside the ONNX graph: every backend gets
 uint8 RGB NHWC at the model's size. An "instances" bundle (the Cascade Mask R-CNN second pass)
 may instead carry an MMDetection checkpoint and config (formats "mmdet" and "mmdet-config"),
-which only the second pass's torch path runs (:mod:`engine.instances`). :func:`load_bundle` validates all of this at the edge and
+which only the second pass's torch path runs (:mod:`engine.analysis.instances`). :func:`load_bundle` validates all of this at the edge and
 raises :class:`~engine.errors.BundleError` with a message that names the file and what to do.
 """
 
@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.content_area import check_inset
 from engine.errors import BundleError, ContentAreaError
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class Bundle:
     formats: dict[str, str]  # backend family ("onnx", "torchscript", ...) -> relative path
     trained: bool
     manifest: dict[str, Any] = field(repr=False)
-    #: box of the model input blacked out in every image (input.inset; engine.content_area.SCOPE_GUIDE_INSET)
+    #: box of the model input blacked out in every image (input.inset; engine.analysis.crop.SCOPE_GUIDE_INSET)
     inset: tuple[float, float, float, float] | None = None
 
     def has(self, fmt: str) -> bool:
@@ -161,6 +160,20 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         check_onnx_graph(bundle)
     log.debug("loaded model bundle %s (%s, %d labels)", bundle.path, bundle.name, len(bundle.labels))
     return bundle
+
+
+def check_inset(inset: object) -> tuple[float, float, float, float] | None:
+    """``None`` or a box (x0, y0, x1, y1) of fractions with 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1."""
+    if inset is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in inset)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ContentAreaError(f"inset must be four fractions (x0, y0, x1, y1), not {inset!r}") from None
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ContentAreaError(f"inset {inset!r} is not a box inside the image (0 <= x0 < x1 <= 1, "
+                               "0 <= y0 < y1 <= 1)")
+    return x0, y0, x1, y1
 
 
 def _validate_manifest(m: dict[str, Any], mpath: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import cv2
 
-from .content_area import deidentify as blacken_outside
+from .analysis.crop import deidentify as blacken_outside
 from .errors import ExportError, OutputExistsError
 from .overlay import Overlay
 from .pipeline import Analyzer, run_stages, timed_frames

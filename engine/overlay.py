@@ -192,7 +192,7 @@ class Segmentation(Layer):
 
     def draw(self, image, result, shown_index):
         seg = result.segmentation
-        # the mask where the frame's verdict says polyp (engine.verdict); without a verdict, the
+        # the mask where the frame's verdict says polyp (engine.analysis.verdict); without a verdict, the
         # segmenter's own answer
         if seg is None or result.polyp is False or (result.polyp is None and not seg.present):
             return

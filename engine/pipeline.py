@@ -3,7 +3,7 @@
 source -> crop -> resize -> classify -> (second pass) -> overlay -> sink
 
 - ``Analyzer``: the analysis of one frame (content area, model input, classifier) with timings;
-  it asks the second-pass worker (engine.second_pass) for a look when its triggers fire and
+  it asks the second-pass worker (engine.analysis.second_pass) for a look when its triggers fire and
   attaches the worker's newest result.
 - ``run_stages``: a short chain of threads joined by bounded queues, order kept, errors carried to
   the caller, stopped cooperatively; used by export (every frame, as fast as possible).
@@ -24,13 +24,14 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .classifier import Classifier
-from .content_area import ContentAreaTracker, model_input
+from .analysis.classifier import Classifier
+from .analysis.crop import model_input
+from .analysis.segmenter import Segmenter
+from .analysis.tracker import ContentAreaTracker
+from .analysis.verdict import DEFAULT_OPERATING_POINT, Verdict
 from .errors import DeviceLostError, EndoviewError, PipelineError, SourceError
 from .overlay import Overlay
-from .segmenter import Segmenter
 from .types import Frame, FrameResult
-from .verdict import DEFAULT_OPERATING_POINT, Verdict
 
 logger = logging.getLogger(__name__)
 

@@ -7,16 +7,16 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
+from .analysis.classifier import Classifier, make_smoother
+from .analysis.second_pass import ClassifierPass, SecondPassWorker, Triggers
+from .analysis.segmenter import Segmenter
+from .analysis.tracker import ContentAreaTracker
 from .backends import open_backend
 from .bundle import load_bundle
-from .classifier import Classifier, make_smoother
 from .config import Config
 from .errors import BundleError
-from .content_area import ContentAreaTracker
 from .overlay import Overlay
 from .pipeline import Analyzer
-from .segmenter import Segmenter
-from .second_pass import ClassifierPass, SecondPassWorker, Triggers
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def open_second_pass(config: Config) -> Iterator[SecondPassWorker]:
     """
     bundle = load_bundle(Path(config.second_pass))
     if bundle.task == "instances":
-        from .instances import InstancePass
+        from .analysis.instances import InstancePass
 
         with SecondPassWorker(InstancePass.from_bundle(bundle)) as worker:
             yield worker

@@ -235,7 +235,7 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     untrained: bool = False
     fps: float | None = None  # analysis rate when this result was made, for the overlay
-    #: the frame's polyp verdict (engine.verdict: one rule over classifier and segmenter); None: no model
+    #: the frame's polyp verdict (engine.analysis.verdict: one rule over classifier and segmenter); None: no model
     polyp: bool | None = None
 
     @property

@@ -1,6 +1,6 @@
 """Torch datasets over :mod:`train.data` samples, with the paper's augmentations.
 
-Each image is first turned into the viewer's model input (``engine.content_area.model_input``:
+Each image is first turned into the viewer's model input (``engine.analysis.crop.model_input``:
 crop to the visible field, resize, black outside it); then, for training, the paper's
 augmentations run with torchvision.transforms.v2: contrast, colour shift, brightness, flips,
 perspective and blur. The field mask travels with the image through the geometric transforms and
@@ -144,7 +144,7 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
             xb = F.conv2d(F.pad(xb, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1).repeat(c, 1, 1, 1), groups=c)
             x[on] = xb
     if inset is not None:
-        from engine.content_area import inset_pixels
+        from engine.analysis.crop import inset_pixels
 
         x0, y0, x1, y1 = inset_pixels(inset, tuple(field.shape[-2:]))
         field[..., y0:y1, x0:x1] = 0

@@ -25,7 +25,7 @@ polyp, ileum).
 ``--fold K``: the images with split-index K are the evaluation (held-out) set; all the others are
 the training set. With the 2-fold split, fold 0 and fold 1 together are the paper's 2-fold CV.
 
-Every image goes through :func:`engine.content_area.model_input` (crop to the visible field,
+Every image goes through :func:`engine.analysis.crop.model_input` (crop to the visible field,
 resize, black outside the field, and the scope-guide inset blacked out when asked): the same
 bytes the viewer feeds its models.
 """
@@ -44,7 +44,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.content_area import blank_inset, detect_content_area, model_input
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import blank_inset, model_input
 
 from .errors import DataError
 from .labels import RAW_CLASSES
@@ -308,7 +309,7 @@ def read_bgr(path: Path) -> np.ndarray:
 def load_model_input(path: Path, size: tuple[int, int], *, with_mask: bool = False,
                      inset: tuple[float, float, float, float] | None = None):
     """The model input of one image file: H x W x 3 uint8 RGB, black outside the visible field
-    (and in the ``inset`` box, when given: :data:`engine.content_area.SCOPE_GUIDE_INSET`).
+    (and in the ``inset`` box, when given: :data:`engine.analysis.crop.SCOPE_GUIDE_INSET`).
 
     With ``with_mask``, also the field mask at the model's size (H x W bool, False in the inset),
     for augmentations that move pixels (flips, perspective) so the border can be blacked out again

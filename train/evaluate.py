@@ -1,6 +1,6 @@
 """Evaluation of a run folder (torch) or a model bundle (through engine/'s backends).
 
-Both read the images exactly as the viewer does (``engine.content_area.model_input``); a bundle
+Both read the images exactly as the viewer does (``engine.analysis.crop.model_input``); a bundle
 is run by the same backend the viewer uses, so its figures are the deployed model's.
 """
 

@@ -18,7 +18,7 @@ four runs the step:
 
 The shipped bundle's manifest records the data (folders relative to the data root), the folds, both
 folds' figures for both variants with their means, whether the hybrid loss helped, the operating
-point (``"operating_point": {"polyp": P}``, read by :mod:`engine.verdict`) and the commands that
+point (``"operating_point": {"polyp": P}``, read by :mod:`engine.analysis.verdict`) and the commands that
 reproduce it. Machine paths never enter it: the data root is written ``$ENDOVIEW_DATA`` and run
 folders ``runs/<name>``.
 """

@@ -93,7 +93,7 @@ class TrainConfig:
     # model in eval mode answers one class. None keeps the architecture's own.
     bn_momentum: float | None = 0.1
     recalibrate_bn: bool = True  # after the last epoch: exact batch-norm statistics over the training images
-    inset: bool = True  # black out the scope-guide inset (engine.content_area.SCOPE_GUIDE_INSET) in every image
+    inset: bool = True  # black out the scope-guide inset (engine.analysis.crop.SCOPE_GUIDE_INSET) in every image
     cache_dir: str | None = None  # decoded images (default: <out>/data-cache)
     threads: int = 0  # torch CPU threads (0: the CPUs, shared among the processes)
 
@@ -337,7 +337,7 @@ def recalibrate_bn(model: torch.nn.Module, arrays: dict[str, np.ndarray], device
     statistics of augmented batches: averaged over unaugmented images they lowered held-out MCC from
     0.78 to 0.74 here), the weights unchanged. The moving average of the weights and the running
     statistics both lag the last steps; this makes eval mode match the weights."""
-    from engine.content_area import SCOPE_GUIDE_INSET
+    from engine.analysis.crop import SCOPE_GUIDE_INSET
 
     from .augment import batch_augment
 
@@ -384,7 +384,7 @@ def predict_arrays(model: torch.nn.Module, images: np.ndarray, device: torch.dev
 
 def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path,
            ckpt: dict[str, Any] | None) -> dict[str, Any]:
-    from engine.content_area import SCOPE_GUIDE_INSET
+    from engine.analysis.crop import SCOPE_GUIDE_INSET
 
     from .augment import batch_augment
     from .data import load_arrays

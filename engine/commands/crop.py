@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..content_area import detect_content_area
+from ..analysis.content_area import detect_content_area
 from ..errors import EndoviewError, SourceError
 from ..sources import open_source
 from ..types import ContentArea

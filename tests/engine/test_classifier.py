@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
+from engine.analysis.classifier import Classifier, EmaSmoother, NoSmoothing, WindowSmoother, make_smoother
 from engine.backends import open_backend
-from engine.classifier import (Classifier, EmaSmoother, NoSmoothing, WindowSmoother,
-                               make_smoother)
 from engine.errors import BundleError
 
 

@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.content_area import ContentAreaTracker, deidentify, detect_content_area, model_input
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import deidentify, model_input
+from engine.analysis.tracker import ContentAreaTracker
 from engine.errors import ContentAreaError
 from engine.types import ContentArea
 

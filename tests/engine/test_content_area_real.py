@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.content_area import detect_content_area
+from engine.analysis.content_area import detect_content_area
 
 logger = logging.getLogger(__name__)
 

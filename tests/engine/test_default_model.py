@@ -13,15 +13,15 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.analysis.classifier import Classifier
+from engine.analysis.crop import SCOPE_GUIDE_INSET
+from engine.analysis.segmenter import Segmenter
+from engine.analysis.verdict import polyp_probability
 from engine.backends import open_backend
 from engine.bundle import load_bundle
-from engine.classifier import Classifier
 from engine.config import DEFAULT_BUNDLE, DEFAULT_SEGMENTER, load_config
-from engine.content_area import SCOPE_GUIDE_INSET
 from engine.pipeline import Analyzer
-from engine.segmenter import Segmenter
 from engine.types import Frame
-from engine.verdict import polyp_probability
 
 
 def test_the_defaults_are_a_trained_classifier_and_a_segmenter_that_know_polyp_free_frames():

@@ -16,8 +16,8 @@ from fakes import ListSource
 
 @pytest.fixture
 def analyzer(tiny_bundle):
+    from engine.analysis.classifier import Classifier
     from engine.backends import open_backend
-    from engine.classifier import Classifier
 
     with open_backend(tiny_bundle, "onnxruntime") as backend:
         yield Analyzer(Classifier(tiny_bundle, backend))

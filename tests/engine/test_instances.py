@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.instances import InstancePass, field_crop, to_frame
+from engine.analysis.second_pass import SecondPassWorker
 from engine.bundle import write_bundle
 from engine.config import Config
-from engine.content_area import detect_content_area
 from engine.errors import BackendError, BundleError
-from engine.instances import InstancePass, field_crop, to_frame
 from engine.overlay import Overlay
 from engine.runtime import open_second_pass
-from engine.second_pass import SecondPassWorker
 from engine.types import ContentArea, Frame, FrameResult
 
 

@@ -66,8 +66,8 @@ def test_timed_frames_range_and_decode_timing():
 
 
 def test_analyzer_fills_area_prediction_and_timings(tiny_bundle):
+    from engine.analysis.classifier import Classifier
     from engine.backends import open_backend
-    from engine.classifier import Classifier
 
     src = ListSource(3)
     with open_backend(tiny_bundle, "onnxruntime") as backend:

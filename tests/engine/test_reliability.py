@@ -251,7 +251,7 @@ def _kvasir_with_text(data_dir: Path, n: int = 6) -> list[Path]:
 
 
 def test_deidentify_leaves_nothing_outside_the_field_on_kvasir_images(tmp_path, data_dir):
-    from engine.content_area import ContentAreaTracker
+    from engine.analysis.tracker import ContentAreaTracker
     from engine.export import annotate
     from engine.pipeline import Analyzer
     from engine.sources import open_source

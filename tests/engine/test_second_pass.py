@@ -4,10 +4,10 @@ import time
 import numpy as np
 import pytest
 
+from engine.analysis.classifier import Classifier
+from engine.analysis.second_pass import ClassifierPass, SecondPassWorker, Triggers
 from engine.backends import open_backend
-from engine.classifier import Classifier
 from engine.pipeline import Analyzer
-from engine.second_pass import ClassifierPass, SecondPassWorker, Triggers
 from engine.types import ContentArea, Frame, FrameResult, Prediction, SecondPassResult
 
 from fakes import ListSource

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.analysis.crop import model_input
+from engine.analysis.segmenter import Segmenter, to_frame
 from engine.backends import open_backend
-from engine.content_area import model_input
 from engine.errors import BundleError
 from engine.overlay import Overlay, Segmentation, draw_mask
 from engine.pipeline import Analyzer
-from engine.segmenter import Segmenter, to_frame
 from engine.types import ContentArea, Frame, FrameResult, SegmentationResult
 
 from tiny_models import make_tiny_segmenter_bundle, reference_mask
@@ -136,7 +136,7 @@ def test_segmentation_result_validates_and_summarises():
 
 
 def test_segmenter_smooths_probability_maps_and_restarts_on_a_new_field(seg_bundle):
-    from engine.classifier import EmaSmoother
+    from engine.analysis.classifier import EmaSmoother
 
     area = rect_area(0, 0, 64, 64, 64, 64)
     moved = rect_area(4, 4, 56, 56, 64, 64)
@@ -157,6 +157,6 @@ def test_segmenter_smooths_probability_maps_and_restarts_on_a_new_field(seg_bund
 
 
 def plain_conf(prob):
-    from engine.segmenter import confidence
+    from engine.analysis.segmenter import confidence
 
     return confidence(prob.astype(np.float32), 0.5)

@@ -62,8 +62,8 @@ def test_grows_when_the_length_is_unknown():
 
 
 def test_analyse_video_fills_every_frame_with_progress_and_cancels(tiny_bundle):
+    from engine.analysis.classifier import Classifier
     from engine.backends import open_backend
-    from engine.classifier import Classifier
 
     with open_backend(tiny_bundle, "onnxruntime") as backend:
         analyzer = Analyzer(Classifier(tiny_bundle, backend))

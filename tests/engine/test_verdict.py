@@ -1,4 +1,4 @@
-"""The frame's polyp verdict (engine/verdict.py), the segmenter's presence rule and the scope-guide
+"""The frame's polyp verdict (engine/analysis/verdict.py), the segmenter's presence rule and the scope-guide
 inset: each decides what the screen, the timeline and the log say, so each is checked on its own."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ import json
 import numpy as np
 import pytest
 
+from engine.analysis.classifier import Classifier
+from engine.analysis.crop import SCOPE_GUIDE_INSET, blank_inset, inset_pixels, model_input
+from engine.analysis.segmenter import PresenceRule, Segmenter, presence_rule, presence_scores
+from engine.analysis.verdict import Verdict, operating_point, polyp_probability
 from engine.backends import open_backend
-from engine.bundle import load_bundle, write_bundle
-from engine.classifier import Classifier
-from engine.content_area import SCOPE_GUIDE_INSET, blank_inset, check_inset, inset_pixels, model_input
+from engine.bundle import check_inset, load_bundle, write_bundle
 from engine.errors import BundleError, ContentAreaError
 from engine.export import FrameLog
 from engine.overlay import Segmentation
 from engine.pipeline import Analyzer
-from engine.segmenter import PresenceRule, Segmenter, presence_rule, presence_scores
 from engine.types import ContentArea, Frame, FrameResult, Prediction, SegmentationResult
-from engine.verdict import Verdict, operating_point, polyp_probability
 
 from tiny_models import make_tiny_classifier_bundle, make_tiny_segmenter_bundle
 

@@ -322,8 +322,8 @@ def test_the_engine_runs_it_as_second_pass_and_eval_seg_scores_it(resumed, data_
     pixels, inside the field), the second-pass worker and overlay in 'annotate', and eval-seg."""
     import cv2
 
-    from engine.content_area import detect_content_area
-    from engine.instances import InstancePass
+    from engine.analysis.content_area import detect_content_area
+    from engine.analysis.instances import InstancePass
     from engine.types import Frame
     from train.seg.cli import main as seg_main
     from train.seg.evaluate import evaluate_bundle, find_pairs

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from chain_args import SIZE, train_args
+from engine.analysis.classifier import Classifier
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import model_input
 from engine.backends import open_backend
 from engine.bundle import load_bundle
-from engine.classifier import Classifier
-from engine.content_area import detect_content_area, model_input
 from train.cli import build_parser, main
 from train.errors import TrainError
 from train.labels import RAW_CLASSES

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.content_area import detect_content_area, model_input
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import model_input
 from train.data import (ARCHIVE_FOLDERS, CLASS_TO_ARCHIVE_PATH, FOLDER_TO_CLASS, format_counts, load_dataset,
                         load_model_input, read_split, scan_images)
 from train.errors import DataError
@@ -192,7 +193,7 @@ def test_data_counts_command_takes_several_roots(data_dir, split_csv, capsys):
 
 
 def test_decoded_arrays_blank_the_inset_in_image_and_field(data_dir, split_csv, tmp_path):
-    from engine.content_area import SCOPE_GUIDE_INSET, inset_pixels
+    from engine.analysis.crop import SCOPE_GUIDE_INSET, inset_pixels
     from train.data import load_arrays
 
     ds = load_dataset(shared_roots(data_dir)[1:], split_csv)

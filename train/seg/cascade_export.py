@@ -1,6 +1,6 @@
 """``endoview export-seg RUN_DIR -o BUNDLE_DIR`` for a Cascade Mask R-CNN run: an "instances" bundle.
 
-The bundle carries MMDetection's own files, run by :mod:`engine.instances` through
+The bundle carries MMDetection's own files, run by :mod:`engine.analysis.instances` through
 ``init_detector`` / ``inference_detector``:
 
 * ``model.pth``: ``{"meta": {"dataset_meta": {"classes": ["polyp"], ...}, ...}, "state_dict": ...}``
@@ -103,11 +103,11 @@ def _check_image(info: dict[str, Any]) -> Path | None:
 
 def self_check(bundle: Bundle, image: Path | None, device: str = "cpu") -> dict[str, Any]:
     """Run ``bundle`` on ``image`` (BGR, as read) the way the viewer's second pass does
-    (:class:`engine.instances.MMDetDetector`: init_detector, inference_detector)."""
+    (:class:`engine.analysis.instances.MMDetDetector`: init_detector, inference_detector)."""
     import cv2
 
+    from engine.analysis.instances import MMDetDetector
     from engine.errors import BundleError
-    from engine.instances import MMDetDetector
 
     if image is not None:
         bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
@@ -191,7 +191,7 @@ def export_cascade(run_dir: str | Path, out: str | Path, *, name: str | None = N
             files={MODEL_FILE: model_file, CONFIG_FILE: config_file},
             formats={"mmdet": MODEL_FILE, "mmdet-config": CONFIG_FILE}, outputs=OUTPUTS, trained=trained,
             training=training, metrics=metrics, force=force,
-            notes=f"Cascade Mask R-CNN R50-FPN (MMDetection {versions['mmdet']}), run by engine.instances; "
+            notes=f"Cascade Mask R-CNN R50-FPN (MMDetection {versions['mmdet']}), run by engine.analysis.instances; "
                   f"thresholds in config.py model.test_cfg. {NO_ONNX}.")
     bundle = load_bundle(bundle.path)
     check = self_check(bundle, _check_image(info))

@@ -3,7 +3,7 @@
 One instance per connected region (8-connectivity) of the thresholded mask, stored as
 uncompressed COCO RLE (``{"size": [h, w], "counts": [...]}``, column-major, starting with a run
 of zeros; pycocotools and MMDetection read it), with its box and area. Images keep their size but
-get the engine's black-border masking (:func:`engine.content_area.deidentify`: black outside the
+get the engine's black-border masking (:func:`engine.analysis.crop.deidentify`: black outside the
 visible field), and mask pixels outside the field are dropped, so the detector sees what the
 viewer gives it. Every instance box is checked against Kvasir-SEG's ``kavsir_bboxes.json``
 (its ``xmin``/``ymin`` lie one pixel outside the region): the IoU with the best-matching box is
@@ -22,7 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.content_area import deidentify, detect_content_area
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import deidentify
 
 from ..data import read_bgr
 from ..errors import DataError

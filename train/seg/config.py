@@ -39,7 +39,7 @@ class SegTrainConfig:
     #: polyp-free image folders (HyperKvasir labeled-images layout or class folders, folds from the
     #: split file) trained as empty masks beside Kvasir-SEG
     negatives: list[str] | None = None
-    #: black out the scope-guide inset (engine.content_area.SCOPE_GUIDE_INSET) in every image
+    #: black out the scope-guide inset (engine.analysis.crop.SCOPE_GUIDE_INSET) in every image
     inset: bool = True
     val_every: int = 1  # validate every N epochs (and after the last)
 

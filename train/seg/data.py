@@ -8,7 +8,7 @@ file lists them by HyperKvasir id, so a fold comes from two files::
     2_fold_split.csv: <uuid>.jpg;polyp;<split-index>
 
 which gives the paper's 500 / 500 folds. Every image goes through the engine's content-area
-crop and black-border masking (:func:`engine.content_area.model_input`); its ground-truth mask
+crop and black-border masking (:func:`engine.analysis.crop.model_input`); its ground-truth mask
 goes through the same crop and resize and loses whatever lies outside the visible field, so the
 network learns exactly what the viewer will ask of it.
 """
@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.content_area import blank_inset, detect_content_area, model_input
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import blank_inset, model_input
 from engine.types import ContentArea
 
 from ..data import cached_arrays, progress_range, read_bgr, read_split
@@ -162,7 +163,7 @@ def load_pair(sample: SegSample, size: tuple[int, int], inset: tuple[float, floa
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(RGB model input H x W x 3 uint8, polyp mask H x W bool, field mask H x W bool).
 
-    With ``inset`` (:data:`engine.content_area.SCOPE_GUIDE_INSET`) that box is black in the image
+    With ``inset`` (:data:`engine.analysis.crop.SCOPE_GUIDE_INSET`) that box is black in the image
     and False in both masks: the model never sees it and is never asked about it.
     """
     bgr = read_bgr(sample.image)

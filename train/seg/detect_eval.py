@@ -3,7 +3,7 @@
 Polyp images (``--images``, those with a ground-truth mask) and polyp-free images
 (``--negatives``) go one by one through what the viewer runs on a frame: the content area, the
 model inputs, the segmenter (with its presence rule), the classifier when ``--classifier`` names
-one, and the frame's verdict (:mod:`engine.verdict`), smoothing off. For each of the three
+one, and the frame's verdict (:mod:`engine.analysis.verdict`), smoothing off. For each of the three
 answers (segmenter, classifier, combined verdict) it reports:
 
 - **sensitivity**: the share of polyp images called "polyp"; **specificity**: the share of
@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from engine.analysis.classifier import Classifier
+from engine.analysis.segmenter import Segmenter
+from engine.analysis.verdict import polyp_probability
 from engine.backends import open_backend
 from engine.bundle import load_bundle
-from engine.classifier import Classifier
 from engine.errors import BundleError
 from engine.pipeline import Analyzer
-from engine.segmenter import Segmenter
 from engine.types import Frame
-from engine.verdict import polyp_probability
 
 from ..data import IMAGE_SUFFIXES, read_bgr
 from ..errors import DataError
@@ -148,7 +148,7 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
         answers["classifier"] = {**rates(np.array([r["clf"] for r in rows]), positive),
                                  "auroc": auroc(clf_score, positive), "score": "probability of the polyp classes",
                                  "operating_point": clf.operating_point}
-        combined = clf_score / clf.operating_point  # engine.verdict: with both, the classifier decides
+        combined = clf_score / clf.operating_point  # engine.analysis.verdict: with both, the classifier decides
         both_agree = np.array([r["seg"] and r["clf"] for r in rows])
         answers["combined"] = {**rates(np.array([r["combined"] for r in rows]), positive),
                                "auroc": auroc(combined, positive),

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from engine.analysis.content_area import detect_content_area
+from engine.analysis.crop import model_input
+from engine.analysis.instances import InstancePass
+from engine.analysis.segmenter import Segmenter
 from engine.backends import open_backend
 from engine.bundle import load_bundle
-from engine.content_area import detect_content_area, model_input
 from engine.errors import BundleError
-from engine.instances import InstancePass
-from engine.segmenter import Segmenter
 from engine.types import Frame
 
 from ..data import read_bgr

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from engine.analysis.crop import SCOPE_GUIDE_INSET
 from engine.bundle import Bundle, write_bundle
-from engine.content_area import SCOPE_GUIDE_INSET
 
 from ..errors import TrainError
 from ..models import count_parameters
@@ -57,7 +57,7 @@ class SegExportReport:
 
 def _fit_presence(model: torch.nn.Module, ckpt: dict[str, Any], size: tuple[int, int]) -> dict[str, Any] | None:
     """The image-level rule (train/seg/presence.py) on the run's training fold; None without negatives."""
-    from engine.segmenter import DEFAULT_THRESHOLD
+    from engine.analysis.segmenter import DEFAULT_THRESHOLD
 
     from . import presence
     from .trainer import _split, _split_file_beside, predict

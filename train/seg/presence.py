@@ -1,8 +1,8 @@
 """The segmenter's image-level "polyp present" rule, fitted on the training fold only.
 
-The viewer decides per frame with :class:`engine.segmenter.PresenceRule`: the largest probability
+The viewer decides per frame with :class:`engine.analysis.segmenter.PresenceRule`: the largest probability
 must reach ``min_peak`` and the share of model-input pixels over the mask threshold must reach
-``min_area`` (:func:`engine.segmenter.presence_scores` computes both, here and in the viewer). The
+``min_area`` (:func:`engine.analysis.segmenter.presence_scores` computes both, here and in the viewer). The
 pair is chosen on the images the model was trained on (polyp images and polyp-free images of the
 training fold, without augmentation): the pair with the largest sensitivity + specificity, ties
 going to the stricter pair (fewer false alarms on video the model has never seen). The held-out
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.segmenter import DEFAULT_THRESHOLD, PresenceRule, presence_scores
+from engine.analysis.segmenter import DEFAULT_THRESHOLD, PresenceRule, presence_scores
 
 #: Candidate thresholds: peak probability and area share (of the model input's pixels).
 PEAKS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)

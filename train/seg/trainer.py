@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.content_area import SCOPE_GUIDE_INSET
+from engine.analysis.crop import SCOPE_GUIDE_INSET
 
 from ..augment import batch_augment as augment
 from ..errors import TrainError
@@ -108,7 +108,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32) ->
 def validate(model: torch.nn.Module, arrays: dict[str, np.ndarray], threshold: float = 0.5) -> dict[str, float]:
     """Dice and IoU on the polyp images (per image, averaged); with polyp-free images among them,
     also the image-level sensitivity and specificity of "any pixel over the threshold"."""
-    from engine.segmenter import presence_scores
+    from engine.analysis.segmenter import presence_scores
 
     probs = predict(model, arrays["images"])
     polyp = arrays["masks"].reshape(len(probs), -1).any(1) if len(probs) else np.zeros(0, bool)

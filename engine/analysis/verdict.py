@@ -13,7 +13,7 @@ second pass's hold trigger and the per-frame log (``"polyp"``) all follow this o
   of them; the classifier's score also ranks frames better (AUROC 0.961 against 0.922).
 - **classifier alone**: the polyp classes' probability reaches the operating point.
 - **segmenter alone**: the segmenter's image-level presence rule
-  (:class:`engine.segmenter.PresenceRule`).
+  (:class:`engine.analysis.segmenter.PresenceRule`).
 
 The classifier's operating point is its manifest's ``"operating_point": {"polyp": P}`` (chosen on
 the training fold by ``train/``); without it, 0.5.
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BundleError
-from .types import POLYP_CLASSES, Prediction, SegmentationResult
+from ..errors import BundleError
+from ..types import POLYP_CLASSES, Prediction, SegmentationResult
 
 DEFAULT_OPERATING_POINT = 0.5
 

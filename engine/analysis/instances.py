@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from .bundle import Bundle
-from .errors import BackendError, BundleError
-from .types import ContentArea, Frame, SecondPassResult
+from ..bundle import Bundle
+from ..errors import BackendError, BundleError
+from ..types import ContentArea, Frame, SecondPassResult
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class MMDetDetector:
 
     def __init__(self, bundle: Bundle, device: str | None = None, *,
                  score_threshold: float | None = None) -> None:
-        from .mmdet_compat import import_mmdet
+        from ..mmdet_compat import import_mmdet
 
         import_mmdet()
         import torch

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from ..pipeline import JOIN_TIMEOUT_S, LatestSlot
+from ..types import POLYP_CLASSES, ContentArea, Frame, FrameResult, SecondPassResult
 from .classifier import Classifier
-from .content_area import model_input
-from .pipeline import JOIN_TIMEOUT_S, LatestSlot
-from .types import POLYP_CLASSES, ContentArea, Frame, FrameResult, SecondPassResult
+from .crop import model_input
 
 logger = logging.getLogger(__name__)
 

@@ -8,16 +8,13 @@ never shrinks it), an opening scaled to the field removes burned-in text, the la
 is kept, a scope-position thumbnail stuck to a corner of the field is cut off, and a shape
 (circle, octagon, rectangle, full) is fitted to the outer contour.
 
-``ContentAreaTracker`` re-estimates periodically with hysteresis so the crop does not jitter,
-``model_input`` crops, resizes and masks a frame for a model (uint8 RGB), and ``deidentify``
-blacks out everything outside the field (burned-in patient text lies there).
+:class:`~engine.analysis.tracker.ContentAreaTracker` re-estimates it over a video;
+:mod:`engine.analysis.crop` cuts the model input and blacks out what lies outside it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -25,8 +22,7 @@ import numpy as np
 from engine.errors import ContentAreaError
 from engine.types import ContentArea
 
-__all__ = ["SCOPE_GUIDE_INSET", "ContentAreaTracker", "blank_inset", "check_inset", "deidentify",
-           "detect_content_area", "model_input"]
+__all__ = ["check_image", "detect_content_area"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +36,14 @@ FULL_MARGIN = 0.015
 BORDER_CEILING = 40
 #: Threshold above the darkest level of the frame.
 BORDER_MARGIN = 18
-#: The scope-guide inset: a box in the bottom-left corner of the field's bounding box, as fractions
-#: (x0, y0, x1, y1) of the model input. Olympus processors draw the ScopeGuide there (a green box
-#: with the scope's shape); some archives paint it black. Measured on the model inputs of the shared
-#: data: Kvasir-SEG's green insets end at x 0.325 and start at y 0.67, HyperKvasir's painted boxes
-#: end at x 0.32 and start at y 0.69; the box keeps a margin around both. Models whose manifest
-#: names it (``input.inset``) see this box black in every image, in training and at inference, so
-#: neither a green inset nor a black one can tell them anything.
-SCOPE_GUIDE_INSET = (0.0, 0.64, 0.36, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
 # validation
 
 
-def _check_image(image_bgr: object) -> np.ndarray:
+def check_image(image_bgr: object) -> np.ndarray:
+    """``image_bgr`` itself when it is an H x W x 3 uint8 array, else ContentAreaError."""
     if not isinstance(image_bgr, np.ndarray):
         raise ContentAreaError(
             f"content area: expected a numpy image (H x W x 3 uint8 BGR), got {type(image_bgr).__name__}"
@@ -71,17 +60,6 @@ def _check_image(image_bgr: object) -> np.ndarray:
     if image_bgr.shape[0] < 1 or image_bgr.shape[1] < 1:
         raise ContentAreaError(f"content area: empty image of shape {image_bgr.shape}")
     return image_bgr
-
-
-def _check_area(image: np.ndarray, area: ContentArea) -> None:
-    if not isinstance(area, ContentArea):
-        raise ContentAreaError(f"content area: expected a ContentArea, got {type(area).__name__}")
-    size = (image.shape[1], image.shape[0])
-    if size != tuple(area.frame_size):
-        raise ContentAreaError(
-            f"content area was estimated on a {area.frame_size[0]}x{area.frame_size[1]} frame but the "
-            f"image is {size[0]}x{size[1]}; re-estimate it (ContentAreaTracker does so on a size change)"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,7 +276,7 @@ def detect_content_area(image_bgr: np.ndarray) -> ContentArea:
     Never raises on a valid image: a black, uniform or tiny frame gives the full frame with a low
     confidence. Raises ContentAreaError for anything that is not an H x W x 3 uint8 array.
     """
-    image = _check_image(image_bgr)
+    image = check_image(image_bgr)
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
         return ContentArea.full_frame(width, height, confidence=0.0)
@@ -411,236 +389,3 @@ def _fit_round_or_octagon(
             return "circle", np.round(circle).astype(np.int32)
     approx = cv2.approxPolyDP(hull, 0.6, True).reshape(-1, 2).astype(np.float64)
     return "octagon", _to_frame(approx, sx, sy, width, height)
-
-
-# --------------------------------------------------------------------------------------------
-# tracking
-
-
-class ContentAreaTracker:
-    """Content area of a video, stable over time.
-
-    Re-estimates every ``every`` frames (and at once on a frame-size change or a backwards seek).
-    A new estimate replaces the current area only when it differs by more than ``tolerance``
-    (bbox change relative to the frame size, or another shape) for ``confirm`` re-estimates in a
-    row; otherwise the current ContentArea object is returned unchanged (callers cache by
-    identity). Estimates with a low confidence (a black or blurred frame) neither confirm nor
-    cancel a pending change.
-
-    ``background = True`` (live mode) moves the periodic re-estimates off the caller's thread:
-    a copy of the frame goes to a worker and its estimate is considered on a later frame, so the
-    live path never pays for a detection. The first estimate and size changes stay synchronous.
-    Call ``close()`` (or leave background mode) to end the worker.
-    """
-
-    MIN_CONFIDENCE = 0.3
-
-    def __init__(self, every: int = 30, tolerance: float = 0.02, confirm: int = 2) -> None:
-        if every < 1 or confirm < 1 or tolerance < 0:
-            raise ValueError(
-                f"ContentAreaTracker needs every >= 1, confirm >= 1, tolerance >= 0 "
-                f"(got every={every}, confirm={confirm}, tolerance={tolerance})"
-            )
-        self.every = every
-        self.tolerance = tolerance
-        self.confirm = confirm
-        self.current: ContentArea | None = None
-        self._last_index: int | None = None
-        self._pending = 0
-        self.estimates = 0  # how many times detection ran (for tests and statistics)
-        self._background = False
-        self._executor: ThreadPoolExecutor | None = None
-        self._future: Future | None = None
-
-    @property
-    def background(self) -> bool:
-        return self._background
-
-    @background.setter
-    def background(self, on: bool) -> None:
-        self._background = bool(on)
-        if not on:
-            self.close()
-
-    def close(self) -> None:
-        """End the background worker (waits for a detection under way: a few milliseconds)."""
-        executor, self._executor, self._future = self._executor, None, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-    def reset(self) -> None:
-        self.current = None
-        self._last_index = None
-        self._pending = 0
-        self._future = None
-
-    def _differs(self, new: ContentArea) -> bool:
-        cur = self.current
-        assert cur is not None
-        if new.shape != cur.shape:
-            return True
-        w, h = cur.frame_size
-        scale = (w, h, w, h)
-        return any(abs(a - b) / s > self.tolerance for a, b, s in zip(new.bbox, cur.bbox, scale))
-
-    def update(self, image_bgr: np.ndarray, index: int) -> ContentArea:
-        image = _check_image(image_bgr)
-        size = (image.shape[1], image.shape[0])
-        cur = self.current
-        if cur is None or cur.frame_size != size:
-            if cur is not None:
-                logger.info("content area: frame size changed to %dx%d, re-estimating", *size)
-            self._future = None
-            self.current = detect_content_area(image)
-            self.estimates += 1
-            self._last_index = index
-            self._pending = 0
-            return self.current
-        if self._future is not None and self._future.done():
-            future, self._future = self._future, None
-            new = future.result()
-            if new.frame_size == size:
-                self._consider(new)
-        last = self._last_index if self._last_index is not None else index
-        if index - last < self.every and index >= last:
-            return self.current
-        self._last_index = index
-        if self._background:
-            if self._future is None:  # one at a time: a busy worker skips this round
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="endoview-content-area")
-                self._future = self._executor.submit(self._estimate, image.copy())
-            return self.current
-        self._consider(self._estimate(image))
-        return self.current
-
-    def _estimate(self, image: np.ndarray) -> ContentArea:
-        self.estimates += 1
-        return detect_content_area(image)
-
-    def _consider(self, new: ContentArea) -> None:
-        """Hysteresis: adopt ``new`` only after ``confirm`` differing estimates in a row."""
-        cur = self.current
-        if new.confidence < self.MIN_CONFIDENCE and cur.confidence >= self.MIN_CONFIDENCE:
-            return
-        if not self._differs(new):
-            self._pending = 0
-            return
-        self._pending += 1
-        if self._pending >= self.confirm:
-            logger.info(
-                "content area changed: %s %s -> %s %s", cur.shape, cur.bbox, new.shape, new.bbox
-            )
-            self.current = new
-            self._pending = 0
-
-
-# --------------------------------------------------------------------------------------------
-# model input and de-identification
-
-_MASK_CACHE: OrderedDict[tuple[ContentArea, tuple[int, int]], np.ndarray] = OrderedDict()
-_MASK_CACHE_SIZE = 16
-
-
-def _model_mask(area: ContentArea, size: tuple[int, int]) -> np.ndarray:
-    """The field mask for the model: (h, w, 3) uint8 0/255 over the bbox, cached per (area, size)."""
-    key = (area, size)  # ContentArea hashes by identity (eq=False)
-    mask = _MASK_CACHE.get(key)
-    if mask is not None:
-        _MASK_CACHE.move_to_end(key)
-        return mask
-    h, w = size
-    x, y, bw, bh = area.bbox
-    # draw the polygon straight at the model's resolution (exact, no resampling blur)
-    poly = area.polygon.astype(np.float64)
-    poly[:, 0] = (poly[:, 0] - x + 0.5) * (w / bw) - 0.5
-    poly[:, 1] = (poly[:, 1] - y + 0.5) * (h / bh) - 0.5
-    mask = np.zeros((h, w), np.uint8)
-    shift = 4
-    cv2.fillPoly(mask, [np.round(poly * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)], 255,
-                 lineType=cv2.LINE_8, shift=shift)
-    mask = cv2.merge([mask, mask, mask])
-    mask.setflags(write=False)
-    _MASK_CACHE[key] = mask
-    if len(_MASK_CACHE) > _MASK_CACHE_SIZE:
-        _MASK_CACHE.popitem(last=False)
-    return mask
-
-
-def check_inset(inset: object) -> tuple[float, float, float, float] | None:
-    """``None`` or a box (x0, y0, x1, y1) of fractions with 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1."""
-    if inset is None:
-        return None
-    try:
-        x0, y0, x1, y1 = (float(v) for v in inset)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ContentAreaError(f"inset must be four fractions (x0, y0, x1, y1), not {inset!r}") from None
-    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-        raise ContentAreaError(f"inset {inset!r} is not a box inside the image (0 <= x0 < x1 <= 1, "
-                               "0 <= y0 < y1 <= 1)")
-    return x0, y0, x1, y1
-
-
-def inset_pixels(inset: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The inset box in pixels (x0, y0, x1, y1; end exclusive) of an image of ``size`` = (height, width)."""
-    h, w = size
-    x0, y0, x1, y1 = inset
-    return int(round(x0 * w)), int(round(y0 * h)), int(round(x1 * w)), int(round(y1 * h))
-
-
-def blank_inset(image: np.ndarray, inset: tuple[float, float, float, float] | None) -> np.ndarray:
-    """Black out the ``inset`` box of a model-sized image (H x W or H x W x C), in place; returns it."""
-    if inset is not None:
-        x0, y0, x1, y1 = inset_pixels(inset, image.shape[:2])
-        image[y0:y1, x0:x1] = 0
-    return image
-
-
-def model_input(
-    image_bgr: np.ndarray, area: ContentArea, size: tuple[int, int], *, mask: bool = True,
-    inset: tuple[float, float, float, float] | None = None,
-) -> np.ndarray:
-    """Crop ``image_bgr`` to ``area.bbox``, resize to ``size`` = (height, width), black outside.
-
-    Returns H x W x 3 uint8 **RGB**, C-contiguous: the bytes every backend receives (the ONNX
-    graph does the rest of the preprocessing). INTER_AREA when shrinking, INTER_LINEAR when
-    enlarging. The resized mask is cached per (area, size). ``inset``: a box of fractions of the
-    model input blacked out as well (the model's manifest says which: ``SCOPE_GUIDE_INSET``), the
-    same in training and at inference.
-    """
-    image = _check_image(image_bgr)
-    _check_area(image, area)
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError) as err:
-        raise ContentAreaError(f"model input size must be (height, width), got {size!r}") from err
-    if h < 1 or w < 1:
-        raise ContentAreaError(f"model input size must be positive, got {size!r}")
-    x, y, bw, bh = area.bbox
-    crop = image[y : y + bh, x : x + bw]
-    shrinking = w * h < bw * bh
-    if shrinking:
-        # INTER_AREA is slow for large non-integer factors: first average by a whole factor
-        # (OpenCV's fast path), then INTER_AREA the rest of the way (< 2x)
-        factor = min(bw // w, bh // h)
-        if factor >= 2:
-            crop = cv2.resize(crop, None, fx=1.0 / factor, fy=1.0 / factor,
-                              interpolation=cv2.INTER_AREA)
-        resized = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
-    else:
-        resized = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
-    rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-    if mask and area.shape != "full":
-        cv2.bitwise_and(rgb, _model_mask(area, (h, w)), dst=rgb)
-    return blank_inset(rgb, inset)
-
-
-def deidentify(image_bgr: np.ndarray, area: ContentArea, *, inplace: bool = False) -> np.ndarray:
-    """Everything outside the field set to black (burned-in patient text lies there)."""
-    image = _check_image(image_bgr)
-    _check_area(image, area)
-    out = image if inplace else image.copy()
-    if area.shape != "full":
-        outside = area.mask == 0
-        out[outside] = 0
-    return out

@@ -1,7 +1,7 @@
 """The real-time segmenter: model input -> backend -> polyp mask in frame pixels.
 
 A segment bundle takes the same model input as a classifier (the field's bounding box, resized,
-black outside the field: :func:`engine.content_area.model_input`) and returns its ``mask`` output,
+black outside the field: :func:`engine.analysis.crop.model_input`) and returns its ``mask`` output,
 N x 1 x H x W probabilities at the model's size. :meth:`Segmenter.segment` maps it back onto the
 frame, the inverse of the crop and resize: the probabilities are resized to the bounding box
 (bilinear, the same pixel-centre convention as the forward resize), thresholded, placed at the
@@ -15,7 +15,7 @@ A}``, fitted on the training fold by ``train/seg``) decides whether the frame sh
 the largest probability must reach P and the share of model-input pixels at or above the threshold
 must reach A. When it says no, the segmenter's answer is "no polyp" (``SegmentationResult.present``)
 however many pixels passed the threshold; the mask keeps them, to be drawn where a classifier beside
-it says polyp (engine.verdict). Without the key (older bundles) any pixel over the threshold counts.
+it says polyp (engine.analysis.verdict). Without the key (older bundles) any pixel over the threshold counts.
 Temporal smoothing (the classifier's smoothers, ``ema:A`` / ``window:N``) works on the
 probability maps at the model's size, so the mask does not flicker; it starts afresh whenever the
 content area changes (the maps would no longer line up) and after :meth:`Segmenter.reset`.
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .bundle import Bundle
+from ..bundle import Bundle
+from ..errors import BackendError, BundleError
+from ..types import ContentArea, SegmentationResult, absent_label
 from .classifier import NoSmoothing, Smoother
-from .errors import BackendError, BundleError
-from .types import ContentArea, SegmentationResult, absent_label
 
 DEFAULT_THRESHOLD = 0.5
 

@@ -11,9 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .bundle import Bundle
-from .errors import BackendError, BundleError
-from .types import Prediction
+from ..bundle import Bundle
+from ..errors import BackendError, BundleError
+from ..types import Prediction
 from .verdict import operating_point
 
 
@@ -113,7 +113,7 @@ class Classifier:
         self.input_name = bundle.input_name
         self.output_name = bundle.outputs["probabilities"]
         self.name = bundle.name
-        #: P(polyp classes) at which this classifier calls a frame "polyp" (engine.verdict)
+        #: P(polyp classes) at which this classifier calls a frame "polyp" (engine.analysis.verdict)
         self.operating_point = operating_point(bundle.manifest, bundle.path)
 
     @property
