@@ -273,7 +273,8 @@ def part_env(ctx: dict[str, Any]) -> dict[str, Any]:
     except ImportError as err:
         info["onnxruntime"] = {"error": f"does not import: {err}"}
     from engine.backends import available_backends
-    from engine.backends.tensorrt import import_cuda, tensorrt_version
+    from engine.backends.tensorrt.cuda import import_cuda
+    from engine.backends.tensorrt.library import tensorrt_version
     from engine.errors import BackendUnavailable
 
     info["backends"] = {name: {"available": ok, "detail": detail} for name, (ok, detail) in available_backends().items()}
@@ -392,7 +393,7 @@ def part_plans(ctx: dict[str, Any]) -> dict[str, Any]:
     ok, why = _trt_ok(ctx["device"])
     if not ok:
         return _skipped(why)
-    from engine.backends.tensorrt import build_plan
+    from engine.backends.tensorrt.build import build_plan
 
     cache = Path(ctx["out"]) / "cache" / "engines"
     builds: dict[str, Any] = {}
@@ -489,7 +490,7 @@ def part_bench(ctx: dict[str, Any]) -> dict[str, Any]:
     trt_ok, trt_why = _trt_ok(device)
     ort_ok, ort_why = _ort_cuda(device)
     if trt_ok:
-        from engine.backends.tensorrt import TensorRTBackend
+        from engine.backends.tensorrt.backend import TensorRTBackend
 
         for bundle in bundles:  # the fp32 plans `bench --backend tensorrt` loads (built by `plans` unless skipped)
             with TensorRTBackend(bundle, device=device, build_missing=True, cache_dir=cache / "engines"):
@@ -540,7 +541,7 @@ def part_cascade(ctx: dict[str, Any]) -> dict[str, Any]:
         ok, why = _mmcv_cuda_ops()
         if not ok:
             return _skipped(why)
-    from engine.mmdet_compat import MMDetUnavailable, import_mmdet
+    from engine.backends.mmdet_compat import MMDetUnavailable, import_mmdet
 
     try:
         import_mmdet()

@@ -3,7 +3,8 @@
 An "instances" bundle (task ``instances``; see :mod:`engine.bundle`) carries an MMDetection
 checkpoint and config (``formats``: ``mmdet``, ``mmdet-config``), written by
 ``endoview export-seg`` from a ``train segment --arch cascade`` run. MMDetection, mmcv and
-mmengine are imported only here, when such a bundle is opened (the ``seg`` extra).
+mmengine are imported only by :mod:`engine.backends.mmdet`, when such a bundle is opened (the
+``seg`` extra).
 
 :class:`InstancePass` crops the frame to the content area's bounding box, blacks out what lies
 outside the visible field (as the fast model's input is), hands that crop at its own resolution
@@ -15,17 +16,15 @@ mask 0.45, NMS 0.3 in the paper's config); ``max_instances`` keeps the highest-s
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable
 
 import numpy as np
 
+from ..backends.mmdet import MMDetDetector
 from ..bundle import Bundle
 from ..errors import BackendError, BundleError
 from ..types import ContentArea, Frame, SecondPassResult
-
-logger = logging.getLogger(__name__)
 
 #: crop (H x W x 3 uint8 BGR) -> (masks N x H x W bool, boxes N x 4 float (x1, y1, x2, y2), scores N)
 Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -109,45 +108,3 @@ def to_frame(masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray, area: Con
     if area.shape != "full" and len(order):
         out &= area.mask[None] > 0
     return out, boxes, scores
-
-
-class MMDetDetector:
-    """MMDetection's ``init_detector`` / ``inference_detector`` over an instances bundle.
-
-    ``score_threshold`` replaces the config's ``test_cfg.rcnn.score_thr`` (the paper's 0.5).
-    """
-
-    def __init__(self, bundle: Bundle, device: str | None = None, *,
-                 score_threshold: float | None = None) -> None:
-        from ..mmdet_compat import import_mmdet
-
-        import_mmdet()
-        import torch
-        from mmdet.apis import inference_detector, init_detector
-
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self._infer = inference_detector
-        try:
-            options = {} if score_threshold is None else {"model.test_cfg.rcnn.score_thr": float(score_threshold)}
-            self.model = init_detector(str(bundle.file("mmdet-config")), str(bundle.file("mmdet")),
-                                       device=device, cfg_options=options or None)
-        except Exception as err:  # noqa: BLE001 - MMDetection raises anything on a foreign file
-            raise BundleError(f"cannot load the MMDetection model in {bundle.path}: "
-                              f"{type(err).__name__}: {err}") from err
-        logger.info("second pass %s: MMDetection on %s", bundle.name, device)
-
-    def __call__(self, crop_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            sample = self._infer(self.model, crop_bgr)
-        inst = sample.pred_instances
-        scores = inst.scores.detach().cpu().numpy()
-        boxes = inst.bboxes.detach().cpu().numpy()
-        if "masks" in inst:
-            masks = inst.masks.detach().cpu().numpy().astype(bool, copy=False)
-        else:
-            masks = np.zeros((len(scores), *crop_bgr.shape[:2]), bool)
-        return masks, boxes, scores

@@ -6,6 +6,13 @@
 
 Importing this package imports none of torch, tensorrt or pycuda; each backend imports its
 libraries when it is entered.
+
+Every inference library (onnxruntime, torch, TensorRT and pycuda, MMDetection) is imported only
+under this package: the backends (:mod:`~engine.backends.onnxruntime`, :mod:`~engine.backends.torch`,
+:mod:`~engine.backends.tensorrt`, with the TensorRT plan cache :mod:`~engine.backends.plan_cache`),
+MMDetection's detector for the second pass (:mod:`~engine.backends.mmdet`) and what
+``endoview info`` asks of the machine (:mod:`~engine.backends.probe`). An import-linter contract
+in pyproject.toml checks it.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ __all__ = [
 #: name -> "module:Class"; modules are imported on demand (they import nothing heavy at the top).
 BACKENDS: dict[str, str] = {
     "onnxruntime": "engine.backends.onnxruntime:OnnxRuntimeBackend",
-    "tensorrt": "engine.backends.tensorrt:TensorRTBackend",
+    "tensorrt": "engine.backends.tensorrt.backend:TensorRTBackend",
     "torch": "engine.backends.torch:TorchBackend",
 }
 
@@ -117,7 +124,7 @@ def _auto(bundle: Bundle, *, device: str | None, options: dict[str, Any]) -> Bac
 def _cached_plan(backend: Backend, options: dict[str, Any]) -> tuple[Any, str]:
     from pathlib import Path
 
-    from engine import plan_cache
+    from engine.backends import plan_cache
 
     key = backend.plan_key()  # type: ignore[attr-defined]
     folder = options.get("cache_dir")

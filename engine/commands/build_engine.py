@@ -28,7 +28,7 @@ NO_TENSORRT = (
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from engine.backends.tensorrt import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
+    from engine.backends.tensorrt.build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
 
     p = subparsers.add_parser(
         "build-engine",
@@ -74,7 +74,7 @@ def _why_not(err: BackendUnavailable) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.backends.tensorrt import build_plan
+    from engine.backends.tensorrt.build import build_plan
     from engine.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)  # BundleError is reported by the CLI

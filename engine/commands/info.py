@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
-import importlib.util
 import json
-import logging
 import platform
-import shutil
-import subprocess
 import sys
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
@@ -53,14 +47,6 @@ def _module_version(module: str) -> str | None:
     return str(getattr(mod, "__version__", "?"))
 
 
-def _onnxruntime() -> dict[str, Any]:
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        return {"version": None, "error": str(err)}
-    return {"version": ort.__version__, "providers": ort.get_available_providers(), "device": ort.get_device()}
-
-
 def _pyav() -> dict[str, Any]:
     try:
         import av
@@ -75,56 +61,14 @@ def _pyav() -> dict[str, Any]:
     return {"version": av.__version__, "libx264": x264, "ffmpeg": ffmpeg}
 
 
-def _gpus() -> dict[str, Any]:
-    """GPUs via torch (when installed) else nvidia-smi; never fails."""
-    try:
-        has_torch = importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        has_torch = False
-    if has_torch:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                devs = []
-                for i in range(torch.cuda.device_count()):
-                    props = torch.cuda.get_device_properties(i)
-                    devs.append({
-                        "index": i,
-                        "name": props.name,
-                        "compute_capability": f"{props.major}.{props.minor}",
-                        "memory_mib": props.total_memory // (1 << 20),
-                    })
-                return {"source": "torch", "devices": devs}
-        except (ImportError, RuntimeError, OSError) as err:
-            log.debug("torch could not list GPUs: %s", err)
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=index,name,compute_cap,memory.total", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError) as err:
-            return {"source": "nvidia-smi", "devices": [], "error": str(err)}
-        devs = []
-        for line in out.strip().splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) >= 4:
-                devs.append({"index": int(parts[0]), "name": parts[1], "compute_capability": parts[2],
-                             "memory_mib": int(float(parts[3])) if parts[3].replace(".", "").isdigit() else None})
-        return {"source": "nvidia-smi", "devices": devs}
-    return {"source": None, "devices": []}
-
-
 def collect() -> dict[str, Any]:
     """Everything ``endoview info`` reports, as a JSON-able dict."""
     import numpy
 
     import engine
-    from engine import plan_cache
-    from engine.backends import available_backends
-    from engine.backends.tensorrt import tensorrt_version
+    from engine.backends import available_backends, plan_cache
+    from engine.backends.probe import gpus, onnxruntime_info
+    from engine.backends.tensorrt.library import tensorrt_version
 
     backends = {name: {"available": ok, "detail": why} for name, (ok, why) in available_backends().items()}
     return {
@@ -134,14 +78,14 @@ def collect() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "opencv": _module_version("cv2"),
         "onnx": _dist_version("onnx"),
-        "onnxruntime": _onnxruntime(),
+        "onnxruntime": onnxruntime_info(),
         "pyav": _pyav(),
         "pyside6": _dist_version("PySide6", "PySide6-Essentials"),
         "torch": _dist_version("torch"),
         "tensorrt": tensorrt_version(),
         "pycuda": _dist_version("pycuda"),
         "backends": backends,
-        "gpus": _gpus(),
+        "gpus": gpus(),
         "plan_cache": str(plan_cache.engines_dir()),
     }
 

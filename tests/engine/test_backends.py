@@ -140,7 +140,7 @@ def test_contract_tensorrt_path_with_the_fake(version: str, classifier: Bundle, 
 
 def test_fp16_contract_with_the_fake_tensorrt_11(classifier: Bundle, segmenter: Bundle, data_dir: Path,
                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """TensorRT 11 builds FP16 from an FP16 ONNX (engine.backends.tensorrt.to_fp16_onnx); the fake
+    """TensorRT 11 builds FP16 from an FP16 ONNX (engine.backends.tensorrt.fp16.to_fp16_onnx); the fake
     runs that ONNX in onnxruntime, so this is real FP16 arithmetic on real images, shipped
     bundles included, judged by the FP16 contract (top-1 agreement, Dice change)."""
     from fakes import install_fake_tensorrt

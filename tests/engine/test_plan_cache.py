@@ -23,12 +23,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engine import plan_cache
-from engine.backends import open_backend
-from engine.backends.tensorrt import build_plan, to_fp16_onnx
+from engine.backends import open_backend, plan_cache
+from engine.backends.plan_cache import PlanKey
+from engine.backends.tensorrt.build import build_plan
+from engine.backends.tensorrt.fp16 import to_fp16_onnx
 from engine.bundle import Bundle
 from engine.errors import BackendError, BackendUnavailable
-from engine.plan_cache import PlanKey
 from fakes import TIMING_MAGIC, FakeCuda, install_fake_tensorrt
 from tiny_models import make_tiny_classifier_bundle, make_tiny_segmenter_bundle, random_images, reference_probs
 
@@ -51,10 +51,10 @@ def test_key_digest_is_stable_and_covers_every_field() -> None:
 
 
 def test_key_defaults_are_the_builders() -> None:
-    from engine.backends import tensorrt
+    from engine.backends.tensorrt import build
 
     key = PlanKey("ab" * 32, "g", "9.0", "10", "fp32")
-    assert (key.max_batch, key.workspace_mb) == (tensorrt.DEFAULT_MAX_BATCH, tensorrt.DEFAULT_WORKSPACE_MB)
+    assert (key.max_batch, key.workspace_mb) == (build.DEFAULT_MAX_BATCH, build.DEFAULT_WORKSPACE_MB)
 
 
 def test_key_validates_its_fields() -> None:
@@ -385,7 +385,8 @@ def _build_engine_error(bundle: Bundle, capsys: pytest.CaptureFixture[str]) -> s
 
 def test_pycuda_missing_and_no_cuda_driver_are_different_messages(
         monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.backends.tensorrt import TensorRTBackend, import_cuda
+    from engine.backends.tensorrt.backend import TensorRTBackend
+    from engine.backends.tensorrt.cuda import import_cuda
 
     install_fake_tensorrt(monkeypatch, tmp_path / "cache")
 
@@ -419,7 +420,7 @@ def test_pycuda_missing_and_no_cuda_driver_are_different_messages(
 
 def test_cuda_driver_that_does_not_start(monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.backends.tensorrt import import_cuda
+    from engine.backends.tensorrt.cuda import import_cuda
 
     install_fake_tensorrt(monkeypatch, tmp_path / "cache",
                           cuda=FakeCuda(init_error="cuInit failed: no CUDA-capable device is detected"))
@@ -431,13 +432,14 @@ def test_cuda_driver_that_does_not_start(monkeypatch: pytest.MonkeyPatch, tiny: 
 
 
 def test_tensorrt_that_does_not_load(monkeypatch: pytest.MonkeyPatch, tiny: Bundle, tmp_path: Path) -> None:
-    from engine.backends.tensorrt import TensorRTBackend, import_tensorrt
+    from engine.backends.tensorrt.backend import TensorRTBackend
+    from engine.backends.tensorrt.library import import_tensorrt
 
     install_fake_tensorrt(monkeypatch, tmp_path / "cache")
     monkeypatch.delitem(sys.modules, "tensorrt")
     monkeypatch.setattr(sys, "meta_path", [_RaiseOnImport("tensorrt", "libnvinfer.so.10: cannot open shared "
                                                           "object file")] + sys.meta_path)
-    monkeypatch.setattr("engine.backends.tensorrt._installed", lambda package: True)
+    monkeypatch.setattr("engine.backends.tensorrt.library.installed", lambda package: True)
     with pytest.raises(BackendUnavailable, match=r"^TensorRT is installed but does not load \(libnvinfer"):
         import_tensorrt()
     ok, why = TensorRTBackend.availability()
@@ -445,7 +447,7 @@ def test_tensorrt_that_does_not_load(monkeypatch: pytest.MonkeyPatch, tiny: Bund
 
 
 def test_tensorrt_option_values_are_checked(tiny: Bundle) -> None:
-    from engine.backends.tensorrt import TensorRTBackend
+    from engine.backends.tensorrt.backend import TensorRTBackend
 
     with pytest.raises(BackendError, match="the tensorrt backend's max_batch must be an integer of at least 1, not 0"):
         TensorRTBackend(tiny, max_batch=0)
@@ -454,14 +456,14 @@ def test_tensorrt_option_values_are_checked(tiny: Bundle) -> None:
 
 
 def test_tensorrt_on_cpu_device_is_refused(tiny: Bundle) -> None:
-    from engine.backends.tensorrt import TensorRTBackend
+    from engine.backends.tensorrt.backend import TensorRTBackend
 
     with pytest.raises(BackendError, match="runs only on CUDA devices"):
         TensorRTBackend(tiny, device="cpu")
 
 
 def test_tensorrt_missing_is_unavailable_not_a_crash(tiny: Bundle) -> None:
-    from engine.backends.tensorrt import TensorRTBackend
+    from engine.backends.tensorrt.backend import TensorRTBackend
 
     if _installed("tensorrt"):
         pytest.skip("TensorRT is installed here")

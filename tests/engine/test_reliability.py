@@ -163,7 +163,7 @@ def test_bundle_hashes_are_checked_at_every_load(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("field, value", [("tensorrt_version", "9.9.9"), ("compute_capability", "7.5")])
 def test_foreign_plan_is_rejected_then_rebuilt(tmp_path, tiny_bundle, field, value):
-    from engine import plan_cache
+    from engine.backends import plan_cache
 
     key = plan_cache.PlanKey(tiny_bundle.sha256("onnx"), "Fake GPU", "9.0", "10.3.0", "fp32")
     foreign = plan_cache.PlanKey(**(key.fields() | {field: value}))

@@ -1,4 +1,4 @@
-"""The paper's Cascade Mask R-CNN (train/seg/cascade*.py, engine/mmdet_compat.py): its MMDetection config,
+"""The paper's Cascade Mask R-CNN (train/seg/cascade*.py, engine/backends/mmdet_compat.py): its MMDetection config,
 our two transforms, a shrunk training run on real Kvasir-SEG images, resume, weights, export-seg."""
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def test_missing_mmdet_is_a_clear_error():
                     raise ImportError("No module named 'mmdet' (blocked)")
         sys.meta_path.insert(0, Block())
         from engine.errors import BackendUnavailable
-        from engine.mmdet_compat import import_mmdet
+        from engine.backends.mmdet_compat import import_mmdet
         try:
             import_mmdet()
         except BackendUnavailable as err:
@@ -207,7 +207,7 @@ def test_missing_mmdet_is_a_clear_error():
 
 
 def test_compat_allows_runner_checkpoints_but_not_getattr():
-    from engine.mmdet_compat import SAFE_GLOBALS, import_mmdet
+    from engine.backends.mmdet_compat import SAFE_GLOBALS, import_mmdet
 
     assert import_mmdet() == import_mmdet()  # idempotent
     allowed = torch.serialization.get_safe_globals()

@@ -216,7 +216,7 @@ def resolve_data(cc: CascadeConfig, run: Path) -> CocoSplit:
 
 
 def base_config_path() -> Path:
-    from engine.mmdet_compat import import_mmdet
+    from engine.backends.mmdet_compat import import_mmdet
 
     import_mmdet()
     import mmdet
@@ -345,7 +345,7 @@ def _short_error(err: BaseException) -> str:
 def weights_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The state dict of a checkpoint file (``{"state_dict": ...}`` or a bare one); TrainError if it
     is not a torch file of tensors. Loaded with ``weights_only=True`` (plus mmengine's safe globals)."""
-    from engine.mmdet_compat import import_mmdet
+    from engine.backends.mmdet_compat import import_mmdet
 
     import_mmdet()
     import torch
@@ -424,7 +424,7 @@ def last_checkpoint(run: Path) -> Path | None:
 def train_cascade(cc: CascadeConfig, *, resume: bool = False, force: bool = False) -> dict[str, Any]:
     """Train (or continue) one Cascade Mask R-CNN run; returns run.json's contents."""
     cc.validate()
-    from engine.mmdet_compat import import_mmdet
+    from engine.backends.mmdet_compat import import_mmdet
 
     versions = import_mmdet()
     if cc.gpus > 1:
@@ -499,7 +499,7 @@ def _val_metrics(message_hub) -> dict[str, float]:
 
 def run_runner(run: Path, *, resume: bool = False, launcher: str = "none", threads: int = 0) -> None:
     """Build mmengine's Runner from RUN/config.py and train; rank 0 records the outcome in run.json."""
-    from engine.mmdet_compat import import_mmdet
+    from engine.backends.mmdet_compat import import_mmdet
 
     import_mmdet()
     import torch

@@ -103,10 +103,10 @@ def _check_image(info: dict[str, Any]) -> Path | None:
 
 def self_check(bundle: Bundle, image: Path | None, device: str = "cpu") -> dict[str, Any]:
     """Run ``bundle`` on ``image`` (BGR, as read) the way the viewer's second pass does
-    (:class:`engine.analysis.instances.MMDetDetector`: init_detector, inference_detector)."""
+    (:class:`engine.backends.mmdet.MMDetDetector`: init_detector, inference_detector)."""
     import cv2
 
-    from engine.analysis.instances import MMDetDetector
+    from engine.backends.mmdet import MMDetDetector
     from engine.errors import BundleError
 
     if image is not None:
@@ -139,7 +139,7 @@ def self_check(bundle: Bundle, image: Path | None, device: str = "cpu") -> dict[
 
 def export_cascade(run_dir: str | Path, out: str | Path, *, name: str | None = None, threads: int | None = None,
                    force: bool = False) -> CascadeExportReport:
-    from engine.mmdet_compat import import_mmdet
+    from engine.backends.mmdet_compat import import_mmdet
 
     versions = import_mmdet()
     import torch

@@ -19,7 +19,7 @@ import math
 import cv2
 import numpy as np
 
-from engine.mmdet_compat import prepare
+from engine.backends.mmdet_compat import prepare
 
 prepare()
 

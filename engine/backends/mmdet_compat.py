@@ -3,7 +3,7 @@
 :func:`import_mmdet` imports mmengine, mmcv (with its compiled ``mmcv.ops``) and mmdet, registers
 mmdet's modules in its registries with ``mmdet`` as the default scope, and applies the fixes
 below. It is idempotent and cheap after the first call. Nothing here is imported when
-``engine.mmdet_compat`` itself is imported: torch and mmdet load on the first call, so the engine
+``engine.backends.mmdet_compat`` itself is imported: torch and mmdet load on the first call, so the engine
 imports without them. When the ``seg`` extra is missing it raises :class:`MMDetUnavailable` with
 the command that installs it.
 
