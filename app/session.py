@@ -20,11 +20,11 @@ from PySide6.QtGui import QGuiApplication
 
 from engine.config import Config
 from engine.errors import EndoviewError
-from engine.export import annotate
+from engine.outputs.export import annotate
+from engine.outputs.recorder import Recorder, recording_path, recording_sink
+from engine.outputs.snapshot import save_snapshot
 from engine.player import Player, Shown
-from engine.recorder import Recorder, recording_path, recording_sink
 from engine.runtime import make_overlay, open_analyzer
-from engine.snapshot import save_snapshot
 from engine.sources import open_source
 from engine.timeline import Timeline, analyse_video
 from engine.types import ContentArea

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
-from .export import annotate
+from .outputs.export import annotate
+from .outputs.writer import VideoWriter
 from .pipeline import LiveRunner
 from .runtime import make_overlay, open_analyzer
 from .sources import open_source
 from .types import Frame
-from .writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import load_config
-from ..export import annotate
+from ..outputs.export import annotate
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
 from .common import add_model_options, add_source_options, config_from_args, source_options

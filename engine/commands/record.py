@@ -1,7 +1,7 @@
 """``endoview record SOURCE -o OUT.mp4``: headless crash-safe recording (raw or annotated).
 
 The same code as the window's REC button: an :class:`engine.player.Player` in live mode feeds
-:func:`engine.recorder.recording_sink`, which writes through :class:`engine.recorder.Recorder`
+:func:`engine.outputs.recorder.recording_sink`, which writes through :class:`engine.outputs.recorder.Recorder`
 (fragmented MP4, a keyframe every half second, written in place): killed at any moment, the file
 plays and holds everything but the last fraction of a second.
 """
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from ..errors import EndoviewError, ExportError, OutputExistsError
+from ..outputs.recorder import Recorder, recording_sink
 from ..player import Player
-from ..recorder import Recorder, recording_sink
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
 from .common import add_model_options, add_source_options, config_from_args, source_options

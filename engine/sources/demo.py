@@ -344,7 +344,7 @@ def write_demo_clip(
     force: bool = False,
 ) -> Path:
     """Write ``frames`` demo frames to an H.264 MP4 at ``path``; returns the final path."""
-    from engine.writer import VideoWriter
+    from engine.outputs.writer import VideoWriter
 
     source = DemoSource(width, height, fps, frames, seed)
     with VideoWriter(path, width, height, to_fraction(fps), force=force) as writer:

@@ -53,7 +53,7 @@ def kvasir_clip(paths: list[Path], out: Path, hold: int = 1) -> Path:
     """A 640x512 clip at 10 fps showing each image for ``hold`` frames (a scope lingering on a view)."""
     import cv2
 
-    from engine.writer import VideoWriter
+    from engine.outputs.writer import VideoWriter
 
     with VideoWriter(out, 640, 512, 10) as writer:
         for path in paths:

@@ -67,7 +67,7 @@ def test_existing_output_and_bad_bundle(tmp_path, tiny_bundle):
 
 def test_kvasir_seg_clip_through_annotate(tmp_path, data_dir, tiny_bundle):
     """Real frames: a clip built from Kvasir-SEG images keeps its frame count, one log row each."""
-    from engine.writer import VideoWriter
+    from engine.outputs.writer import VideoWriter
 
     images = sorted((data_dir / "kvasir-seg" / "images").glob("*.jpg"))[:24]
     clip = tmp_path / "kvasir.mp4"

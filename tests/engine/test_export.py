@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ExportError, OutputExistsError
-from engine.export import annotate
+from engine.outputs.export import annotate
 from engine.overlay import Overlay
 from engine.pipeline import Analyzer
 from engine.sources import open_source

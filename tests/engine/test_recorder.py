@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ExportError, OutputExistsError
-from engine.recorder import Recorder, recording_path
+from engine.outputs.recorder import Recorder, recording_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ def test_full_disk_is_reported_and_keeps_what_was_written(small_disk):
 KILLED = textwrap.dedent("""
     import os, signal, sys, time
     import numpy as np
-    from engine.recorder import Recorder
+    from engine.outputs.recorder import Recorder
     rec = Recorder(sys.argv[1], 160, 120, 30)
     n = int(sys.argv[2])
     for i in range(n):

@@ -205,7 +205,7 @@ def no_network(monkeypatch):
 
 def test_pipeline_runs_with_the_network_blocked(no_network, tmp_path, tiny_bundle):
     from engine.config import load_config
-    from engine.export import annotate
+    from engine.outputs.export import annotate
     from engine.pipeline import LiveRunner
     from engine.runtime import make_overlay, open_analyzer
     from engine.sources import open_source
@@ -252,10 +252,10 @@ def _kvasir_with_text(data_dir: Path, n: int = 6) -> list[Path]:
 
 def test_deidentify_leaves_nothing_outside_the_field_on_kvasir_images(tmp_path, data_dir):
     from engine.analysis.tracker import ContentAreaTracker
-    from engine.export import annotate
+    from engine.outputs.export import annotate
+    from engine.outputs.writer import VideoWriter
     from engine.pipeline import Analyzer
     from engine.sources import open_source
-    from engine.writer import VideoWriter
 
     images = _kvasir_with_text(data_dir)
     assert len(images) >= 3, "no Kvasir-SEG images with burned-in text found"

@@ -16,7 +16,7 @@ from engine.analysis.verdict import Verdict, operating_point, polyp_probability
 from engine.backends import open_backend
 from engine.bundle import check_inset, load_bundle, write_bundle
 from engine.errors import BundleError, ContentAreaError
-from engine.export import FrameLog
+from engine.outputs.logs import FrameLog
 from engine.overlay import Segmentation
 from engine.pipeline import Analyzer
 from engine.types import ContentArea, Frame, FrameResult, Prediction, SegmentationResult

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from engine.errors import ExportError, OutputExistsError
+from engine.outputs.writer import VideoWriter, partial_path
 from engine.sources import open_source
 from engine.types import to_fraction
-from engine.writer import VideoWriter, partial_path
 
 NTSC = Fraction(30000, 1001)
 
@@ -210,7 +210,7 @@ def test_file_size_limit_in_a_subprocess(tmp_path: Path) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
         from engine.errors import ExportError
-        from engine.writer import VideoWriter
+        from engine.outputs.writer import VideoWriter
         rng = np.random.default_rng(0)
         try:
             with VideoWriter({str(final)!r}, 320, 240, 30, crf=0) as w:
@@ -280,11 +280,11 @@ def test_no_source_metadata_unless_given(tmp_path: Path) -> None:
 
 
 def test_mpeg4_fallback_without_libx264(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, media) -> None:
-    import engine.writer as writer_mod
+    import engine.outputs.writer as writer_mod
 
     real = writer_mod.encoder_available
     monkeypatch.setattr(writer_mod, "encoder_available", lambda name: name != "libx264" and real(name))
-    with caplog.at_level(logging.WARNING, logger="engine.writer"):
+    with caplog.at_level(logging.WARNING, logger="engine.outputs.writer"):
         path = _write(tmp_path / "fallback.mp4", [media.index_image(i) for i in range(12)])
     assert "libx264 is not in this FFmpeg build" in caplog.text
     with open_source(path) as src:

@@ -28,8 +28,8 @@ import av
 import cv2
 import numpy as np
 
-from .errors import ExportError, OutputExistsError
-from .types import to_fraction
+from ..errors import ExportError, OutputExistsError
+from ..types import to_fraction
 from .writer import encoder_available
 
 logger = logging.getLogger(__name__)

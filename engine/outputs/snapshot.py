@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ExportError
+from ..errors import ExportError
 
 
 def _free(path: Path) -> Path:
