@@ -3,7 +3,7 @@
 Plays a 1080p clip (default: the 1920x1080 60 fps demo clip ``endoview bench`` generates) with
 the overlay on in the real window, while a 5 ms QTimer records how late the event loop serves it
 (the longest stall; target < 50 ms). The window's analysed frame rate in live mode is compared
-with ``engine.bench.live_run`` (the figures ``endoview bench`` prints for live mode) fed from the
+with ``engine.tools.bench.live_run`` (the figures ``endoview bench`` prints for live mode) fed from the
 same in-memory capture buffer: offered at 240 frames/s (more than it can take), and paced at the
 clip's rate
 (target: the window costs at most 10%). Replay mode's
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.bench import CaptureBuffer, live_run, make_bench_clip
+from engine.tools.bench import CaptureBuffer, live_run, make_bench_clip
 
 #: frames/s offered to live mode, more than it can analyse: both runs drop the rest as stale
 OFFERED_FPS = 240

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..bench import format_report, run_bench
+from ..tools.bench import format_report, run_bench
 from .common import add_model_options, config_from_args
 
 

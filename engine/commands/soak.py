@@ -9,8 +9,8 @@ import json
 import sys
 
 from ..runtime import make_overlay, open_analyzer
-from ..soak import run_soak
 from ..sources import open_source
+from ..tools.soak import run_soak
 from .common import add_model_options, add_source_options, config_from_args, source_options
 
 

@@ -5,9 +5,9 @@ import json
 import subprocess
 import sys
 
-from engine.bench import format_report, run_bench
 from engine.config import NO_SEGMENTER, load_config
 from engine.sources.demo import write_demo_clip
+from engine.tools.bench import format_report, run_bench
 
 
 def test_bench_reports_every_figure(tmp_path, tiny_bundle):

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .outputs.export import annotate
-from .outputs.writer import VideoWriter
-from .pipeline import LiveRunner
-from .runtime import make_overlay, open_analyzer
-from .sources import open_source
-from .types import Frame
+from ..config import Config
+from ..outputs.export import annotate
+from ..outputs.writer import VideoWriter
+from ..pipeline import LiveRunner
+from ..runtime import make_overlay, open_analyzer
+from ..sources import open_source
+from ..types import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def summarise(values) -> dict[str, float]:
 
 def make_bench_clip(folder: Path, *, width: int = 1920, height: int = 1080, fps: float = 60.0,
                     frames: int = 300) -> Path:
-    from .sources.demo import write_demo_clip
+    from ..sources.demo import write_demo_clip
 
     return write_demo_clip(folder / f"bench_{width}x{height}.mp4", width=width, height=height,
                            fps=fps, frames=frames, force=True)

@@ -17,9 +17,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .errors import EndoviewError
-from .overlay import Overlay
-from .pipeline import Analyzer, LiveRunner
+from ..errors import EndoviewError
+from ..overlay import Overlay
+from ..pipeline import Analyzer, LiveRunner
 
 logger = logging.getLogger(__name__)
 
