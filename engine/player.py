@@ -5,7 +5,7 @@ The viewer drives it; tests drive it the same way without Qt.
 - **Replay** (seekable sources): every frame in order, paced to the source's timestamps times
   ``speed`` (0.25x to 4x); play/pause, exact seek, step back/forward, jump, loop. While playing,
   decoding and analysis overlap in :func:`engine.pipeline.run_stages`.
-- **Live** (devices, or any source with ``live=True``): :class:`engine.pipeline.LiveRunner`
+- **Live** (devices, or any source with ``live=True``): :class:`engine.live.LiveRunner`
   semantics: every captured frame is shown at once with the newest finished result, stale
   frames are dropped, a lost device is reconnected. ``frozen`` holds the picture on screen
   while capture, analysis and recording go on.
@@ -29,9 +29,10 @@ import cv2
 import numpy as np
 
 from .errors import SourceError
+from .live import LiveRunner
 from .overlay import Overlay
-from .pipeline import (JOIN_TIMEOUT_S, Analyzer, LatestSlot, LiveRunner, Pacer, RateMeter, run_stages,
-                       timed_frames)
+from .pipeline import Analyzer, Pacer, RateMeter, run_stages, timed_frames
+from .slots import JOIN_TIMEOUT_S, LatestSlot
 from .types import Frame, FrameResult
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..pipeline import JOIN_TIMEOUT_S, LatestSlot
+from ..slots import JOIN_TIMEOUT_S, LatestSlot
 from ..types import POLYP_CLASSES, ContentArea, Frame, FrameResult, SecondPassResult
 from .classifier import Classifier
 from .crop import model_input

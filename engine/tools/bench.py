@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
+from ..live import LiveRunner
 from ..outputs.export import annotate
 from ..outputs.writer import VideoWriter
-from ..pipeline import LiveRunner
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
 from ..types import Frame

@@ -1,6 +1,6 @@
 """Soak test: the live pipeline on a looping clip for a long time, watching the process.
 
-:func:`run_soak` drives :class:`engine.pipeline.LiveRunner` (capture thread, newest-frame
+:func:`run_soak` drives :class:`engine.live.LiveRunner` (capture thread, newest-frame
 analysis, overlay, and the second-pass worker when the analyzer has one) for ``frames`` delivered
 frames and samples the process every ``every`` frames: resident memory, OS thread count, open
 file descriptors, and the delivered and analysed frame rates. The report says how much each grew
@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from ..errors import EndoviewError
+from ..live import LiveRunner
 from ..overlay import Overlay
-from ..pipeline import Analyzer, LiveRunner
+from ..pipeline import Analyzer
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from engine.errors import PipelineError, SourceError
+from engine.live import LiveRunner
 from engine.overlay import Overlay
-from engine.pipeline import Analyzer, LatestSlot, LiveRunner, Pacer, replay, run_stages, timed_frames
+from engine.pipeline import Analyzer, Pacer, replay, run_stages, timed_frames
+from engine.slots import LatestSlot
 
 from fakes import ListSource
 

@@ -205,8 +205,8 @@ def no_network(monkeypatch):
 
 def test_pipeline_runs_with_the_network_blocked(no_network, tmp_path, tiny_bundle):
     from engine.config import load_config
+    from engine.live import LiveRunner
     from engine.outputs.export import annotate
-    from engine.pipeline import LiveRunner
     from engine.runtime import make_overlay, open_analyzer
     from engine.sources import open_source
 
