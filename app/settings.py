@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 from engine.config import Config
-from engine.overlay import DEFAULT_LAYERS, LAYER_TYPES
+from engine.overlay import LAYER_TYPES
 from engine.timeline import POLYP_CLASSES
 
 LAYERS = tuple(LAYER_TYPES)
@@ -19,8 +19,8 @@ class Settings:
     last_source: str = "demo"
     bundle: str = ""  # "" = the configuration's bundle
     backend: str = ""  # "" = the configuration's backend
-    smoothing: str = ""
-    layers: tuple[str, ...] = DEFAULT_LAYERS
+    smoothing: str = ""  # "" = the configuration's smoothing
+    layers: tuple[str, ...] | None = None  # None = the configuration's layers and outline
     finding_classes: tuple[str, ...] = POLYP_CLASSES
     finding_min_s: float = 1.0
     finding_min_confidence: float = 0.5
@@ -32,13 +32,23 @@ class Settings:
 
     def apply(self, config: Config) -> Config:
         """``config`` with the model and overlay choices made here."""
+        layers = self.layers
         return config.override(bundle=Path(self.bundle) if self.bundle else None,
                                backend=self.backend or None, smoothing=self.smoothing or None,
-                               layers=tuple(n for n in self.layers if n != "content_area"),
-                               outline="content_area" in self.layers)
+                               layers=None if layers is None else tuple(n for n in layers if n != "content_area"),
+                               outline=None if layers is None else "content_area" in layers)
 
     def with_(self, **values) -> Settings:
         return replace(self, **values)
+
+
+def shown_layers(config: Config) -> tuple[str, ...]:
+    """The layers ``config`` draws, as the settings name them (the outline is "content_area")."""
+    return (("content_area",) if config.outline else ()) + config.layers
+
+
+#: the fields kept as lists of names (their default may be None: "from the configuration")
+_TUPLES = {f.name for f in fields(Settings) if str(f.type).startswith("tuple")}
 
 
 def load_settings(qs: QSettings) -> Settings:
@@ -53,7 +63,7 @@ def load_settings(qs: QSettings) -> Settings:
                 values[f.name] = raw in (True, "true", "1", 1)
             elif isinstance(default, float):
                 values[f.name] = float(raw)
-            elif isinstance(default, tuple):
+            elif f.name in _TUPLES:
                 values[f.name] = tuple(raw if isinstance(raw, list) else [raw] if raw else [])
             else:
                 values[f.name] = str(raw)
@@ -64,5 +74,8 @@ def load_settings(qs: QSettings) -> Settings:
 
 def save_settings(qs: QSettings, settings: Settings) -> None:
     for name, value in asdict(settings).items():
-        qs.setValue(name, list(value) if isinstance(value, tuple) else value)
+        if value is None:  # "from the configuration"
+            qs.remove(name)
+        else:
+            qs.setValue(name, list(value) if isinstance(value, tuple) else value)
     qs.sync()

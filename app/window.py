@@ -17,7 +17,7 @@ from engine.config import Config
 
 from .dialogs import ExportDialog, SettingsDialog, SourceDialog
 from .session import Session
-from .settings import Settings, save_settings
+from .settings import Settings, save_settings, shown_layers
 from .widgets import ControlBar, FindingsList, JobBar, TimelineStrip, VideoView
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
             self.session.export(dialog.options())
 
     def settings_dialog(self) -> None:
-        dialog = SettingsDialog(self.session.settings, self)
+        dialog = SettingsDialog(self.session.settings, self, layers=shown_layers(self.session.config))
         if dialog.exec():
             self.apply_settings(dialog.settings())
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine.bundle import write_bundle
-from engine.config import Config
+from engine.config import load_config
 from engine.content_area import detect_content_area
 from engine.errors import BackendError, BundleError
 from engine.instances import InstancePass, field_crop, to_frame
@@ -125,7 +125,7 @@ def test_a_bundle_that_is_not_a_second_pass_is_refused(tmp_path):
 
     seg = make_tiny_segmenter_bundle(tmp_path / "seg", size=(16, 16), torchscript=False)
     with pytest.raises(BundleError, match="a second pass is a classify bundle"):
-        with open_second_pass(Config(bundle=seg.path, second_pass=seg.path)):
+        with open_second_pass(load_config().override(bundle=seg.path, second_pass=seg.path)):
             pass
 
 

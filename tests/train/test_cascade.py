@@ -345,12 +345,12 @@ def test_the_engine_runs_it_as_second_pass_and_eval_seg_scores_it(resumed, data_
     # the runtime opens it as the configured second pass; the worker answers and the overlay draws it
     import time
 
-    from engine.config import Config
+    from engine.config import load_config
     from engine.overlay import Overlay
     from engine.runtime import open_second_pass
     from engine.types import FrameResult
 
-    with open_second_pass(Config(bundle=bundle.path, second_pass=bundle.path)) as worker:
+    with open_second_pass(load_config().override(bundle=bundle.path, second_pass=bundle.path)) as worker:
         worker.request(Frame(9, 0.3, image, 0.0), area)
         deadline = time.monotonic() + 120
         while worker.latest is None and worker.error is None and time.monotonic() < deadline:
