@@ -3,6 +3,8 @@
 The packaged ``assets/config.toml`` is the only place a default is written: it must set every
 key. A user's file is layered over it key by key (it names only what it changes), and command-line
 flags override the result. Paths are relative to the folder of the file that gives them.
+Every value is checked as it is read: an unknown table or key, a wrong type, a value out of range
+or an unknown name is a one-line :class:`ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .backends import BACKENDS
+from .classifier import make_smoother
 from .errors import EndoviewError
+from .overlay import LAYER_TYPES
 
 ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DEFAULT_CONFIG = ASSETS / "config.toml"
 
 
 class ConfigError(EndoviewError):
-    """The configuration file is missing or malformed."""
+    """The configuration file is missing or malformed, or a value in it (or a flag) is invalid."""
 
 
 @dataclass(frozen=True)
@@ -55,26 +60,88 @@ class Config:
 NO_SEGMENTER = Path("none")
 
 
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, not {_kind(value)} ({value!r})")
+    return value
+
+
 def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not _text(value):
+        raise ValueError("expected a bundle folder, not an empty string")
     return Path(value)
 
 
 def _optional_path(value: Any) -> Path | None:
-    return Path(value) if value else None  # "" = none
+    if isinstance(value, Path):
+        return value
+    return Path(value) if _text(value) else None  # "" = none
 
 
-#: ``[table] key`` of the TOML file -> (the Config field it sets, how its value is read)
+def _backend(value: Any) -> str:
+    known = ("auto", *BACKENDS)
+    if _text(value) not in known:
+        raise ValueError(f"unknown backend {value!r} (known: {', '.join(known)})")
+    return value
+
+
+def _smoothing(value: Any) -> str:
+    make_smoother(_text(value))  # the one parser of the spec: a ValueError says what is wrong
+    return value
+
+
+def _count(minimum: int) -> Callable[[Any], int]:
+    def read(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, not {_kind(value)} ({value!r})")
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, not {value}")
+        return value
+    return read
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, not {_kind(value)} ({value!r})")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be 0 or more seconds, not {value}")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {_kind(value)} ({value!r})")
+    return value
+
+
+def _layers(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of layer names, not {_kind(value)} ({value!r})")
+    for name in value:
+        if not isinstance(name, str) or name not in LAYER_TYPES:
+            raise ValueError(f"unknown layer {name!r} (known: {', '.join(LAYER_TYPES)})")
+    return tuple(value)
+
+
+#: ``[table] key`` of the TOML file -> (the Config field it sets, how its value is checked and read)
 KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("model", "bundle"): ("bundle", _path),
     ("model", "segmenter"): ("segmenter", _optional_path),
-    ("model", "backend"): ("backend", str),
+    ("model", "backend"): ("backend", _backend),
     ("second_pass", "bundle"): ("second_pass", _optional_path),
-    ("second_pass", "every_n"): ("second_pass_every", int),
-    ("second_pass", "hold_seconds"): ("second_pass_hold", float),
-    ("analysis", "smoothing"): ("smoothing", str),
-    ("analysis", "reestimate_every"): ("reestimate_every", int),
-    ("overlay", "layers"): ("layers", tuple),
-    ("overlay", "outline"): ("outline", bool),
+    ("second_pass", "every_n"): ("second_pass_every", _count(0)),
+    ("second_pass", "hold_seconds"): ("second_pass_hold", _seconds),
+    ("analysis", "smoothing"): ("smoothing", _smoothing),
+    ("analysis", "reestimate_every"): ("reestimate_every", _count(1)),
+    ("overlay", "layers"): ("layers", _layers),
+    ("overlay", "outline"): ("outline", _flag),
 }
 
 
@@ -83,7 +150,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     values = _read(DEFAULT_CONFIG)
     missing = [f"[{table}] {key}" for (table, key), (name, _) in KEYS.items() if name not in values]
     if missing:
-        raise ConfigError(f"{DEFAULT_CONFIG}: the packaged defaults must set every key; missing: "
+        raise ConfigError(f"{shown(DEFAULT_CONFIG)}: the packaged defaults must set every key; missing: "
                           f"{', '.join(missing)}")
     source = DEFAULT_CONFIG
     if path and Path(path).resolve() != DEFAULT_CONFIG.resolve():
@@ -101,16 +168,31 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from None
     values: dict[str, Any] = {}
+    where = shown(path)
+    tables = sorted({table for table, _ in KEYS})
     for table, entries in data.items():
+        if table not in tables:
+            raise ConfigError(f"{where}: unknown table [{table}] (known: {', '.join(tables)})")
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{where}: {table}: expected a table [{table}], not {_kind(entries)}")
         for key, value in entries.items():
             if (table, key) not in KEYS:
-                continue
+                known = ", ".join(k for t, k in KEYS if t == table)
+                raise ConfigError(f"{where}: [{table}] {key}: unknown key (known: {known})")
             name, read = KEYS[(table, key)]
             try:
                 value = read(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value in configuration {path}: {exc}") from None
+            except ValueError as exc:
+                raise ConfigError(f"{where}: [{table}] {key}: {exc}") from None
             if isinstance(value, Path) and not value.is_absolute():
                 value = path.parent / value
             values[name] = value
     return values
+
+
+def shown(path: Path) -> str:
+    """``path`` as a user would type it here: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (OSError, ValueError):
+        return str(path)

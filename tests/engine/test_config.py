@@ -84,3 +84,68 @@ def test_the_help_quotes_the_packaged_defaults(packaged, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default from the config: window:7)" in text
     assert "inference backend (default from the config: onnxruntime)" in text
+
+
+# ------------------------------------------------------------------------------------------
+# validation at load: one line naming the file and the key
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[overlay]\nlayers = ["label", "foo"]\n',
+     "[overlay] layers: unknown layer 'foo' (known: content_area, label, segmentation, second_pass, stats, "
+     "untrained, research_mark)"),
+    ("[overlay]\nlayers = \"label\"\n", "[overlay] layers: expected a list of layer names, not a string ('label')"),
+    ("[overlay]\noutline = 1\n", "[overlay] outline: expected true or false, not a whole number (1)"),
+    ('[model]\nbackend = "cuda"\n', "[model] backend: unknown backend 'cuda' (known: auto, onnxruntime, tensorrt, torch)"),
+    ("[model]\nbundle = 3\n", "[model] bundle: expected a string, not a whole number (3)"),
+    ('[model]\nbundle = ""\n', "[model] bundle: expected a bundle folder, not an empty string"),
+    ('[model]\nbundel = "x"\n', "[model] bundel: unknown key (known: bundle, segmenter, backend)"),
+    ('[modle]\nbundle = "x"\n', "unknown table [modle] (known: analysis, model, overlay, second_pass)"),
+    ('model = "x"\n', "model: expected a table [model], not a string"),
+    ('[analysis]\nsmoothing = "ema:2"\n', "[analysis] smoothing: bad smoothing 'ema:2': EMA alpha must be in (0, 1], not 2.0"),
+    ('[analysis]\nsmoothing = "median:3"\n', "[analysis] smoothing: bad smoothing 'median:3': use off, window:N or ema:ALPHA"),
+    ("[analysis]\nreestimate_every = 0\n", "[analysis] reestimate_every: must be at least 1, not 0"),
+    ("[analysis]\nreestimate_every = 2.5\n", "[analysis] reestimate_every: expected a whole number, not a number (2.5)"),
+    ("[second_pass]\nevery_n = -1\n", "[second_pass] every_n: must be at least 0, not -1"),
+    ("[second_pass]\nevery_n = true\n", "[second_pass] every_n: expected a whole number, not true/false (True)"),
+    ("[second_pass]\nhold_seconds = -0.5\n", "[second_pass] hold_seconds: must be 0 or more seconds, not -0.5"),
+    ("[second_pass]\nhold_seconds = inf\n", "[second_pass] hold_seconds: must be 0 or more seconds, not inf"),
+])
+def test_an_invalid_user_file_names_its_file_and_key(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.toml")
+    assert str(err.value) == f"c.toml: {message}"
+
+
+def test_an_invalid_packaged_file_names_itself(packaged):
+    path = packaged(PACKAGED.replace('"research_mark"]', '"research_mark", "foo"]'))
+    with pytest.raises(ConfigError, match=r"\[overlay\] layers: unknown layer 'foo'") as err:
+        load_config()
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_a_file_outside_the_current_folder_is_named_in_full(tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    (tmp_path / "c.toml").write_text("[overlay]\noutline = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'c.toml'}: \\[overlay\\] outline: "):
+        load_config(tmp_path / "c.toml")
+
+
+def test_a_broken_packaged_file_is_one_line_from_the_command_line(tmp_path):
+    """Even --help reads the packaged file (its texts quote it): one line, exit 1, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "config.toml").write_text(PACKAGED.replace('backend = "auto"', 'backend = "gpu"'), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "--help"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "ENDOVIEW_ASSETS": str(assets)}, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        "endoview: error: assets/config.toml: [model] backend: unknown backend 'gpu' (known: auto, onnxruntime, "
+        "tensorrt, torch)"]
