@@ -12,6 +12,9 @@ from engine.overlay import LAYER_TYPES
 from engine.timeline import POLYP_CLASSES
 
 LAYERS = tuple(LAYER_TYPES)
+#: Config field -> the setting that sets it (a bad value is reported under the setting's name)
+NAMES = {name: f"the setting {name!r}" for name in ("bundle", "backend", "smoothing", "layers")}
+NAMES["outline"] = "the setting 'layers'"  # "content_area" among them
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Settings:
     def apply(self, config: Config) -> Config:
         """``config`` with the model and overlay choices made here."""
         layers = self.layers
-        return config.override(bundle=Path(self.bundle) if self.bundle else None,
+        return config.override(NAMES, bundle=Path(self.bundle) if self.bundle else None,
                                backend=self.backend or None, smoothing=self.smoothing or None,
                                layers=None if layers is None else tuple(n for n in layers if n != "content_area"),
                                outline=None if layers is None else "content_area" in layers)

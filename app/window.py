@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QM
                                QVBoxLayout, QWidget)
 
 from engine.classifier import make_smoother
-from engine.config import Config
+from engine.config import Config, ConfigError
 
 from .dialogs import ExportDialog, SettingsDialog, SourceDialog
 from .session import Session
@@ -175,7 +175,7 @@ class MainWindow(QMainWindow):
         try:
             make_smoother(settings.smoothing or None)
             config = self.make_config(settings)
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:
             self.state.error = f"settings not applied: {exc}"
             return False
         self.session.apply_settings(settings, config)

@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .backends import BACKENDS
 from .classifier import make_smoother
@@ -47,13 +47,23 @@ class Config:
     second_pass_hold: float  # seconds a polyp-related class holds before a look (0: off)
     source: Path  # the file read last: the user's, else the packaged one
 
-    def override(self, **values) -> Config:
-        """A copy with every non-None value replaced (command-line flags); ``segmenter=NO_SEGMENTER``
-        removes the segmenter."""
-        values = {k: v for k, v in values.items() if v is not None}
-        if values.get("segmenter") == NO_SEGMENTER:
-            values["segmenter"] = None
-        return replace(self, **values)
+    def override(self, names: Mapping[str, str] | None = None, /, **values: Any) -> Config:
+        """A copy with every non-None value checked and replaced (command-line flags, settings);
+        ``segmenter=NO_SEGMENTER`` removes the segmenter. A bad value raises a ConfigError that
+        calls it what ``names`` says (``{"smoothing": "--smoothing"}``), else by its field name."""
+        readers = {name: read for name, read in KEYS.values()}
+        changed = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name == "segmenter" and value == NO_SEGMENTER:
+                changed[name] = None
+                continue
+            try:
+                changed[name] = readers[name](value) if name in readers else value
+            except ValueError as exc:
+                raise ConfigError(f"{(names or {}).get(name, name)}: {exc}") from None
+        return replace(self, **changed)
 
 
 #: ``--segmenter none``: run no segmenter beside the classifier

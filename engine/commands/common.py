@@ -53,7 +53,12 @@ def source_options(args) -> dict:
     return {"width": w, "height": h, "fps": args.fps, "pixel_format": args.pixel_format}
 
 
+#: Config field -> the flag that sets it (a bad value is reported under the flag's name)
+FLAGS = {"bundle": "--model", "segmenter": "--segmenter", "backend": "--backend", "smoothing": "--smoothing",
+         "outline": "--outline", "second_pass": "--second-pass"}
+
+
 def config_from_args(args) -> Config:
     return load_config(args.config).override(
-        bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend, smoothing=args.smoothing, outline=args.outline,
+        FLAGS, bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend, smoothing=args.smoothing, outline=args.outline,
         second_pass=getattr(args, "second_pass", None))

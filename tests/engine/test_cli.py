@@ -65,6 +65,37 @@ def test_existing_output_and_bad_bundle(tmp_path, tiny_bundle):
     assert r.returncode != 0 and "bundle" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("spec, reason", [
+    ("bogus", "bad smoothing 'bogus': use off, window:N or ema:ALPHA"),
+    ("ema:0", "bad smoothing 'ema:0': EMA alpha must be in (0, 1], not 0.0"),
+    ("window:x", "bad smoothing 'window:x': invalid literal for int() with base 10: 'x'"),
+])
+def test_a_bad_smoothing_flag_is_one_line_naming_the_flag(tmp_path, tiny_bundle, spec, reason):
+    """It used to surface from the analyzer as "internal error ... please report it"."""
+    out = tmp_path / "o.mp4"
+    r = endoview("annotate", "demo:160x128@10", "-o", out, "--model", tiny_bundle.path, "--end", "0.5",
+                 "--smoothing", spec)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [f"endoview: error: --smoothing: {reason}"]
+    assert not out.exists()
+
+
+def test_a_bad_overlay_layer_is_one_line_naming_the_key_and_file(tmp_path, tiny_bundle):
+    """Layers are chosen in a configuration file (no flag names them); a typo used to end as
+    "internal error" when the overlay was built."""
+    config = tmp_path / "c.toml"
+    config.write_text('[overlay]\nlayers = ["label", "foo"]\n', encoding="utf-8")
+    out = tmp_path / "o.mp4"
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "demo:160x128@10", "-o", str(out),
+                        "--model", str(tiny_bundle.path), "--end", "0.5", "--config", "c.toml"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        "endoview: error: c.toml: [overlay] layers: unknown layer 'foo' (known: content_area, label, "
+        "segmentation, second_pass, stats, untrained, research_mark)"]
+    assert not out.exists()
+
+
 def test_kvasir_seg_clip_through_annotate(tmp_path, data_dir, tiny_bundle):
     """Real frames: a clip built from Kvasir-SEG images keeps its frame count, one log row each."""
     from engine.writer import VideoWriter

@@ -149,3 +149,15 @@ def test_a_broken_packaged_file_is_one_line_from_the_command_line(tmp_path):
     assert r.stderr.splitlines() == [
         "endoview: error: assets/config.toml: [model] backend: unknown backend 'gpu' (known: auto, onnxruntime, "
         "tensorrt, torch)"]
+
+
+def test_overrides_are_checked_and_named_as_the_caller_says():
+    from engine.config import NO_SEGMENTER
+
+    base = load_config()
+    assert base.override(smoothing="window:3", segmenter=NO_SEGMENTER, backend=None) == dataclasses.replace(
+        base, smoothing="window:3", segmenter=None)
+    with pytest.raises(ConfigError, match=r"^--smoothing: bad smoothing 'ema:1\.5': EMA alpha must be in \(0, 1\]"):
+        base.override({"smoothing": "--smoothing"}, smoothing="ema:1.5")
+    with pytest.raises(ConfigError, match=r"^layers: unknown layer 'sparkles'"):
+        base.override(layers=("label", "sparkles"))
