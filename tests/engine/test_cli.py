@@ -184,3 +184,41 @@ def test_image_folder_is_annotated_without_smoothing(tmp_path, tiny_bundle, data
     rows = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and rows[1]["timestamp"] == 0.5
     assert not any(row["smoothed"] for row in rows)  # unrelated stills: no temporal smoothing
+
+
+def test_a_broken_plugin_listing_is_logged_not_swallowed(monkeypatch, caplog):
+    """The engine commands still work when the entry points cannot be listed, and the log says why."""
+    import logging
+
+    import engine.cli as cli
+
+    def broken(**_kw):
+        raise OSError("METADATA unreadable")
+
+    monkeypatch.setattr(cli.metadata, "entry_points", broken)
+    with caplog.at_level(logging.WARNING, logger="engine.cli"):
+        parser = cli.build_parser()
+    assert parser.parse_args(["info"]).command == "info"
+    [record] = [r for r in caplog.records if r.name == "engine.cli"]
+    assert record.levelno == logging.WARNING
+    assert "'endoview.commands'" in record.getMessage() and "OSError: METADATA unreadable" in record.getMessage()
+
+
+def test_a_plugin_missing_a_third_party_package_is_logged_by_name(monkeypatch, caplog, capsys):
+    import logging
+
+    import engine.cli as cli
+
+    class EntryPoint:
+        name, value = "view", "app.cli:add_parser"
+
+        def load(self):
+            raise ImportError("No module named 'PySide6'", name="PySide6")
+
+    monkeypatch.setattr(cli, "_plugins", lambda: [EntryPoint()])
+    with caplog.at_level(logging.INFO, logger="engine.cli"):
+        parser = cli.build_parser()
+    messages = [r.getMessage() for r in caplog.records if r.name == "engine.cli"]
+    assert messages == ["command 'view' (entry point app.cli:add_parser) is unavailable: No module named 'PySide6'"]
+    assert parser.parse_args(["view"]).func(None) == 2
+    assert "'view' is not available in this install" in capsys.readouterr().err
