@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-from engine.config import Config
+from engine.config import Config, check
 from engine.overlay import LAYER_TYPES
 from engine.timeline import POLYP_CLASSES
+
+logger = logging.getLogger(__name__)
 
 LAYERS = tuple(LAYER_TYPES)
 #: Config field -> the setting that sets it (a bad value is reported under the setting's name)
@@ -70,9 +73,27 @@ def load_settings(qs: QSettings) -> Settings:
                 values[f.name] = tuple(raw if isinstance(raw, list) else [raw] if raw else [])
             else:
                 values[f.name] = str(raw)
-        except (TypeError, ValueError):
-            continue  # a damaged value: keep the default
-    return Settings(**values)
+        except (TypeError, ValueError) as exc:  # a damaged value: keep the default
+            logger.warning("setting %r: cannot read %r (%s); using the default", f.name, raw, exc)
+    return Settings(**_checked(values))
+
+
+def _checked(values: dict) -> dict:
+    """``values`` less what the configuration would refuse (a hand-edited or older settings file):
+    each one logged, so the viewer starts with the configuration's choice instead."""
+    for name in ("backend", "smoothing"):
+        if values.get(name):  # "" = the configuration's
+            try:
+                check(name, values[name])
+            except ValueError as exc:
+                logger.warning("setting %r: %s; using the configuration's", name, exc)
+                del values[name]
+    unknown = [n for n in values.get("layers") or () if n not in LAYER_TYPES]
+    if unknown:
+        logger.warning("setting 'layers': unknown layer(s) %s left out (known: %s)", ", ".join(map(repr, unknown)),
+                       ", ".join(LAYER_TYPES))
+        values["layers"] = tuple(n for n in values["layers"] if n in LAYER_TYPES)
+    return values
 
 
 def save_settings(qs: QSettings, settings: Settings) -> None:

@@ -51,7 +51,6 @@ class Config:
         """A copy with every non-None value checked and replaced (command-line flags, settings);
         ``segmenter=NO_SEGMENTER`` removes the segmenter. A bad value raises a ConfigError that
         calls it what ``names`` says (``{"smoothing": "--smoothing"}``), else by its field name."""
-        readers = {name: read for name, read in KEYS.values()}
         changed = {}
         for name, value in values.items():
             if value is None:
@@ -60,7 +59,7 @@ class Config:
                 changed[name] = None
                 continue
             try:
-                changed[name] = readers[name](value) if name in readers else value
+                changed[name] = check(name, value) if name in READERS else value
             except ValueError as exc:
                 raise ConfigError(f"{(names or {}).get(name, name)}: {exc}") from None
         return replace(self, **changed)
@@ -153,6 +152,14 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("overlay", "layers"): ("layers", _layers),
     ("overlay", "outline"): ("outline", _flag),
 }
+#: Config field -> how its value is checked and read
+READERS = {name: read for name, read in KEYS.values()}
+
+
+def check(name: str, value: Any) -> Any:
+    """``value`` for the Config field ``name``, checked and read as the file's would be; a
+    ValueError says what is wrong with it."""
+    return READERS[name](value)
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
