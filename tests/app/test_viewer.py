@@ -201,6 +201,28 @@ def test_recording_live_and_closing_asks_first(qtbot, make_viewer, tmp_path):
         assert sum(1 for _ in c.decode(video=0)) > 10
 
 
+def test_a_recorder_that_fails_to_start_stops_the_one_already_started(qtbot, make_viewer, tmp_path, monkeypatch):
+    """Raw and annotated: the raw recorder starts, the annotated one cannot (its file exists). The
+    raw one must be stopped (no endoview-recorder thread left: the no_leaks fixture checks, and
+    failed before the fix), leave no file, and the session must not think it is recording."""
+    import app.session as session_module
+
+    taken = tmp_path / "taken.mp4"
+    taken.write_bytes(b"not ours")
+    real = session_module.recording_path
+    monkeypatch.setattr(session_module, "recording_path",
+                        lambda folder, kind: taken if kind == "annotated" else real(folder, kind))
+    w = make_viewer(source_opener=lambda spec: fake_device())
+    w.session.settings = w.session.settings.with_(record_raw=True, record_annotated=True)
+    w.open("/dev/video-fake")
+    qtbot.waitUntil(lambda: w.state.live and w.state.position > 2, timeout=WAIT)
+    w.session.start_recording()
+    assert "recording exists" in w.state.error
+    assert not w.state.recording and w.session.recorders == []
+    assert list((tmp_path / "out").glob("rec-*")) == []  # no empty raw recording left behind
+    assert taken.read_bytes() == b"not ours"
+
+
 def test_closing_during_export_asks_and_cancels_when_confirmed(qtbot, make_viewer, clip, tmp_path):
     slow = lambda spec: ListSource(2000, delay=0.01) if "slow" in str(spec) else None  # noqa: E731
     w = make_viewer(source_opener=slow)
