@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m app [view] [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m app")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv if argv[:1] == ["view"] else ["view", *argv])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        add_parser(parser.add_subparsers(dest="command"))  # reads the packaged configuration
+        args = parser.parse_args(argv if argv[:1] == ["view"] else ["view", *argv])
         return int(args.func(args) or 0)
     except EndoviewError as exc:
         print(f"endoview: error: {exc}", file=sys.stderr)

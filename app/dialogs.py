@@ -119,11 +119,14 @@ class ExportDialog(QDialog):
 class SettingsDialog(QDialog):
     """Model bundle, backend, smoothing, findings thresholds, overlay layers, recording, folder."""
 
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, parent: QWidget | None = None, *,
+                 layers: tuple[str, ...] = ()) -> None:
+        """``layers``: the layers drawn now, ticked when ``settings.layers`` is None (the configuration's)."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         s = settings
         self.base = settings
+        self.shown = layers if s.layers is None else s.layers
         self.bundle = QLineEdit(s.bundle)
         self.bundle.setPlaceholderText("default from the configuration")
         self.backend = QComboBox()
@@ -136,7 +139,7 @@ class SettingsDialog(QDialog):
         self.classes = QLineEdit(", ".join(s.finding_classes))
         self.layers = {name: QCheckBox(name) for name in LAYERS}
         for name, box in self.layers.items():
-            box.setChecked(name in s.layers)
+            box.setChecked(name in self.shown)
         self.raw = QCheckBox("raw")
         self.raw.setChecked(s.record_raw)
         self.annotated = QCheckBox("annotated")
@@ -182,12 +185,17 @@ class SettingsDialog(QDialog):
         if path:
             self.folder.setText(path)
 
+    def _layers(self) -> tuple[str, ...] | None:
+        """The ticked layers; None (still the configuration's) when they were and are unchanged."""
+        ticked = tuple(n for n, b in self.layers.items() if b.isChecked())
+        return None if self.base.layers is None and set(ticked) == set(self.shown) else ticked
+
     def settings(self) -> Settings:
         classes = tuple(c.strip() for c in self.classes.text().split(",") if c.strip())
         return self.base.with_(
             bundle=self.bundle.text().strip(), backend=self.backend.currentText(),
             smoothing=self.smoothing.text().strip(), finding_min_s=self.min_s.value(),
             finding_min_confidence=self.min_conf.value(), finding_classes=classes,
-            layers=tuple(n for n, b in self.layers.items() if b.isChecked()),
+            layers=self._layers(),
             record_raw=self.raw.isChecked(), record_annotated=self.annotated.isChecked(),
             output_folder=self.folder.text().strip() or self.base.output_folder)

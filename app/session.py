@@ -439,12 +439,14 @@ class Session(QObject):
             self.state.error = "choose raw and/or annotated recording in the settings"
             return
         folder = Path(s.output_folder)
+        recs: dict[str, Recorder] = {}
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            recs = {k: Recorder(recording_path(folder, k), info.width, info.height, info.fps,
-                                on_error=self.failed.emit)
-                    for k in kinds}
+            for k in kinds:
+                recs[k] = Recorder(recording_path(folder, k), info.width, info.height, info.fps,
+                                   on_error=self.failed.emit)
         except (EndoviewError, OSError) as exc:
+            _abandon(recs.values())  # the raw one may have started before the annotated one failed
             self.state.error = describe(exc) if isinstance(exc, EndoviewError) else f"cannot record in {folder}: {exc}"
             return
         sink = recording_sink(recs, self.overlay)
@@ -484,6 +486,22 @@ class Session(QObject):
         for task in list(self.tasks.values()):
             if not task.join(timeout):
                 logger.warning("%s did not stop within %.1f s", task.name, timeout)
+
+
+def _abandon(recorders) -> None:
+    """Stop recorders that started but will get no frame: their threads end, and a recording that
+    never began leaves no file (as in ``endoview record``; PyAV creates the file at the first
+    frame, so there is normally nothing to remove)."""
+    for r in recorders:
+        try:
+            r.stop()
+        except EndoviewError as exc:
+            logger.warning("stopping the abandoned recording %s: %s", r.path, exc)
+        if r.frames == 0:
+            try:
+                r.path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("cannot remove the empty recording %s: %s", r.path, exc)
 
 
 def _display_hz() -> float:

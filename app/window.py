@@ -13,11 +13,11 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QM
                                QVBoxLayout, QWidget)
 
 from engine.analysis.classifier import make_smoother
-from engine.config import Config
+from engine.config import Config, ConfigError
 
 from .dialogs import ExportDialog, SettingsDialog, SourceDialog
 from .session import Session
-from .settings import Settings, save_settings
+from .settings import Settings, save_settings, shown_layers
 from .widgets import ControlBar, FindingsList, JobBar, TimelineStrip, VideoView
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
             self.session.export(dialog.options())
 
     def settings_dialog(self) -> None:
-        dialog = SettingsDialog(self.session.settings, self)
+        dialog = SettingsDialog(self.session.settings, self, layers=shown_layers(self.session.config))
         if dialog.exec():
             self.apply_settings(dialog.settings())
 
@@ -175,7 +175,7 @@ class MainWindow(QMainWindow):
         try:
             make_smoother(settings.smoothing or None)
             config = self.make_config(settings)
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:
             self.state.error = f"settings not applied: {exc}"
             return False
         self.session.apply_settings(settings, config)

@@ -18,12 +18,17 @@ from .errors import EndoviewError
 
 ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine", "record", "soak")
 OWN_PACKAGES = {"engine", "app", "train"}
+PLUGIN_GROUP = "endoview.commands"
+
+logger = logging.getLogger(__name__)
 
 
 def _plugins() -> list:
     try:
-        return list(metadata.entry_points(group="endoview.commands"))
-    except Exception:  # noqa: BLE001 - a broken install must not stop the engine commands
+        return list(metadata.entry_points(group=PLUGIN_GROUP))
+    except Exception as exc:  # noqa: BLE001 - a broken install must not stop the engine commands
+        logger.warning("cannot list the %r entry points (view, train, ...): %s: %s; only the engine "
+                       "commands are available", PLUGIN_GROUP, type(exc).__name__, exc)
         return []
 
 
@@ -48,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             # unavailable; a broken import of our own code is a bug and must show.
             if (exc.name or "").split(".")[0] in OWN_PACKAGES:
                 raise
+            logger.info("command %r (entry point %s) is unavailable: %s", ep.name, ep.value, exc)
             missing = sub.add_parser(ep.name, help=f"(unavailable: {exc})")
             missing.set_defaults(func=lambda args, exc=exc, name=ep.name: _unavailable(name, exc))
     return parser
@@ -59,7 +65,11 @@ def _unavailable(name: str, exc: ImportError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads the packaged configuration for the help texts
+    except EndoviewError as exc:
+        print(f"endoview: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -1,85 +1,215 @@
-"""The one configuration: ``assets/config.toml`` (or ``--config FILE``), overridden by flags."""
+"""The one configuration: ``assets/config.toml``, a user's ``--config FILE`` over it, flags over both.
+
+The packaged ``assets/config.toml`` is the only place a default is written: it must set every
+key. A user's file is layered over it key by key (it names only what it changes), and command-line
+flags override the result. Paths are relative to the folder of the file that gives them.
+Every value is checked as it is read: an unknown table or key, a wrong type, a value out of range
+or an unknown name is a one-line :class:`ConfigError` naming the file and the key.
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
+from .backends import BACKENDS
+from .analysis.classifier import make_smoother
 from .errors import EndoviewError
-from .overlay import DEFAULT_LAYERS
-
-#: the embedded default models, relative to the config's folder: the per-frame classifier (the
-#: paper's trimmed MobileNetV3) and the real-time polyp segmenter run beside it
-DEFAULT_BUNDLE = "models/hyperkvasir-mnv3"
-DEFAULT_SEGMENTER = "models/polyp-unet"
+from .overlay import LAYER_TYPES
 
 ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DEFAULT_CONFIG = ASSETS / "config.toml"
 
 
 class ConfigError(EndoviewError):
-    """The configuration file is missing or malformed."""
+    """The configuration file is missing or malformed, or a value in it (or a flag) is invalid."""
 
 
 @dataclass(frozen=True)
 class Config:
+    """The resolved configuration: build it with :func:`load_config`, which reads every value
+    from the packaged file (and the user's); there are no defaults here."""
+
     bundle: Path
     #: a segment bundle run beside a classify ``bundle`` on every frame (None: none; ignored when
     #: ``bundle`` is itself a segment bundle)
-    segmenter: Path | None = None
-    backend: str = "auto"
-    smoothing: str = "ema:0.3"
-    reestimate_every: int = 30
-    layers: tuple[str, ...] = DEFAULT_LAYERS
-    outline: bool = False
-    second_pass: Path | None = None  # classifier bundle run by the second-pass worker
-    second_pass_every: int = 0  # frames between second passes (0: off)
-    second_pass_hold: float = 1.0  # seconds a polyp-related class holds before a look (0: off)
-    source: Path = field(default=DEFAULT_CONFIG)
+    segmenter: Path | None
+    backend: str
+    smoothing: str
+    reestimate_every: int
+    layers: tuple[str, ...]
+    outline: bool
+    second_pass: Path | None  # classifier bundle run by the second-pass worker
+    second_pass_every: int  # frames between second passes (0: off)
+    second_pass_hold: float  # seconds a polyp-related class holds before a look (0: off)
+    source: Path  # the file read last: the user's, else the packaged one
 
-    def override(self, **values) -> Config:
-        """A copy with every non-None value replaced (command-line flags); ``segmenter=NO_SEGMENTER``
-        removes the segmenter."""
-        values = {k: v for k, v in values.items() if v is not None}
-        if values.get("segmenter") == NO_SEGMENTER:
-            values["segmenter"] = None
-        return replace(self, **values)
+    def override(self, names: Mapping[str, str] | None = None, /, **values: Any) -> Config:
+        """A copy with every non-None value checked and replaced (command-line flags, settings);
+        ``segmenter=NO_SEGMENTER`` removes the segmenter. A bad value raises a ConfigError that
+        calls it what ``names`` says (``{"smoothing": "--smoothing"}``), else by its field name."""
+        changed = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name == "segmenter" and value == NO_SEGMENTER:
+                changed[name] = None
+                continue
+            try:
+                changed[name] = check(name, value) if name in READERS else value
+            except ValueError as exc:
+                raise ConfigError(f"{(names or {}).get(name, name)}: {exc}") from None
+        return replace(self, **changed)
 
 
 #: ``--segmenter none``: run no segmenter beside the classifier
 NO_SEGMENTER = Path("none")
 
 
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, not {_kind(value)} ({value!r})")
+    return value
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not _text(value):
+        raise ValueError("expected a bundle folder, not an empty string")
+    return Path(value)
+
+
+def _optional_path(value: Any) -> Path | None:
+    if isinstance(value, Path):
+        return value
+    return Path(value) if _text(value) else None  # "" = none
+
+
+def _backend(value: Any) -> str:
+    known = ("auto", *BACKENDS)
+    if _text(value) not in known:
+        raise ValueError(f"unknown backend {value!r} (known: {', '.join(known)})")
+    return value
+
+
+def _smoothing(value: Any) -> str:
+    make_smoother(_text(value))  # the one parser of the spec: a ValueError says what is wrong
+    return value
+
+
+def _count(minimum: int) -> Callable[[Any], int]:
+    def read(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, not {_kind(value)} ({value!r})")
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, not {value}")
+        return value
+    return read
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, not {_kind(value)} ({value!r})")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be 0 or more seconds, not {value}")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {_kind(value)} ({value!r})")
+    return value
+
+
+def _layers(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of layer names, not {_kind(value)} ({value!r})")
+    for name in value:
+        if not isinstance(name, str) or name not in LAYER_TYPES:
+            raise ValueError(f"unknown layer {name!r} (known: {', '.join(LAYER_TYPES)})")
+    return tuple(value)
+
+
+#: ``[table] key`` of the TOML file -> (the Config field it sets, how its value is checked and read)
+KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
+    ("model", "bundle"): ("bundle", _path),
+    ("model", "segmenter"): ("segmenter", _optional_path),
+    ("model", "backend"): ("backend", _backend),
+    ("second_pass", "bundle"): ("second_pass", _optional_path),
+    ("second_pass", "every_n"): ("second_pass_every", _count(0)),
+    ("second_pass", "hold_seconds"): ("second_pass_hold", _seconds),
+    ("analysis", "smoothing"): ("smoothing", _smoothing),
+    ("analysis", "reestimate_every"): ("reestimate_every", _count(1)),
+    ("overlay", "layers"): ("layers", _layers),
+    ("overlay", "outline"): ("outline", _flag),
+}
+#: Config field -> how its value is checked and read
+READERS = {name: read for name, read in KEYS.values()}
+
+
+def check(name: str, value: Any) -> Any:
+    """``value`` for the Config field ``name``, checked and read as the file's would be; a
+    ValueError says what is wrong with it."""
+    return READERS[name](value)
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
-    path = Path(path) if path else DEFAULT_CONFIG
+    """The packaged defaults (``assets/config.toml``) with the user's file ``path`` layered over them."""
+    values = _read(DEFAULT_CONFIG)
+    missing = [f"[{table}] {key}" for (table, key), (name, _) in KEYS.items() if name not in values]
+    if missing:
+        raise ConfigError(f"{shown(DEFAULT_CONFIG)}: the packaged defaults must set every key; missing: "
+                          f"{', '.join(missing)}")
+    source = DEFAULT_CONFIG
+    if path and Path(path).resolve() != DEFAULT_CONFIG.resolve():
+        source = Path(path)
+        values.update(_read(source))
+    return Config(**values, source=source)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The Config fields that the file ``path`` sets, relative paths resolved against its folder."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    values: dict[str, Any] = {}
+    where = shown(path)
+    tables = sorted({table for table, _ in KEYS})
+    for table, entries in data.items():
+        if table not in tables:
+            raise ConfigError(f"{where}: unknown table [{table}] (known: {', '.join(tables)})")
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{where}: {table}: expected a table [{table}], not {_kind(entries)}")
+        for key, value in entries.items():
+            if (table, key) not in KEYS:
+                known = ", ".join(k for t, k in KEYS if t == table)
+                raise ConfigError(f"{where}: [{table}] {key}: unknown key (known: {known})")
+            name, read = KEYS[(table, key)]
+            try:
+                value = read(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: [{table}] {key}: {exc}") from None
+            if isinstance(value, Path) and not value.is_absolute():
+                value = path.parent / value
+            values[name] = value
+    return values
+
+
+def shown(path: Path) -> str:
+    """``path`` as a user would type it here: relative to the current folder when inside it."""
     try:
-        model, analysis, overlay = data.get("model", {}), data.get("analysis", {}), data.get("overlay", {})
-        second = data.get("second_pass", {})
-        bundle = Path(model.get("bundle", DEFAULT_BUNDLE))
-        seg = model.get("segmenter")  # a config file without one runs its bundle alone
-        segmenter = Path(seg) if seg else None
-        second_bundle = Path(second["bundle"]) if second.get("bundle") else None
-        return Config(
-            bundle=bundle if bundle.is_absolute() else path.parent / bundle,
-            segmenter=segmenter if segmenter is None or segmenter.is_absolute() else path.parent / segmenter,
-            backend=str(model.get("backend", "auto")),
-            smoothing=str(analysis.get("smoothing", "ema:0.3")),
-            reestimate_every=int(analysis.get("reestimate_every", 30)),
-            layers=tuple(overlay.get("layers", Config.layers)),
-            outline=bool(overlay.get("outline", False)),
-            second_pass=(second_bundle if second_bundle is None or second_bundle.is_absolute()
-                         else path.parent / second_bundle),
-            second_pass_every=int(second.get("every_n", 0)),
-            second_pass_hold=float(second.get("hold_seconds", 1.0)),
-            source=path,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad value in configuration {path}: {exc}") from None
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (OSError, ValueError):
+        return str(path)

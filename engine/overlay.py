@@ -281,7 +281,6 @@ class ResearchMark(Layer):
               (round(10 * s), image.shape[0] - round(12 * s)), 0.4 * s, (200, 200, 200))
 
 
-DEFAULT_LAYERS = ("label", "segmentation", "second_pass", "stats", "untrained", "research_mark")
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.name: cls
     for cls in (ContentAreaOutline, ClassLabel, Segmentation, SecondPass, Stats, UntrainedBanner, ResearchMark)
@@ -296,7 +295,8 @@ class Overlay:
 
     @classmethod
     def default(cls, *, outline: bool = False, names: Sequence[str] | None = None) -> Overlay:
-        names = list(names or DEFAULT_LAYERS)
+        # no names: every layer (the configuration's [overlay] layers choose among them)
+        names = list(names or (n for n in LAYER_TYPES if n != "content_area"))
         if outline and "content_area" not in names:
             names.insert(0, "content_area")
         unknown = [n for n in names if n not in LAYER_TYPES]

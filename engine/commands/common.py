@@ -9,23 +9,27 @@ from ..config import Config, load_config
 
 
 def add_model_options(p) -> None:
+    d = load_config()  # the packaged defaults, quoted in the help texts
     g = p.add_argument_group("model")
-    g.add_argument("--config", type=Path, help="configuration file (default: assets/config.toml)")
+    g.add_argument("--config", type=Path,
+                   help=f"configuration file layered over the packaged defaults ({d.source}): it sets only "
+                        "what it changes")
     g.add_argument("--model", type=Path, metavar="BUNDLE",
-                   help="model bundle folder, classify or segment (default from the config: the MobileNetV3 "
-                        "classifier in assets/models/hyperkvasir-mnv3)")
+                   help=f"model bundle folder, classify or segment (default from the config: {d.bundle})")
     g.add_argument("--segmenter", type=Path, metavar="BUNDLE",
-                   help="segment bundle run beside a classifier on every frame (default from the config: the "
-                        "polyp segmenter in assets/models/polyp-unet); 'none' for the classifier alone")
+                   help="segment bundle run beside a classifier on every frame (default from the config: "
+                        f"{d.segmenter or 'none'}); 'none' for the classifier alone")
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
-                   help="inference backend (default from the config: auto)")
-    g.add_argument("--smoothing", metavar="SPEC", help="off, window:N or ema:ALPHA")
+                   help=f"inference backend (default from the config: {d.backend})")
+    g.add_argument("--smoothing", metavar="SPEC",
+                   help=f"off, window:N or ema:ALPHA (default from the config: {d.smoothing})")
     g.add_argument("--no-model", action="store_true", help="content area only, no model")
     g.add_argument("--second-pass", type=Path, metavar="BUNDLE",
                    help="a slower classifier bundle (e.g. ResNet-152) run in the background on "
-                        "frames where a polyp-related class holds (see assets/config.toml)")
+                        "frames where a polyp-related class holds (default from the config: "
+                        f"{d.second_pass or 'none'})")
     g.add_argument("--outline", action="store_true", default=None,
-                   help="draw the detected endoscopic field")
+                   help=f"draw the detected endoscopic field (default from the config: {'on' if d.outline else 'off'})")
 
 
 def add_source_options(p) -> None:
@@ -49,7 +53,12 @@ def source_options(args) -> dict:
     return {"width": w, "height": h, "fps": args.fps, "pixel_format": args.pixel_format}
 
 
+#: Config field -> the flag that sets it (a bad value is reported under the flag's name)
+FLAGS = {"bundle": "--model", "segmenter": "--segmenter", "backend": "--backend", "smoothing": "--smoothing",
+         "outline": "--outline", "second_pass": "--second-pass"}
+
+
 def config_from_args(args) -> Config:
     return load_config(args.config).override(
-        bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend, smoothing=args.smoothing, outline=args.outline,
+        FLAGS, bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend, smoothing=args.smoothing, outline=args.outline,
         second_pass=getattr(args, "second_pass", None))

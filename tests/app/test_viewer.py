@@ -201,6 +201,28 @@ def test_recording_live_and_closing_asks_first(qtbot, make_viewer, tmp_path):
         assert sum(1 for _ in c.decode(video=0)) > 10
 
 
+def test_a_recorder_that_fails_to_start_stops_the_one_already_started(qtbot, make_viewer, tmp_path, monkeypatch):
+    """Raw and annotated: the raw recorder starts, the annotated one cannot (its file exists). The
+    raw one must be stopped (no endoview-recorder thread left: the no_leaks fixture checks, and
+    failed before the fix), leave no file, and the session must not think it is recording."""
+    import app.session as session_module
+
+    taken = tmp_path / "taken.mp4"
+    taken.write_bytes(b"not ours")
+    real = session_module.recording_path
+    monkeypatch.setattr(session_module, "recording_path",
+                        lambda folder, kind: taken if kind == "annotated" else real(folder, kind))
+    w = make_viewer(source_opener=lambda spec: fake_device())
+    w.session.settings = w.session.settings.with_(record_raw=True, record_annotated=True)
+    w.open("/dev/video-fake")
+    qtbot.waitUntil(lambda: w.state.live and w.state.position > 2, timeout=WAIT)
+    w.session.start_recording()
+    assert "recording exists" in w.state.error
+    assert not w.state.recording and w.session.recorders == []
+    assert list((tmp_path / "out").glob("rec-*")) == []  # no empty raw recording left behind
+    assert taken.read_bytes() == b"not ours"
+
+
 def test_closing_during_export_asks_and_cancels_when_confirmed(qtbot, make_viewer, clip, tmp_path):
     slow = lambda spec: ListSource(2000, delay=0.01) if "slow" in str(spec) else None  # noqa: E731
     w = make_viewer(source_opener=slow)
@@ -259,10 +281,10 @@ def test_the_default_models_in_the_window(qtbot, make_viewer, clip):
     """The embedded defaults (the classifier and the segmenter beside it): both answer on every
     frame, one verdict, the label panel drawn, "polyp" in the mask's colour on the timeline strip,
     the classifier named in the status bar."""
-    from app.widgets import qcolor
+    from PySide6.QtGui import QColor
+
     from engine.bundle import load_bundle
     from engine.config import load_config
-    from engine.overlay import SEG_COLOR
 
     config = load_config()
     bundle = load_bundle(config.bundle)
@@ -276,18 +298,25 @@ def test_the_default_models_in_the_window(qtbot, make_viewer, clip):
     panel = np.any(shown.image[:40, :150] != shown.frame.image[:40, :150], axis=2)
     assert panel.mean() > 0.5  # the verdict's class and the top-3 bars on every frame
     assert w.session.timeline.labels == bundle.labels
-    assert w.strip._colors[bundle.labels.index("polyp")] == qcolor(SEG_COLOR)
+    # the mask's amber, BGR (60, 230, 255) in the overlay: written out, not taken from SEG_COLOR/qcolor
+    assert w.strip._colors[bundle.labels.index("polyp")] == QColor(255, 230, 60)
     w.refresh()
     assert bundle.name in w.status_label.text()
 
 
 def test_strip_colours_for_classifier_classes():
     from app.widgets import strip_colors
-    from engine.overlay import class_color
 
-    from engine.overlay import SEG_COLOR
-
+    # The expectations used to be computed with engine.overlay's own class_color and SEG_COLOR, so
+    # a wrong colour there would have passed. Worked out by hand instead: class i has hue
+    # i * 0.618034 (mod 1), saturation 0.75, value 0.95, so its weakest channel is 0.95 * 0.25 *
+    # 255 = 60 and its strongest 0.95 * 255 = 242 (truncated), in BGR:
+    #   class 0: hue 0 (red) -> (60, 60, 242)
+    #   class 1: hue 0.618 (sector 3, f = 0.708): green 0.95 * (1 - 0.75 * 0.708) * 255 = 113 -> (242, 113, 60)
+    #   class 2: hue 0.236 (sector 1, f = 0.416): red 0.95 * (1 - 0.75 * 0.416) * 255 = 166 -> (60, 242, 166)
+    # and the segmenter's mask colour, "polyp", is the amber (60, 230, 255) of the overlay.
+    c0, c1, c2, polyp = (60, 60, 242), (242, 113, 60), (60, 242, 166), (60, 230, 255)
     # "polyp" (the frame's verdict) in the mask's colour, whatever its index; the others their own
-    assert strip_colors(("normal", "polyp", "other")) == [class_color(0), SEG_COLOR, class_color(2)]
-    assert strip_colors(("a", "b")) == [class_color(0), class_color(1)]
-    assert strip_colors(("a", "polyp")) == [class_color(0), SEG_COLOR]
+    assert strip_colors(("normal", "polyp", "other")) == [c0, polyp, c2]
+    assert strip_colors(("a", "b")) == [c0, c1]
+    assert strip_colors(("a", "polyp")) == [c0, polyp]

@@ -65,6 +65,37 @@ def test_existing_output_and_bad_bundle(tmp_path, tiny_bundle):
     assert r.returncode != 0 and "bundle" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("spec, reason", [
+    ("bogus", "bad smoothing 'bogus': use off, window:N or ema:ALPHA"),
+    ("ema:0", "bad smoothing 'ema:0': EMA alpha must be in (0, 1], not 0.0"),
+    ("window:x", "bad smoothing 'window:x': invalid literal for int() with base 10: 'x'"),
+])
+def test_a_bad_smoothing_flag_is_one_line_naming_the_flag(tmp_path, tiny_bundle, spec, reason):
+    """It used to surface from the analyzer as "internal error ... please report it"."""
+    out = tmp_path / "o.mp4"
+    r = endoview("annotate", "demo:160x128@10", "-o", out, "--model", tiny_bundle.path, "--end", "0.5",
+                 "--smoothing", spec)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [f"endoview: error: --smoothing: {reason}"]
+    assert not out.exists()
+
+
+def test_a_bad_overlay_layer_is_one_line_naming_the_key_and_file(tmp_path, tiny_bundle):
+    """Layers are chosen in a configuration file (no flag names them); a typo used to end as
+    "internal error" when the overlay was built."""
+    config = tmp_path / "c.toml"
+    config.write_text('[overlay]\nlayers = ["label", "foo"]\n', encoding="utf-8")
+    out = tmp_path / "o.mp4"
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "demo:160x128@10", "-o", str(out),
+                        "--model", str(tiny_bundle.path), "--end", "0.5", "--config", "c.toml"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        "endoview: error: c.toml: [overlay] layers: unknown layer 'foo' (known: content_area, label, "
+        "segmentation, second_pass, stats, untrained, research_mark)"]
+    assert not out.exists()
+
+
 def test_kvasir_seg_clip_through_annotate(tmp_path, data_dir, tiny_bundle):
     """Real frames: a clip built from Kvasir-SEG images keeps its frame count, one log row each."""
     from engine.outputs.writer import VideoWriter
@@ -153,3 +184,41 @@ def test_image_folder_is_annotated_without_smoothing(tmp_path, tiny_bundle, data
     rows = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and rows[1]["timestamp"] == 0.5
     assert not any(row["smoothed"] for row in rows)  # unrelated stills: no temporal smoothing
+
+
+def test_a_broken_plugin_listing_is_logged_not_swallowed(monkeypatch, caplog):
+    """The engine commands still work when the entry points cannot be listed, and the log says why."""
+    import logging
+
+    import engine.cli as cli
+
+    def broken(**_kw):
+        raise OSError("METADATA unreadable")
+
+    monkeypatch.setattr(cli.metadata, "entry_points", broken)
+    with caplog.at_level(logging.WARNING, logger="engine.cli"):
+        parser = cli.build_parser()
+    assert parser.parse_args(["info"]).command == "info"
+    [record] = [r for r in caplog.records if r.name == "engine.cli"]
+    assert record.levelno == logging.WARNING
+    assert "'endoview.commands'" in record.getMessage() and "OSError: METADATA unreadable" in record.getMessage()
+
+
+def test_a_plugin_missing_a_third_party_package_is_logged_by_name(monkeypatch, caplog, capsys):
+    import logging
+
+    import engine.cli as cli
+
+    class EntryPoint:
+        name, value = "view", "app.cli:add_parser"
+
+        def load(self):
+            raise ImportError("No module named 'PySide6'", name="PySide6")
+
+    monkeypatch.setattr(cli, "_plugins", lambda: [EntryPoint()])
+    with caplog.at_level(logging.INFO, logger="engine.cli"):
+        parser = cli.build_parser()
+    messages = [r.getMessage() for r in caplog.records if r.name == "engine.cli"]
+    assert messages == ["command 'view' (entry point app.cli:add_parser) is unavailable: No module named 'PySide6'"]
+    assert parser.parse_args(["view"]).func(None) == 2
+    assert "'view' is not available in this install" in capsys.readouterr().err

@@ -198,8 +198,14 @@ def test_model_input_rgb_size_and_black_outside():
     # the cut corners are black, the field is not
     assert out[:4, :4].max() == 0 and out[-4:, -4:].max() == 0
     assert out[112, 20:236].min(axis=0).max() > 0
-    # mask=False keeps the corners
-    assert model_input(img, area, (224, 256), mask=False)[:4, :4].max() >= 0
+    # mask=False keeps the corners. (This was `.max() >= 0`, true of any uint8 image; and the frame
+    # is black outside the field anyway, so paint the outside pure green first: mask=False must
+    # keep that colour in the cut corners, where mask=True blacked it out.)
+    green = img.copy()
+    green[area.mask == 0] = (0, 255, 0)
+    kept = model_input(green, area, (224, 256), mask=False)
+    assert (kept[:4, :4] == (0, 255, 0)).all() and (kept[-4:, -4:] == (0, 255, 0)).all()
+    assert model_input(green, area, (224, 256))[:4, :4].max() == 0
     # enlarging works too
     assert model_input(img[:100, :100].copy(), ContentArea.full_frame(100, 100), (224, 224)).shape == (224, 224, 3)
 

@@ -19,14 +19,15 @@ from engine.analysis.segmenter import Segmenter
 from engine.analysis.verdict import polyp_probability
 from engine.backends import open_backend
 from engine.bundle import load_bundle
-from engine.config import DEFAULT_BUNDLE, DEFAULT_SEGMENTER, load_config
+from engine.config import load_config
 from engine.pipeline import Analyzer
 from engine.types import Frame
 
 
 def test_the_defaults_are_a_trained_classifier_and_a_segmenter_that_know_polyp_free_frames():
     config = load_config()
-    assert config.bundle.as_posix().endswith(DEFAULT_BUNDLE) and config.segmenter.as_posix().endswith(DEFAULT_SEGMENTER)
+    assert config.bundle.as_posix().endswith("assets/models/hyperkvasir-mnv3")  # [model] in assets/config.toml
+    assert config.segmenter.as_posix().endswith("assets/models/polyp-unet")
     clf, seg = load_bundle(config.bundle), load_bundle(config.segmenter)
     assert clf.task == "classify" and "polyp" in clf.labels and "normal-cecum" in clf.labels and clf.trained
     assert seg.task == "segment" and seg.labels == ("polyp",) and seg.trained

@@ -16,7 +16,7 @@ from engine.analysis.content_area import detect_content_area
 from engine.analysis.instances import InstancePass, field_crop, to_frame
 from engine.analysis.second_pass import SecondPassWorker
 from engine.bundle import write_bundle
-from engine.config import Config
+from engine.config import load_config
 from engine.errors import BackendError, BundleError
 from engine.overlay import Overlay
 from engine.runtime import open_second_pass
@@ -125,7 +125,7 @@ def test_a_bundle_that_is_not_a_second_pass_is_refused(tmp_path):
 
     seg = make_tiny_segmenter_bundle(tmp_path / "seg", size=(16, 16), torchscript=False)
     with pytest.raises(BundleError, match="a second pass is a classify bundle"):
-        with open_second_pass(Config(bundle=seg.path, second_pass=seg.path)):
+        with open_second_pass(load_config().override(bundle=seg.path, second_pass=seg.path)):
             pass
 
 

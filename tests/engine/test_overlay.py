@@ -63,10 +63,31 @@ def test_outline_layer_and_unknown_layers():
         Overlay.default(names=["label", "sparkles"])
 
 
-def test_overlay_works_on_tiny_and_large_frames():
-    for size in [(64, 48), (1920, 1080)]:
-        r = make_result(size=size)
-        Overlay.default(outline=True).draw(r.frame.image, r, shown_index=9)
+@pytest.mark.parametrize("size", [(64, 48), (640, 480), (1920, 1080)])
+def test_overlay_scales_with_tiny_and_large_frames(size):
+    """This test used to draw and assert nothing: only an exception could fail it. Now the label
+    panel must be where the scale rule puts it, worked out here by hand: s = max(0.55,
+    min(H, 0.75 W) / 720); the panel is 330 s wide at (10 s, 10 s) and 2 * 10 s + 30 s + 3 * 22 s
+    high for the top 3, clipped by the frame. The panel darkens the grey 90 to 90 * (1 - 0.8) = 18."""
+    w, h = size
+    r = make_result(size=size)
+    image = r.frame.image
+    out = Overlay.default(outline=True).draw(image, r, shown_index=9)
+    assert out is image and out.shape == (h, w, 3)  # in place
+    changed = np.any(out != 90, axis=2)
+    # a full-frame field: its outline runs along all four edges of the frame
+    assert changed[0].all() and changed[-1].all() and changed[:, 0].all() and changed[:, -1].all()
+    s = max(0.55, min(h, 0.75 * w) / 720)
+    pad = round(10 * s)
+    right, bottom = pad + round(330 * s), pad + 2 * pad + round(30 * s) + 3 * round(22 * s)
+    dark = out[..., 1] == 18
+    cols = slice(pad, min(right, w - 3))  # inside the outline (at most 3 pixels thick)
+    assert dark[pad, cols].all() and not dark[pad - 1, cols].any()  # the top edge, clipped at the frame's right
+    if right < w and bottom < h:  # the whole panel fits: each of its edges is where s says
+        rows = slice(pad, bottom)
+        assert dark[rows, pad].all() and not dark[rows, pad - 1].any()
+        assert dark[rows, right - 1].all() and not dark[rows, right].any()
+        assert dark[bottom - 1, cols].all() and not dark[bottom, cols].any()
 
 
 def test_class_colours_are_stable_and_distinct():

@@ -115,7 +115,7 @@ def test_config_second_pass_runs_in_annotate(tmp_path, tiny_bundle):
     import sys
 
     config = tmp_path / "c.toml"
-    config.write_text(f'[model]\nbundle = "{tiny_bundle.path}"\n[second_pass]\nevery_n = 10\n'
+    config.write_text(f'[model]\nbundle = "{tiny_bundle.path}"\nsegmenter = ""\n[second_pass]\nevery_n = 10\n'
                       'hold_seconds = 0\n', encoding="utf-8")
     out = tmp_path / "o.mp4"
     r = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", "demo:160x128@10", "-o", out,

@@ -26,6 +26,37 @@ ROOT = Path(__file__).resolve().parents[2]
 PER_FOLD = 2  # images per fold in the tiny COCO folder: batch 1 -> 2 iterations per epoch
 
 
+def _conv(c_in: int, c_out: int, k: int, bias: bool = False) -> int:
+    return c_in * c_out * k * k + (c_out if bias else 0)
+
+
+# Cascade Mask R-CNN R50-FPN with one class, counted by hand from the architecture (not from a
+# run). Tensors in its state_dict: ResNet-50 = stem conv and BN (a BN holds 5: weight, bias,
+# running mean and variance, batches tracked) + 16 bottlenecks of 3 convs and 3 BNs + 4 downsample
+# convs with a BN; FPN = 4 lateral and 4 output convs with biases; RPN = a conv, cls and reg with
+# biases; each of the 3 cascade stages: a box head of 2 shared FCs, cls and reg, and a mask head of
+# 4 convs, a deconv and the logits, all with biases.
+CASCADE_TENSORS = (1 + 5) + 16 * (3 + 3 * 5) + 4 * (1 + 5) + 8 * 2 + 3 * 2 + 3 * (4 * 2 + 6 * 2)  # 400
+
+
+def _cascade_parameters() -> int:
+    """Its learnable parameters (BN weight and bias, no running statistics): 77,020,772."""
+    n = _conv(3, 64, 7) + 2 * 64  # ResNet-50 stem
+    c_in = 64
+    for planes, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for i in range(blocks):  # bottleneck: 1x1, 3x3, 1x1 (x4), each with a BN
+            n += _conv(c_in, planes, 1) + _conv(planes, planes, 3) + _conv(planes, 4 * planes, 1) + 2 * 6 * planes
+            if i == 0:  # downsample 1x1 conv and BN
+                n += _conv(c_in, 4 * planes, 1) + 2 * 4 * planes
+            c_in = 4 * planes
+    n += sum(_conv(c, 256, 1, True) for c in (256, 512, 1024, 2048)) + 4 * _conv(256, 256, 3, True)  # FPN
+    n += _conv(256, 256, 3, True) + _conv(256, 3, 1, True) + _conv(256, 4 * 3, 1, True)  # RPN, 3 anchors
+    # box head on 7x7 RoIs: fc 12544 -> 1024 -> 1024, cls (1 class + background), class-agnostic reg
+    box = (256 * 7 * 7 + 1) * 1024 + (1024 + 1) * 1024 + (1024 + 1) * 2 + (1024 + 1) * 4
+    mask = 4 * _conv(256, 256, 3, True) + _conv(256, 256, 2, True) + _conv(256, 1, 1, True)
+    return n + 3 * (box + mask)
+
+
 @pytest.fixture(scope="module")
 def coco(data_dir, tmp_path_factory) -> Path:
     """A COCO folder (as 'endoview data kvasir-coco' writes) of the first real images of each fold."""
@@ -275,12 +306,20 @@ def test_export_writes_a_loadable_instances_bundle(resumed, coco, tmp_path, caps
     out = capsys.readouterr().out  # mmengine prints too: the JSON is the last thing
     report = json.loads(out[out.rindex('{\n  "bundle"'):])
     b = load_bundle(tmp_path / "b")
-    assert report["bundle"] == str(b.path) and report["parity"]["self_check"]["instances"] >= 0
+    assert report["bundle"] == str(b.path)
+    # the self-check ran on the run's first held-out image (fold 1 is held out), not a random one
+    check = report["parity"]["self_check"]
+    held_out = json.loads((coco / "annotations" / "fold1.json").read_text())["images"][0]["file_name"]
+    assert Path(check["image"]) == (coco / "images" / held_out).resolve()
     assert b.task == "instances" and b.labels == ("polyp",) and b.input_size == (128, 128)
     assert b.formats == {"mmdet": "model.pth", "mmdet-config": "config.py"} and b.trained
     assert b.outputs == {"masks": "masks", "boxes": "boxes", "scores": "scores"}
     assert b.manifest["training"]["weights"] == "random" and "val" in b.manifest["metrics"]
-    assert b.file("mmdet").stat().st_size > 1e8  # 77 M parameters in float32
+    # Every parameter in float32 (77,020,772 of them, counted above: 308 MB); on top, only the BN
+    # running statistics (53,179 values) and the zip container: under 1 MiB. A half-precision file
+    # or one that kept the optimizer's momentum (a second copy of every weight) falls outside.
+    size, weights = b.file("mmdet").stat().st_size, 4 * _cascade_parameters()
+    assert weights <= size < weights + 2**20, (size, weights)
     ckpt = torch.load(b.file("mmdet"), map_location="cpu", weights_only=True)
     assert set(ckpt) == {"meta", "state_dict"} and ckpt["meta"]["dataset_meta"]["classes"] == ["polyp"]
     text = b.file("mmdet-config").read_text()
@@ -289,11 +328,17 @@ def test_export_writes_a_loadable_instances_bundle(resumed, coco, tmp_path, caps
     # model still returns instances
     model = init_detector(str(b.file("mmdet-config")), str(b.file("mmdet")), device="cpu",
                           cfg_options={"model.test_cfg.rcnn.score_thr": 0.0})
-    image = cv2.imread(str(sorted((coco / "images").iterdir())[0]))
+    image = cv2.imread(check["image"])
+    assert (check["width"], check["height"]) == (image.shape[1], image.shape[0])
     inst = inference_detector(model, image).pred_instances
     n = len(inst.scores)
     assert n > 0
     assert tuple(inst.masks.shape) == (n, *image.shape[:2]) and tuple(inst.bboxes.shape) == (n, 4)
+    # The self-check's count used to be checked with `>= 0`, true of any count. Counted here
+    # independently: the same weights on the same image at the bundle's score_thr 0.5 keep exactly
+    # the instances scoring above 0.5 here (MMDetection keeps scores > score_thr; NMS visits boxes
+    # best first, so the ones below 0.5 change nothing for those above, and max_per_img keeps the best).
+    assert check["instances"] == int((inst.scores > 0.5).sum())
 
 
 @pytest.mark.slow
@@ -308,7 +353,7 @@ def test_weights_file_is_loaded_and_recorded(coco, tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert info["weights"] == f"coco:{cascade.sha256_file(fake)}" and info["iterations"] == 0
     match = info["sessions"][0]["weights_match"]
-    assert (match["loaded"], match["skipped"], match["model_tensors"]) == (1, 2, 400)
+    assert (match["loaded"], match["skipped"], match["model_tensors"]) == (1, 2, CASCADE_TENSORS)
     state = torch.load(out / "epoch_0.pth", map_location="cpu", weights_only=True)["state_dict"]
     torch.testing.assert_close(state["backbone.conv1.weight"],
                                torch.load(fake, weights_only=True)["state_dict"]["backbone.conv1.weight"])
@@ -345,12 +390,12 @@ def test_the_engine_runs_it_as_second_pass_and_eval_seg_scores_it(resumed, data_
     # the runtime opens it as the configured second pass; the worker answers and the overlay draws it
     import time
 
-    from engine.config import Config
+    from engine.config import load_config
     from engine.overlay import Overlay
     from engine.runtime import open_second_pass
     from engine.types import FrameResult
 
-    with open_second_pass(Config(bundle=bundle.path, second_pass=bundle.path)) as worker:
+    with open_second_pass(load_config().override(bundle=bundle.path, second_pass=bundle.path)) as worker:
         worker.request(Frame(9, 0.3, image, 0.0), area)
         deadline = time.monotonic() + 120
         while worker.latest is None and worker.error is None and time.monotonic() < deadline:
