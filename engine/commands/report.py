@@ -143,7 +143,8 @@ def run(args) -> int:
             from ..procedure.dicom import save_report_page
 
             page = render_page(summary, thumbnails=thumbnails, models=models, source=args.input.name)
-            save_report_page(args.dicom, page, force=args.force)
+            # thumbnails may carry the processor's text drawn inside the field: say so in the file
+            save_report_page(args.dicom, page, force=args.force, burned_in_text=bool(thumbnails))
     if args.json:
         sys.stdout.write(to_json(summary) + "\n")
     said = sys.stderr if args.json else sys.stdout

@@ -173,7 +173,9 @@ def save_report_page(path: str | Path, page_bgr: np.ndarray, *, patient: Patient
                      force: bool = False, **kwargs) -> Path:
     """A report page rendered by :func:`engine.procedure.report.render_page` as DICOM (modality OT).
 
-    The page holds only what endoview drew (no patient text), so ``BurnedInAnnotation`` is "NO".
+    A page holds only what endoview drew, so ``BurnedInAnnotation`` is "NO" by default; pass
+    ``burned_in_text=True`` when it carries thumbnails of video frames, which may show text the
+    processor drew inside the field.
     """
     ds = secondary_capture(page_bgr, patient=patient, modality=kwargs.pop("modality", "OT"),
                            description=kwargs.pop("description", "endoview procedure report"),

@@ -4,6 +4,11 @@ A log has no pixels; its rows name frames by their index in the *source* video. 
 may be that source, or the clip ``endoview annotate`` wrote from it: when the clip has exactly as
 many frames as the log has rows and the log starts after frame 0 (``annotate --start``), its frame
 k is the log's frame ``first index + k``; otherwise indices are taken as they are.
+
+The log keeps the field's box but not its outline, so each grabbed frame's field is detected
+again and everything outside it blacked out before the thumbnail is cut (the processor's
+on-screen text lies there). Text the processor draws inside the field, as in many Kvasir-SEG
+frames, stays: a thumbnail is not guaranteed free of burned-in text.
 """
 
 from __future__ import annotations
@@ -55,6 +60,17 @@ def grab_frames(video: str | Path, indices: Sequence[int], rows: Sequence[Mappin
     return out
 
 
+def blacken_outside_field(image: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with everything outside its detected endoscopic field black."""
+    from ..content_area import detect_content_area, deidentify
+
+    try:
+        return deidentify(image, detect_content_area(image))
+    except EndoviewError as exc:
+        logger.warning("no field found in a thumbnail's frame (%s): kept whole", exc)
+        return image.copy()
+
+
 def track_thumbnails(video: str | Path, summary: Mapping, rows: Sequence[Mapping],
                      width: int = 320) -> dict[int, np.ndarray]:
     """Track id -> thumbnail of its best frame: the field (from that frame's row) cropped, the box drawn."""
@@ -75,5 +91,5 @@ def track_thumbnails(video: str | Path, summary: Mapping, rows: Sequence[Mapping
             logger.warning("%s: frame %d is %dx%d, smaller than the boxes of the log: no box drawn",
                            video, t["best_frame"], w, h)
             field = box = None  # not the video (or not the size) the log was made from
-        thumbs[int(t["id"])] = make_thumbnail(image, box, field, width)
+        thumbs[int(t["id"])] = make_thumbnail(blacken_outside_field(image), box, field, width)
     return thumbs

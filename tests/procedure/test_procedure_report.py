@@ -222,6 +222,7 @@ def test_report_command_with_the_video_embeds_the_best_frames(tmp_path, capsys):
     assert "model.onnx sha256" in p.body
     ds = read_dicom(dcm)
     assert ds.Modality == "OT" and str(ds.PatientName) == ""
+    assert ds.BurnedInAnnotation == "YES"  # it holds video frames, which may carry the processor's text
 
 
 def test_report_command_maps_an_annotated_clip_that_starts_later(tmp_path):
@@ -274,3 +275,20 @@ def test_outputs_are_not_overwritten_without_force(tmp_path, capsys):
     assert main(["report", str(log), "-o", str(tmp_path / "r.pdf")]) == 1
     assert main(["report", str(log), "--json", "--video", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "x.html")]) == 1
     assert "video not found" in capsys.readouterr().err
+
+
+def test_thumbnails_black_out_text_outside_the_field_but_inside_its_box():
+    from engine.demo import DemoSource, demo_layout
+    from engine.procedure.thumbnails import blacken_outside_field
+
+    with DemoSource(width=640, height=512, fps=25) as demo:
+        frame = demo.render(0)
+    layout = demo_layout(640, 512)
+    x, y, w, h = layout.bbox
+    frame = frame.copy()
+    cv2.putText(frame, "ID", (x + 2, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)  # an octagon corner
+    assert frame[y:y + 16, x:x + 24].max() == 255
+    clean = blacken_outside_field(frame)
+    assert clean[y:y + 16, x:x + 24].max() < 40  # the corner's text is gone
+    cy, cx = y + h // 2, x + w // 2
+    assert np.array_equal(clean[cy - 20:cy + 20, cx - 20:cx + 20], frame[cy - 20:cy + 20, cx - 20:cx + 20])
