@@ -4,7 +4,8 @@ Input: the per-frame rows of the log (``FrameResult.to_log_row()``: ``index``, `
 ``label`` (the classifier's top class), ``polyp`` (the frame's verdict), ``topk``,
 ``content_area``, ``segmentation``), each optionally with ``"quality"`` (a
 :meth:`engine.procedure.quality.Quality.to_dict`) and ``"detections"`` (see
-:func:`engine.procedure.tracking.detections_from_row`). Output: one JSON-ready dict
+:func:`engine.procedure.tracking.detections_from_row`) and ``"models"`` (names of the models that
+made the row; the log names only the segmenter, in ``segmentation.model``). Output: one JSON-ready dict
 (:meth:`ProcedureSummary.result`):
 
 - ``polyps``: the number of confirmed polyp tracks; ``tracks``: one summary per track.
