@@ -16,7 +16,7 @@ from importlib import metadata
 from . import __version__
 from .errors import EndoviewError
 
-ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine", "record", "soak")
+ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine", "record", "soak", "logs")
 OWN_PACKAGES = {"engine", "app", "train"}
 
 
