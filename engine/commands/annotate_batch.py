@@ -51,11 +51,11 @@ def add_options(p) -> None:
 
 def check_single(args) -> None:
     """The many-video options make no sense with one output file: say so."""
-    used = [flag for flag, value in (("--jobs", args.jobs), ("--ray", args.ray),
+    used = [flag for flag, value in (("--jobs", (args.jobs or 1) > 1), ("--ray", args.ray),
                                      ("--parquet", args.parquet)) if value]
     if used:
-        raise ExportError(f"{', '.join(used)} work with an output folder (-o FOLDER/), "
-                          f"not the single file {args.output}")
+        raise ExportError(f"{', '.join(used)} {'works' if len(used) == 1 else 'work'} only with an "
+                          f"output folder (-o FOLDER/), not the single file {args.output}")
 
 
 def run(args, folder: Path) -> int:

@@ -163,9 +163,12 @@ def test_one_bad_video_does_not_stop_the_others_and_a_rerun_resumes(tmp_path, me
     make_corpus.truncated_mp4(videos)
     make_corpus.text_as_mp4(videos)
     out = tmp_path / "out"
-    r = endoview("annotate", videos, "-o", out, "--jobs", "2", *model_args)
+    r = endoview("-v", "annotate", videos, "-o", out, "--jobs", "2", *model_args)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
+    # two jobs share the cores: each onnxruntime session gets half of them
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert r.stderr.count(f"CPUExecutionProvider ({threads} threads)") == 2, r.stderr
     rows = summary_rows(r.stdout)
     assert rows["one.mp4"][1:3] == ["done", "24"] and rows["two.mkv"][1:3] == ["done", "24"]
     assert rows["truncated.mp4"][1] == "failed" and "incomplete" in " ".join(rows["truncated.mp4"])
@@ -224,7 +227,7 @@ def test_batch_options_need_an_output_folder(tmp_path, media, model_args, capsys
     clip = media.make_clip(tmp_path / "c.mp4", 5)
     assert main(["annotate", str(clip), "-o", str(tmp_path / "c_out.mp4"), "--jobs", "2", *map(str, model_args)]) == 1
     err = capsys.readouterr().err
-    assert "--jobs work with an output folder" in err and not (tmp_path / "c_out.mp4").exists()
+    assert "--jobs works only with an output folder" in err and not (tmp_path / "c_out.mp4").exists()
     assert main(["annotate", str(clip), str(clip), "-o", str(tmp_path / "o"), "--log", "x.jsonl"]) == 1
     assert "--log names one file" in capsys.readouterr().err
 
