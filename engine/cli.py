@@ -16,7 +16,7 @@ from importlib import metadata
 from . import __version__
 from .errors import EndoviewError
 
-ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine", "record", "soak", "report")
+ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine", "record", "soak", "report", "logs")
 OWN_PACKAGES = {"engine", "app", "train"}
 PLUGIN_GROUP = "endoview.commands"
 

@@ -49,3 +49,8 @@ class OutputExistsError(ExportError):
 
 class PipelineError(EndoviewError):
     """A pipeline stage failed; the message names the stage and the cause."""
+
+
+class ExtraMissingError(EndoviewError):
+    """An optional feature needs a package of an extra that is not installed (the message names
+    the install command)."""

@@ -22,11 +22,13 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def open_analyzer(config: Config, *, still: bool = False, model: bool = True) -> Iterator[Analyzer]:
+def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
+                  backend_options: dict | None = None) -> Iterator[Analyzer]:
     """An Analyzer with its backend entered for the duration of the ``with`` block.
 
     ``still``: the source is a set of unrelated images, so temporal smoothing is off.
     ``model=False``: content area only (no classifier, e.g. ``--no-model``).
+    ``backend_options``: passed to both models' backends (e.g. ``threads=`` for onnxruntime).
     A bundle with task "segment" gives an Analyzer that runs the segmenter on every frame; a
     classify bundle runs with ``config.segmenter`` beside it (both on every frame, one verdict).
     """
@@ -38,7 +40,8 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
         return
     bundle = load_bundle(Path(config.bundle))
     with contextlib.ExitStack() as stack:
-        backend = stack.enter_context(open_backend(bundle, config.backend))
+        options = backend_options or {}
+        backend = stack.enter_context(open_backend(bundle, config.backend, **options))
         logger.info("model %s on %s", bundle.name, backend.description)
         worker = stack.enter_context(open_second_pass(config)) if config.second_pass else None
         triggers = Triggers(every_n=config.second_pass_every or None,
@@ -52,7 +55,7 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True) ->
                 seg_bundle = load_bundle(Path(config.segmenter))
                 if seg_bundle.task != "segment":
                     raise BundleError(f"segmenter {seg_bundle.path} has task {seg_bundle.task!r}, not 'segment'")
-                seg_backend = stack.enter_context(open_backend(seg_bundle, config.backend))
+                seg_backend = stack.enter_context(open_backend(seg_bundle, config.backend, **options))
                 logger.info("segmenter %s on %s", seg_bundle.name, seg_backend.description)
                 segmenter = Segmenter(seg_bundle, seg_backend, make_smoother(None if still else config.smoothing))
         yield Analyzer(classifier, segmenter=segmenter, tracker=tracker, smooth=not still,

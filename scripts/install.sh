@@ -3,8 +3,9 @@
 #   ~/.cache/endoview/venv-<hash of the requirements>  (and a link ~/.cache/endoview/venv to it)
 # The environment is rebuilt only when pyproject.toml or this script changes; otherwise this only
 # points the existing environment at this checkout (a few seconds).
-# Extras: EXTRAS="train,dev,seg" by default (train: torch and torchvision for the torch backend
-# and train/; seg: MMDetection 3.3 for the Cascade Mask R-CNN second pass, which needs train).
+# Extras: EXTRAS="train,dev,seg,batch" by default (train: torch and torchvision for the torch backend
+# and train/; seg: MMDetection 3.3 for the Cascade Mask R-CNN second pass, which needs train;
+# batch: Ray and pyarrow for annotate --ray and the Parquet log).
 # seg: PyPI has only mmcv 2.1.0's source (no wheel for torch 2.14), so it is built once into
 # $cache/wheels (CPU ops, about 10.5 minutes on 2 cores, 2.9 GB peak memory; a lock keeps two
 # installs from building it together) and reused by every later install. mmengine pulls the GUI
@@ -13,7 +14,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${ENDOVIEW_HOME:-$HOME/.cache/endoview}"
-extras="${EXTRAS:-train,dev,seg}"
+extras="${EXTRAS:-train,dev,seg,batch}"
 python="${PYTHON:-python3}"
 mmcv_version=2.1.0
 

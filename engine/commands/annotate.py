@@ -8,26 +8,33 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..batch import batch_folder
 from ..config import load_config
 from ..outputs.export import annotate
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
+from . import annotate_batch
 from .common import add_model_options, add_source_options, config_from_args, source_options
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "annotate",
-        help="annotate a video (or 'demo') into an MP4 with the overlay and a per-frame log",
+        help="annotate a video (or 'demo', or many videos) into an MP4 with the overlay and a per-frame log",
         description="Run every frame of INPUT through the content-area crop and the model, "
                     "and write an H.264 MP4 with exactly the input's frames and rate, plus a "
-                    "per-frame log (JSONL and CSV).",
+                    "per-frame log (JSONL and CSV).\n\n" + annotate_batch.HELP,
         epilog="examples:\n  endoview annotate demo -o demo.mp4\n"
-               "  endoview annotate case.mp4 -o case_annotated.mp4 --start 10 --end 25 --deidentify",
+               "  endoview annotate case.mp4 -o case_annotated.mp4 --start 10 --end 25 --deidentify\n"
+               "  endoview annotate videos/ -o annotated/ --jobs 2 --parquet annotated/all.parquet\n"
+               "  endoview annotate a.mp4 b.mkv -o annotated/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", help="video file, image folder, capture device (0, /dev/video0) or 'demo'")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4")
+    p.add_argument("input", nargs="+",
+                   help="video file, image folder, capture device (0, /dev/video0) or 'demo'; "
+                        "several of them, or a folder of videos, with -o FOLDER")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="output .mp4; with several videos the output folder (created)")
     p.add_argument("--log", type=Path, action="append",
                    help="per-frame log, .jsonl or .csv (repeatable; default: OUTPUT.jsonl and OUTPUT.csv)")
     p.add_argument("--no-log", action="store_true", help="write no per-frame log")
@@ -41,19 +48,26 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", default="ultrafast",
                    choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
                    help="x264 speed preset: ultrafast (default) is fastest, slower ones give smaller files")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (several videos: redo the finished ones)")
     add_model_options(p)
     add_source_options(p)
+    annotate_batch.add_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    folder = batch_folder(args.input, args.output)
+    if folder is not None:
+        return annotate_batch.run(args, folder)
+    annotate_batch.check_single(args)
+    (input_,) = args.input
     config = config_from_args(args)
-    output: Path = args.output
+    output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         output = output.with_suffix(output.suffix + ".mp4") if output.suffix else output.with_suffix(".mp4")
     logs = [] if args.no_log else (args.log or [output.with_suffix(".jsonl"), output.with_suffix(".csv")])
-    with open_source(args.input, **source_options(args)) as source:
+    with open_source(input_, **source_options(args)) as source:
         info = source.info
         total = info.frame_count
         with open_analyzer(config, still=info.still, model=not args.no_model) as analyzer, \

@@ -62,7 +62,8 @@ def grab_frames(video: str | Path, indices: Sequence[int], rows: Sequence[Mappin
 
 def blacken_outside_field(image: np.ndarray) -> np.ndarray:
     """A copy of ``image`` with everything outside its detected endoscopic field black."""
-    from ..content_area import detect_content_area, deidentify
+    from ..analysis.content_area import detect_content_area
+    from ..analysis.crop import deidentify
 
     try:
         return deidentify(image, detect_content_area(image))
