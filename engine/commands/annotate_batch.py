@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import batch
+from ..tools import batch
 from ..bundle import load_bundle
 from ..errors import ExportError
 from .common import config_from_args, source_options
@@ -65,7 +65,7 @@ def run(args, folder: Path) -> int:
     if args.parquet and args.no_log:
         raise ExportError("--parquet merges the per-frame logs, so it cannot go with --no-log")
     if args.parquet:
-        from ..logtable import import_pyarrow
+        from ..outputs.logtable import import_pyarrow
 
         import_pyarrow()  # fail before hours of work, not after
     if args.ray:
@@ -116,7 +116,7 @@ def run(args, folder: Path) -> int:
     outcomes = [by_input[j.input] for j in jobs]
     print(batch.summary(outcomes, wall))
     if args.parquet:
-        from ..logtable import merge_logs
+        from ..outputs.logtable import merge_logs
 
         logged = [(j.input, j.logs[0]) for j, o in zip(jobs, outcomes) if o.status != "failed"]
         if logged:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ExportError
-from ..logtable import merge_logs, video_name
+from ..outputs.logtable import merge_logs, video_name
 
 
 def add_parser(sub) -> None:

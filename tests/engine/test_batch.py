@@ -1,4 +1,4 @@
-"""Many videos at once (``endoview annotate A B ... -o FOLDER``, engine/batch.py): the folder rule,
+"""Many videos at once (``endoview annotate A B ... -o FOLDER``, engine/tools/batch.py): the folder rule,
 names and their clashes, resume after a kill, one bad video among good ones, the summary, Ray."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch
-from engine.batch import Job, Outcome
+from engine.tools import batch
+from engine.tools.batch import Job, Outcome
 from engine.cli import main
 from engine.errors import ExportError, ExtraMissingError
 

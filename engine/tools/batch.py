@@ -33,11 +33,11 @@ from typing import Callable, Sequence
 
 import cv2
 
-from .config import Config
-from .errors import EndoviewError, ExportError, ExtraMissingError
-from .outputs.export import annotate
-from .runtime import make_overlay, open_analyzer
-from .sources import natural_key, open_source
+from ..config import Config
+from ..errors import EndoviewError, ExportError, ExtraMissingError
+from ..outputs.export import annotate
+from ..runtime import make_overlay, open_analyzer
+from ..sources import natural_key, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def backend_options(backend: str, threads: int | None) -> dict:
         return {}
     if backend == "auto":
         return {"threads": threads}
-    from .backends import backend_class
+    from ..backends import backend_class
 
     return {"threads": threads} if "threads" in backend_class(backend).option_names else {}
 

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ExportError, ExtraMissingError, OutputExistsError
+from ..errors import ExportError, ExtraMissingError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
