@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..batch import batch_folder
+from ..tools.batch import batch_folder
 from ..config import load_config
 from ..outputs.export import annotate
 from ..runtime import make_overlay, open_analyzer

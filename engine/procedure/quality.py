@@ -118,7 +118,7 @@ def _shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     target = (max(1, round(w * s)), max(1, round(h * s)))
     if interpolation == cv2.INTER_AREA:
         factor = min(w // target[0], h // target[1])
-        if factor >= 2:  # OpenCV's fast whole-factor path first, as engine.content_area does
+        if factor >= 2:  # OpenCV's fast whole-factor path first, as engine.analysis.crop does
             image = cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA)
     return cv2.resize(image, target, interpolation=interpolation)
 

@@ -1,7 +1,7 @@
 """Polyp tracks: detections on positive frames joined across frames, counted once confirmed.
 
 A **detection** is one connected component of the segmenter's mask on a frame whose verdict
-(:mod:`engine.verdict`) is positive: its bounding box in frame pixels (x, y, w, h) and a
+(:mod:`engine.analysis.verdict`) is positive: its bounding box in frame pixels (x, y, w, h) and a
 confidence (the component's peak probability, or the frame's polyp probability when no
 probability map is at hand). :func:`detections_from_mask` makes them from a mask at any
 resolution; :func:`detections_from_row` from a row of the per-frame log.

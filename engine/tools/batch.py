@@ -37,7 +37,8 @@ from ..config import Config
 from ..errors import EndoviewError, ExportError, ExtraMissingError
 from ..outputs.export import annotate
 from ..runtime import make_overlay, open_analyzer
-from ..sources import natural_key, open_source
+from ..sources import open_source
+from ..sources.base import natural_key
 
 logger = logging.getLogger(__name__)
 

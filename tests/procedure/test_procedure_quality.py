@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.content_area import detect_content_area
+from engine.analysis.content_area import detect_content_area
 from engine.procedure.hints import touching_edges
 from engine.procedure.quality import (
     Quality,

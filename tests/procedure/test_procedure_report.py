@@ -278,7 +278,7 @@ def test_outputs_are_not_overwritten_without_force(tmp_path, capsys):
 
 
 def test_thumbnails_black_out_text_outside_the_field_but_inside_its_box():
-    from engine.demo import DemoSource, demo_layout
+    from engine.sources.demo import DemoSource, demo_layout
     from engine.procedure.thumbnails import blacken_outside_field
 
     with DemoSource(width=640, height=512, fps=25) as demo:
