@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 from .errors import DataError, TrainError
+from .options import RAW, apply_flags, int_list, read_config_file
 
 log = logging.getLogger(__name__)
-
-RAW = argparse.RawDescriptionHelpFormatter
 
 TRAIN_EPILOG = """\
 Defaults are the paper's (He et al., EndoTect 2020): SGD lr 0.003, momentum 0.9, x0.1 after epochs
@@ -70,13 +69,6 @@ examples:
 """
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 # --------------------------------------------------------------------------------------------
 # train
 
@@ -106,7 +98,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, help="initial learning rate (default 0.003)")
     c.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     c.add_argument("--weight-decay", type=float, help="SGD weight decay (default 0; the paper states none)")
-    c.add_argument("--milestones", type=_int_list, help="epochs after which lr x0.1 (default 10,20,30)")
+    c.add_argument("--milestones", type=int_list, help="epochs after which lr x0.1 (default 10,20,30)")
     c.add_argument("--weights", help="ImageNet weights: a local torchvision state-dict file, 'imagenet' "
                    "(download), 'none' (random init) or 'auto' (download where possible, default)")
     c.add_argument("--image-size", type=int, help="square model input side (default 224)")
@@ -144,33 +136,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
     add_segment_parser(sub)
     return p
-
-
-def read_config_file(path, allowed: set[str]) -> dict:
-    """A ``--config`` JSON object whose keys are all in ``allowed``; TrainError otherwise."""
-    try:
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise TrainError(f"cannot read --config {path}: {err}") from err
-    if not isinstance(loaded, dict):
-        raise TrainError(f"--config {path} must hold a JSON object")
-    unknown = sorted(set(loaded) - allowed)
-    if unknown:
-        raise TrainError(f"--config {path}: unknown keys {', '.join(unknown)}")
-    return loaded
-
-
-def apply_flags(values: dict, args: argparse.Namespace, fields: set[str]) -> None:
-    """Command-line flags override the config file (paths as strings)."""
-    for name in fields:
-        v = getattr(args, name, None)
-        if isinstance(v, list):
-            v = [str(x) if isinstance(x, Path) else x for x in v]
-            v = v[0] if name == "data" and len(v) == 1 else v
-        if v is not None:
-            values[name] = str(v) if isinstance(v, Path) else v
-    if args.no_progress:
-        values["progress"] = False
 
 
 def train_config_from_args(args: argparse.Namespace):

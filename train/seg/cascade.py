@@ -52,6 +52,7 @@ from typing import Any
 from engine.bundle import sha256_file
 
 from ..errors import DataError, TrainError
+from ..options import apply_flags, read_config_file
 from .config import check_fixed_on_resume
 
 log = logging.getLogger(__name__)
@@ -558,8 +559,6 @@ def run_runner(run: Path, *, resume: bool = False, launcher: str = "none", threa
 
 def config_from_args(args: argparse.Namespace) -> CascadeConfig:
     """``train segment --arch cascade`` flags (over --config, or the run's own settings on --resume)."""
-    from ..cli import apply_flags, read_config_file
-
     unet_only = [f"--{n.replace('_', '-')}" for n in UNET_ONLY if getattr(args, n, None) is not None]
     if unet_only:
         raise TrainError(f"{', '.join(unet_only)}: not for --arch cascade (the real-time segmenters' settings)")

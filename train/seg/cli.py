@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TrainError
-
-RAW = argparse.RawDescriptionHelpFormatter
+from ..options import RAW, apply_flags, read_config_file
 
 SEGMENT_EPILOG = """\
 A real-time polyp segmenter trained from random weights on Kvasir-SEG (HyperKvasir's 1,000
@@ -87,7 +86,6 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
 def segment_config_from_args(args: argparse.Namespace):
     import dataclasses
 
-    from ..cli import apply_flags, read_config_file
     from .config import SegTrainConfig
 
     fields = {f.name for f in dataclasses.fields(SegTrainConfig)}
