@@ -34,8 +34,8 @@ import numpy as np
 from engine.bundle import Bundle, load_bundle, write_bundle
 
 from ..errors import TrainError
-from .cascade import (CLASSES, CONFIG_PY, MASK_THR, NMS_IOU, PALETTE, RPN_NMS_IOU, SCORE_THR, last_checkpoint,
-                      read_run, test_pipeline)
+from .cascade_config import CLASSES, MASK_THR, NMS_IOU, PALETTE, RPN_NMS_IOU, SCORE_THR, test_pipeline
+from .cascade_train import CONFIG_PY, last_checkpoint, read_run
 
 log = logging.getLogger(__name__)
 

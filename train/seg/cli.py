@@ -103,7 +103,8 @@ def segment_config_from_args(args: argparse.Namespace):
 
 
 def _is_cascade(args: argparse.Namespace) -> bool:
-    from .cascade import ARCH, is_cascade_run
+    from .cascade_config import ARCH
+    from .cascade_train import is_cascade_run
 
     if args.arch is not None:
         return args.arch == ARCH

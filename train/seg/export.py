@@ -96,7 +96,7 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
                      real_limit: int = 8, random_images: int = 4, torchscript: bool = True,
                      latency_runs: int = 50, threads: int | None = None,
                      force: bool = False) -> SegExportReport | CascadeExportReport:
-    from .cascade import is_cascade_run
+    from .cascade_train import is_cascade_run
 
     if is_cascade_run(run_dir):
         # Cascade Mask R-CNN: an "instances" bundle of MMDetection files (train/seg/cascade_export.py);
