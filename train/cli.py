@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from .errors import DataError, TrainError
-from .options import RAW, apply_flags, int_list, read_config_file
+from .options import (RAW, add_export_flags, add_export_target, apply_flags, int_list, print_export,
+                      read_config_file)
 
 log = logging.getLogger(__name__)
 
@@ -281,18 +282,13 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                               description="Trim a run to the raw head and export the bundle the "
                               "viewer loads (ONNX + TorchScript, self-checked).", epilog=EXPORT_EPILOG,
                               formatter_class=RAW)
-    p.add_argument("run", type=Path, help="run folder written by 'endoview train classify'")
-    p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
+    add_export_target(p, trained_by="endoview train classify")
     p.add_argument("--name", help="bundle name (default: <arch>-hyperkvasir-<hybrid|raw-only>-fold<K>)")
     p.add_argument("--role", choices=("fast", "second-pass"),
                    help="what the viewer uses it for (default: fast for MobileNetV3, second-pass for ResNet-152)")
     p.add_argument("--images", type=Path, nargs="+", help="real images (files or folders) for the parity "
                    "check (default: the run's held-out fold)")
-    p.add_argument("--no-torchscript", action="store_true", help="ONNX only (no torch backend)")
-    p.add_argument("--latency-runs", type=int, default=10, help="timed runs per latency figure (default 10)")
-    p.add_argument("--threads", type=int, help="CPU threads for the checks and latency")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_export_flags(p, latency_runs=10, latency_help="timed runs per latency figure")
     p.set_defaults(func=run_export)
     return p
 
@@ -303,11 +299,7 @@ def run_export(args: argparse.Namespace) -> int:
     report = export_run(args.run, args.out, name=args.name, role=args.role, images=args.images,
                         torchscript=not args.no_torchscript, latency_runs=args.latency_runs,
                         threads=args.threads, force=args.force)
-    if args.json:
-        print(json.dumps({"bundle": str(report.bundle.path), "parity": report.parity, "size": report.size,
-                          "cpu_latency_ms": report.latency_ms}, indent=2))
-    else:
-        print("\n".join(report.lines()))
+    print_export(report, args, {"parity": report.parity, "size": report.size, "cpu_latency_ms": report.latency_ms})
     return 0
 
 

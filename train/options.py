@@ -1,4 +1,5 @@
-"""Command-line pieces that train/'s commands share: ``--config`` files and the flags over them.
+"""Command-line pieces that train/'s commands share: ``--config`` files and the flags over them,
+and the arguments and output of the two export commands (``export``, ``export-seg``).
 
 Imports nothing else of train/ but its errors, so every command module (train/cli.py,
 train/seg/cli.py, train/seg/cascade.py) can use it without importing another command module.
@@ -48,3 +49,30 @@ def apply_flags(values: dict, args: argparse.Namespace, fields: set[str]) -> Non
             values[name] = str(v) if isinstance(v, Path) else v
     if args.no_progress:
         values["progress"] = False
+
+
+# --------------------------------------------------------------------------------------------
+# export and export-seg
+
+
+def add_export_target(p: argparse.ArgumentParser, *, trained_by: str) -> None:
+    """An export command's first arguments: the run folder and ``-o/--out``."""
+    p.add_argument("run", type=Path, help=f"run folder written by '{trained_by}'")
+    p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
+
+
+def add_export_flags(p: argparse.ArgumentParser, *, latency_runs: int, latency_help: str) -> None:
+    """The flags ``endoview export`` and ``endoview export-seg`` share, after each command's own."""
+    p.add_argument("--no-torchscript", action="store_true", help="ONNX only (no torch backend)")
+    p.add_argument("--latency-runs", type=int, default=latency_runs, help=f"{latency_help} (default {latency_runs})")
+    p.add_argument("--threads", type=int, help="CPU threads for the checks and latency")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def print_export(report, args: argparse.Namespace, figures: dict) -> None:
+    """An export's outcome: ``{"bundle": ..., **figures}`` as JSON with ``--json``, else its report lines."""
+    if args.json:
+        print(json.dumps({"bundle": str(report.bundle.path), **figures}, indent=2))
+    else:
+        print("\n".join(report.lines()))
