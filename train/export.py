@@ -26,6 +26,7 @@ from engine.bundle import Bundle, write_bundle
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import IMAGE_SUFFIXES, load_dataset, load_model_input
 from .errors import TrainError
+from .folders import check_bundle_target
 from .labels import HEADS, TRIMMED_HEAD
 from .models import DISPLAY, WithPreprocessing, count_parameters
 from .onnx_check import export_checked, median_ms, parity_line, torch_run
@@ -93,9 +94,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
                images: Sequence[Path] | None = None, real_limit: int = 8, random_images: int = 8,
                torchscript: bool = True, latency_runs: int = 10, threads: int | None = None,
                force: bool = False) -> ExportReport:
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    check_bundle_target(out, force=force)
     ckpt = load_checkpoint(run_dir)
     if TRIMMED_HEAD not in ckpt["heads"]:
         raise TrainError(f"{run_dir} has no {TRIMMED_HEAD!r} head to keep")

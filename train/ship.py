@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TrainError
+from .folders import check_bundle_target
 
 log = logging.getLogger("train.ship")
 
@@ -174,9 +175,7 @@ def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path |
          name: str = "hyperkvasir-mnv3-lowergi", threads: int | None = None, force: bool = False) -> dict[str, Any]:
     from .seg.ship import json_safe, rebundle
 
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    target = check_bundle_target(out, force=force)
     with tempfile.TemporaryDirectory(prefix="endoview-ship-") as tmp:
         rows = {"hybrid": [], "raw": []}
         for variant, runs in (("hybrid", hybrid), ("raw", baseline)):

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from .checkpoint import LAST, load_checkpoint, save_checkpoint
 from .data import format_counts, load_dataset, subset_summary
 from .errors import TrainError
 from .evaluate import metrics_from_probs
+from .folders import new_run_dir
 from .labels import HEAD_NAMES, HEADS, TRIMMED_HEAD
 from .losses import HybridLoss
 from .metrics import (format_per_class, mean_metrics, plot_confusion, plot_history, table1_header,
@@ -232,14 +232,7 @@ def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
         if not (out / LAST).is_file():
             raise TrainError(f"--resume: {out} holds no {LAST}; start a new run without --resume")
         return
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise TrainError(f"{out} already holds a run; pass --resume to continue it, --force to "
-                             "start over, or choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    new_run_dir(out, force=force)
 
 
 class RunLog:

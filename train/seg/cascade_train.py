@@ -15,7 +15,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from engine.bundle import sha256_file
 
 from ..errors import TrainError
+from ..folders import check_new_run, start_run_dir
 from .cascade_config import ARCH, CascadeConfig, build_config
 from .cascade_data import resolve_data
 from .config import check_fixed_on_resume
@@ -145,16 +145,12 @@ def train_cascade(cc: CascadeConfig, *, resume: bool = False, force: bool = Fals
             raise TrainError(f"--resume: {run} has already trained {info['epochs_done']} of {cc.epochs} epochs; "
                              "raise --epochs to train on")
     else:
-        if run.is_dir() and any(run.iterdir()) and not force:
-            raise TrainError(f"{run} already holds a run; pass --resume to continue it, --force to start over, "
-                             "or choose another --out")
+        check_new_run(run, force=force)
         weights = "random"
         if cc.weights:
             weights_state(cc.weights)  # before anything in --out is touched
             weights = f"coco:{sha256_file(Path(cc.weights).expanduser())}"
-        if run.is_dir():
-            shutil.rmtree(run)
-        run.mkdir(parents=True)
+        start_run_dir(run)
         info = {"arch": ARCH, "fold": cc.fold, "data": str(Path(cc.data).expanduser().resolve()), "weights": weights,
                 "weights_file": str(Path(cc.weights).expanduser().resolve()) if cc.weights else None,
                 "seed": cc.seed, "epochs": cc.epochs, "created": _now(), "sessions": []}

@@ -23,12 +23,14 @@ import torch
 from engine.bundle import Bundle, write_bundle
 from engine.content_area import SCOPE_GUIDE_INSET
 
+from ..checkpoint import BEST, LAST, SEGMENT, load_checkpoint
 from ..errors import TrainError
+from ..folders import check_bundle_target
 from ..models import count_parameters
 from ..onnx_check import export_checked, median_ms, parity_line, torch_run
 from .data import load_arrays, load_kvasir_seg, load_negatives, load_pair
 from .models import SegWithPreprocessing
-from .trainer import BEST, LAST, load_checkpoint, model_from_checkpoint
+from .trainer import model_from_checkpoint
 
 if TYPE_CHECKING:
     from .cascade_export import CascadeExportReport
@@ -104,13 +106,11 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
         from .cascade_export import export_cascade
 
         return export_cascade(run_dir, out, name=name, threads=threads, force=force)
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    check_bundle_target(out, force=force)
     if checkpoint not in ("best", "last"):
         raise TrainError(f"--checkpoint must be best or last, not {checkpoint!r}")
     run = Path(run_dir).expanduser()
-    ckpt = load_checkpoint(run, BEST if checkpoint == "best" and (run / BEST).is_file() else LAST)
+    ckpt = load_checkpoint(run, SEGMENT, BEST if checkpoint == "best" and (run / BEST).is_file() else LAST)
     if threads:
         torch.set_num_threads(threads)
     cfg = ckpt["config"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainError
+from ..folders import check_bundle_target
 
 log = logging.getLogger("train.seg.ship")  # also when run as __main__
 
@@ -277,11 +278,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
     from .data import load_kvasir_seg
     from .export import export_segmenter
 
-    target = Path(out).expanduser()
-    if target.exists() and not target.is_dir():
-        raise TrainError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    target = check_bundle_target(out, force=force)
     a, b = read_run(run_a), (read_run(run_b) if run_b is not None else None)
     warnings = _check_runs(a, b, allow_unfinished)
     for w in warnings:
