@@ -163,8 +163,10 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .crossval import format_table1, run_cross_validation
+    from .distributed import leave_process_group
     from .metrics import table1_header, table1_row
-    from .trainer import format_table1, run_cross_validation, train_classifier
+    from .trainer import train_classifier
 
     cfg = train_config_from_args(args)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -179,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
             return 0
         summary = train_classifier(cfg, resume=args.resume, force=args.force)
     finally:
-        _leave_process_group()
+        leave_process_group()
     if main:
         if args.json:
             print(json.dumps({k: v for k, v in summary.items() if k != "metrics_full"}, indent=2))
@@ -191,15 +193,6 @@ def run_train(args: argparse.Namespace) -> int:
                 print(table1_row(f"{summary['arch']} {'+'.join(summary['heads'])}",
                                  f"held-out fold {summary['fold']}", summary["metrics"]))
     return 0
-
-
-def _leave_process_group() -> None:
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------

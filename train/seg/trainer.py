@@ -38,9 +38,8 @@ from engine.content_area import SCOPE_GUIDE_INSET
 from ..augment import batch_augment as augment
 from ..checkpoint import BEST, LAST, SEGMENT, load_checkpoint, save_checkpoint
 from ..errors import TrainError
-from ..folders import new_run_dir
+from ..folders import RunLog, new_run_dir, write_csv
 from ..models import count_parameters, ema_update, normalize
-from ..trainer import RunLog, write_csv
 from .data import (SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg,
                    load_negatives)
 from .config import SegTrainConfig, check_fixed_on_resume
