@@ -298,7 +298,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _fold_file_names(args: argparse.Namespace) -> set[str]:
     """File names of --fold's images in the split file (for the polyp-free images)."""
-    from ..data import read_split
+    from ..split import read_split
     from .data import SPLIT_CANDIDATES, _find
 
     split = args.split_csv or _find(Path(args.images).expanduser().parent, None, SPLIT_CANDIDATES, "official split file")

@@ -24,8 +24,8 @@ import numpy as np
 
 from engine.content_area import deidentify, detect_content_area
 
-from ..data import read_bgr
 from ..errors import DataError
+from ..images import read_bgr
 from .data import SegSample, load_kvasir_seg, read_mask
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,9 @@ from engine.segmenter import Segmenter
 from engine.types import Frame
 from engine.verdict import polyp_probability
 
-from ..data import IMAGE_SUFFIXES, read_bgr
+from ..data import IMAGE_SUFFIXES
 from ..errors import DataError
+from ..images import read_bgr
 
 log = logging.getLogger(__name__)
 

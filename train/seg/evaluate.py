@@ -29,8 +29,8 @@ from engine.instances import InstancePass
 from engine.segmenter import Segmenter
 from engine.types import Frame
 
-from ..data import read_bgr
 from ..errors import DataError, TrainError
+from ..images import read_bgr
 from .data import read_mask
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,12 @@ from engine.bundle import Bundle, write_bundle
 from engine.content_area import SCOPE_GUIDE_INSET
 
 from ..checkpoint import BEST, LAST, SEGMENT, load_checkpoint
+from ..data import load_negatives
 from ..errors import TrainError
 from ..folders import check_bundle_target
 from ..models import count_parameters
 from ..onnx_check import export_checked, median_ms, parity_line, torch_run
-from .data import load_arrays, load_kvasir_seg, load_negatives, load_pair
+from .data import load_arrays, load_kvasir_seg, load_pair
 from .models import SegWithPreprocessing
 from .trainer import model_from_checkpoint
 

@@ -37,11 +37,11 @@ from engine.content_area import SCOPE_GUIDE_INSET
 
 from ..augment import batch_augment as augment
 from ..checkpoint import BEST, LAST, SEGMENT, load_checkpoint, save_checkpoint
+from ..data import load_negatives
 from ..errors import TrainError
 from ..folders import RunLog, new_run_dir, write_csv
 from ..models import count_parameters, ema_update, normalize
-from .data import (SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg,
-                   load_negatives)
+from .data import SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg
 from .config import SegTrainConfig, check_fixed_on_resume
 from .models import HEAD, build_segmenter
 
