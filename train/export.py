@@ -115,7 +115,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         checked = export_checked(wrapped, Path(tmp), output=out_name, random=rand, real=real,
                                  real_source=real_source, torchscript=torchscript, threads=threads)
-        onnx_path, ts_path, parity = checked.onnx_path, checked.torchscript_path, checked.parity
+        onnx_path, parity = checked.onnx_path, checked.parity
         one = rand[:1]
         latency = {
             "runs": latency_runs, "threads": torch.get_num_threads(), "batch": 1, "image_size": s,
@@ -133,16 +133,11 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
         arch = ckpt["arch"]
         heads_name = "hybrid" if len(ckpt["heads"]) > 1 else "raw-only"
         bundle_name = name or f"{arch.replace('_', '-')}-hyperkvasir-{heads_name}-fold{cfg['fold']}"
-        files: dict[str, Path] = {"model.onnx": onnx_path}
-        formats = {"onnx": "model.onnx"}
-        if torchscript:
-            files["model.torchscript.pt"] = ts_path
-            formats["torchscript"] = "model.torchscript.pt"
         heldout = {k: v for k, v in (ckpt.get("metrics") or {}).items()
                    if k not in ("confusion_matrix", "labels", "per_class")}
         bundle = write_bundle(
-            out, name=bundle_name, task="classify", labels=labels, input_size=size, files=files,
-            formats=formats, outputs={"probabilities": out_name}, trained=True,
+            out, name=bundle_name, task="classify", labels=labels, input_size=size, files=checked.files,
+            formats=checked.formats, outputs={"probabilities": out_name}, trained=True,
             inset=tuple(ckpt["inset"]) if ckpt.get("inset") else None,
             training={
                 "arch": arch, "display": f"{DISPLAY[arch]} {'w. raw' if len(ckpt['heads']) > 1 else 'raw'}",

@@ -125,7 +125,7 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
     with tempfile.TemporaryDirectory() as tmp:
         checked = export_checked(wrapped, Path(tmp), output=OUTPUT, random=rand, real=real,
                                  real_source=real_source, torchscript=torchscript, threads=threads)
-        onnx_path, ts_path, parity = checked.onnx_path, checked.torchscript_path, checked.parity
+        parity = checked.parity
         one = rand[:1]
         latency = {"runs": latency_runs, "threads": checked.threads, "batch": 1, "image_size": s,
                    "onnxruntime": median_ms(lambda: checked.ort_run(one), latency_runs),
@@ -133,18 +133,13 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
         history = ckpt.get("history") or []
         best_row = max(history, key=lambda r: r.get("val_dice", -1), default={})
         epoch_row = next((r for r in history if r["epoch"] == ckpt["epoch"]), {})
-        files: dict[str, Path] = {"model.onnx": onnx_path}
-        formats = {"onnx": "model.onnx"}
-        if torchscript:
-            files["model.torchscript.pt"] = ts_path
-            formats["torchscript"] = "model.torchscript.pt"
         n_params = count_parameters(model)
         rule = _fit_presence(model, ckpt, size)
         inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
         bundle = write_bundle(
             out, name=name or f"polyp-{cfg['arch']}{cfg.get('width', '') if cfg['arch'] == 'unet' else ''}-"
                               f"{s}-kvasir-seg-heldout{cfg['fold']}",
-            task="segment", labels=["polyp"], input_size=size, files=files, formats=formats,
+            task="segment", labels=["polyp"], input_size=size, files=checked.files, formats=checked.formats,
             outputs={"mask": OUTPUT}, trained=True, inset=inset,
             extra={"presence": {"min_peak": rule["min_peak"], "min_area": rule["min_area"]}} if rule else None,
             training={
