@@ -550,7 +550,7 @@ def part_cascade(ctx: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from mmdet.apis import inference_detector, init_detector
 
-    from train.seg.cascade import CLASSES, PALETTE, CascadeConfig, CocoSplit, build_config
+    from train.seg.cascade_config import CLASSES, PALETTE, CascadeConfig, CocoSplit, build_config
     from train.seg.cascade_export import export_config
 
     tmp = Path(ctx["tmp"])

@@ -1,8 +1,15 @@
-"""Training checkpoints: one file per run folder, written atomically, read with ``weights_only``."""
+"""Training checkpoints: one file per run folder (two for the segmenter), written atomically, read
+with ``weights_only``.
+
+Each trainer has its own payload, told apart by a format string: :data:`CLASSIFY` (``endoview
+train classify``, train/trainer.py) and :data:`SEGMENT` (``endoview train segment``,
+train/seg/trainer.py). :func:`load_checkpoint` refuses a file of the other kind.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +19,45 @@ from .errors import TrainError
 from .labels import HEADS
 from .models import HybridClassifier, build_model
 
-FORMAT = "endoview-train-checkpoint/1"
 LAST = "checkpoint-last.pt"
+#: the segmenter's best validation Dice so far
+BEST = "checkpoint-best.pt"
 
 
-def checkpoint_path(run_or_file: str | os.PathLike[str]) -> Path:
-    p = Path(run_or_file).expanduser()
-    if p.is_dir():
-        p = p / LAST
-    if not p.is_file():
-        raise TrainError(f"no training checkpoint at {p}: pass a run folder written by "
-                         "'endoview train classify' (it holds checkpoint-last.pt)")
-    return p
+@dataclass(frozen=True)
+class Kind:
+    """One trainer's checkpoints: the format string they carry, and how messages name them."""
+
+    format: str
+    noun: str  # "no <noun> checkpoint at ..."
+    command: str  # the command whose run folders hold them
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+CLASSIFY = Kind("endoview-train-checkpoint/1", "training", "endoview train classify")
+SEGMENT = Kind("endoview-seg-checkpoint/1", "segmentation", "endoview train segment")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any], kind: Kind = CLASSIFY) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
+    torch.save({"format": kind.format, **payload}, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(run_or_file: str | os.PathLike[str]) -> dict[str, Any]:
-    path = checkpoint_path(run_or_file)
+def load_checkpoint(run_or_file: str | os.PathLike[str], kind: Kind = CLASSIFY, name: str = LAST) -> dict[str, Any]:
+    """The checkpoint ``name`` of a run folder (or the file given), with ``"path"`` added; TrainError
+    when it is missing, unreadable or of another kind."""
+    path = Path(run_or_file).expanduser()
+    if path.is_dir():
+        path = path / name
+    if not path.is_file():
+        raise TrainError(f"no {kind.noun} checkpoint at {path}: pass a run folder written by "
+                         f"'{kind.command}' (it holds {LAST})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - zip/pickle errors of many kinds: one message
         raise TrainError(f"cannot read checkpoint {path}: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise TrainError(f"{path} is not an endoview training checkpoint ({FORMAT})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != kind.format:
+        raise TrainError(f"{path} is not an endoview {kind.noun} checkpoint ({kind.format})")
     ckpt["path"] = str(path)
     return ckpt
 

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from .errors import DataError, TrainError
+from .options import (RAW, add_export_flags, add_export_target, apply_flags, int_list, print_export,
+                      read_config_file)
 
 log = logging.getLogger(__name__)
-
-RAW = argparse.RawDescriptionHelpFormatter
 
 TRAIN_EPILOG = """\
 Defaults are the paper's (He et al., EndoTect 2020): SGD lr 0.003, momentum 0.9, x0.1 after epochs
@@ -70,13 +70,6 @@ examples:
 """
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 # --------------------------------------------------------------------------------------------
 # train
 
@@ -106,7 +99,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, help="initial learning rate (default 0.003)")
     c.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     c.add_argument("--weight-decay", type=float, help="SGD weight decay (default 0; the paper states none)")
-    c.add_argument("--milestones", type=_int_list, help="epochs after which lr x0.1 (default 10,20,30)")
+    c.add_argument("--milestones", type=int_list, help="epochs after which lr x0.1 (default 10,20,30)")
     c.add_argument("--weights", help="ImageNet weights: a local torchvision state-dict file, 'imagenet' "
                    "(download), 'none' (random init) or 'auto' (download where possible, default)")
     c.add_argument("--image-size", type=int, help="square model input side (default 224)")
@@ -146,33 +139,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def read_config_file(path, allowed: set[str]) -> dict:
-    """A ``--config`` JSON object whose keys are all in ``allowed``; TrainError otherwise."""
-    try:
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise TrainError(f"cannot read --config {path}: {err}") from err
-    if not isinstance(loaded, dict):
-        raise TrainError(f"--config {path} must hold a JSON object")
-    unknown = sorted(set(loaded) - allowed)
-    if unknown:
-        raise TrainError(f"--config {path}: unknown keys {', '.join(unknown)}")
-    return loaded
-
-
-def apply_flags(values: dict, args: argparse.Namespace, fields: set[str]) -> None:
-    """Command-line flags override the config file (paths as strings)."""
-    for name in fields:
-        v = getattr(args, name, None)
-        if isinstance(v, list):
-            v = [str(x) if isinstance(x, Path) else x for x in v]
-            v = v[0] if name == "data" and len(v) == 1 else v
-        if v is not None:
-            values[name] = str(v) if isinstance(v, Path) else v
-    if args.no_progress:
-        values["progress"] = False
-
-
 def train_config_from_args(args: argparse.Namespace):
     from .labels import parse_heads
     from .trainer import TrainConfig
@@ -197,8 +163,10 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .crossval import format_table1, run_cross_validation
+    from .distributed import leave_process_group
     from .metrics import table1_header, table1_row
-    from .trainer import format_table1, run_cross_validation, train_classifier
+    from .trainer import train_classifier
 
     cfg = train_config_from_args(args)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -213,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
             return 0
         summary = train_classifier(cfg, resume=args.resume, force=args.force)
     finally:
-        _leave_process_group()
+        leave_process_group()
     if main:
         if args.json:
             print(json.dumps({k: v for k, v in summary.items() if k != "metrics_full"}, indent=2))
@@ -225,15 +193,6 @@ def run_train(args: argparse.Namespace) -> int:
                 print(table1_row(f"{summary['arch']} {'+'.join(summary['heads'])}",
                                  f"held-out fold {summary['fold']}", summary["metrics"]))
     return 0
-
-
-def _leave_process_group() -> None:
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,18 +275,13 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                               description="Trim a run to the raw head and export the bundle the "
                               "viewer loads (ONNX + TorchScript, self-checked).", epilog=EXPORT_EPILOG,
                               formatter_class=RAW)
-    p.add_argument("run", type=Path, help="run folder written by 'endoview train classify'")
-    p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
+    add_export_target(p, trained_by="endoview train classify")
     p.add_argument("--name", help="bundle name (default: <arch>-hyperkvasir-<hybrid|raw-only>-fold<K>)")
     p.add_argument("--role", choices=("fast", "second-pass"),
                    help="what the viewer uses it for (default: fast for MobileNetV3, second-pass for ResNet-152)")
     p.add_argument("--images", type=Path, nargs="+", help="real images (files or folders) for the parity "
                    "check (default: the run's held-out fold)")
-    p.add_argument("--no-torchscript", action="store_true", help="ONNX only (no torch backend)")
-    p.add_argument("--latency-runs", type=int, default=10, help="timed runs per latency figure (default 10)")
-    p.add_argument("--threads", type=int, help="CPU threads for the checks and latency")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_export_flags(p, latency_runs=10, latency_help="timed runs per latency figure")
     p.set_defaults(func=run_export)
     return p
 
@@ -338,11 +292,7 @@ def run_export(args: argparse.Namespace) -> int:
     report = export_run(args.run, args.out, name=args.name, role=args.role, images=args.images,
                         torchscript=not args.no_torchscript, latency_runs=args.latency_runs,
                         threads=args.threads, force=args.force)
-    if args.json:
-        print(json.dumps({"bundle": str(report.bundle.path), "parity": report.parity, "size": report.size,
-                          "cpu_latency_ms": report.latency_ms}, indent=2))
-    else:
-        print("\n".join(report.lines()))
+    print_export(report, args, {"parity": report.parity, "size": report.size, "cpu_latency_ms": report.latency_ms})
     return 0
 
 

@@ -32,28 +32,28 @@ bytes the viewer feeds its models.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from engine.analysis.content_area import detect_content_area
 from engine.analysis.crop import blank_inset, model_input
 
 from .errors import DataError
+from .images import cached_arrays, progress_range, read_bgr
 from .labels import RAW_CLASSES
+from .seg.data import SegSample, load_kvasir_seg
+from .split import read_split
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-SPLIT_HEADER = ("file-name", "class-name", "split-index")
 
 #: Folder name (as in the HyperKvasir archive, or as in the split file) -> split-file class.
 FOLDER_TO_CLASS: dict[str, str] = {c: c for c in RAW_CLASSES} | {
@@ -107,51 +107,8 @@ class Sample:
         return RAW_CLASSES.index(self.label)
 
 
-@dataclass(frozen=True)
-class SplitRow:
-    label: str
-    fold: int
-
-
 # --------------------------------------------------------------------------------------------
-# split file and folders
-
-
-def read_split(csv_path: str | os.PathLike[str]) -> dict[str, SplitRow]:
-    """``file-name -> SplitRow`` from an official split file; DataError on anything malformed."""
-    path = Path(csv_path).expanduser()
-    if not path.is_file():
-        raise DataError(f"split file not found: {path} (HyperKvasir's official_splits/2_fold_split.csv)")
-    rows: dict[str, SplitRow] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=";")
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != SPLIT_HEADER:
-            raise DataError(
-                f"{path} does not start with the header {';'.join(SPLIT_HEADER)} (got {header!r}); "
-                "pass HyperKvasir's official split file"
-            )
-        for line, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 3:
-                raise DataError(f"{path}:{line}: expected 3 fields separated by ';', got {len(row)}: {row!r}")
-            name, label, fold = (v.strip() for v in row)
-            if label not in RAW_CLASSES:
-                raise DataError(
-                    f"{path}:{line}: class {label!r} is not one of the 23 HyperKvasir classes "
-                    f"({', '.join(RAW_CLASSES)})"
-                )
-            try:
-                k = int(fold)
-            except ValueError:
-                raise DataError(f"{path}:{line}: split-index {fold!r} is not an integer") from None
-            if name in rows:
-                raise DataError(f"{path}:{line}: {name} is listed twice")
-            rows[name] = SplitRow(label, k)
-    if not rows:
-        raise DataError(f"{path} lists no images")
-    return rows
+# folders
 
 
 def folder_class(name: str) -> str | None:
@@ -229,8 +186,6 @@ def is_kvasir_seg(root: str | os.PathLike[str]) -> bool:
 
 def _kvasir_seg_images(root: Path, split_csv: str | os.PathLike[str]) -> dict[str, tuple[Path, str]]:
     """Kvasir-SEG as HyperKvasir's polyp class: ``<hyperkvasir id>.jpg -> (path, "polyp")``."""
-    from .seg.data import load_kvasir_seg  # train.seg.data imports this module
-
     return {f"{s.uuid}.jpg": (s.image, "polyp") for s in load_kvasir_seg(root, split_csv=split_csv)}
 
 
@@ -278,6 +233,18 @@ def load_dataset(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return Dataset(paths, Path(split_csv), tuple(samples), dict(missing))
 
 
+def load_negatives(roots: Sequence[str | os.PathLike[str]], split_csv: str | os.PathLike[str]) -> list[SegSample]:
+    """Polyp-free images (HyperKvasir labeled-images folders or class folders, matched with the
+    official split file for their folds) as samples with an empty mask. A polyp image among them
+    (class "polyp" or one of the dyed-polyp classes) is a DataError: it has no mask here."""
+    ds = load_dataset(list(roots), split_csv)
+    bad = [s for s in ds.samples if s.label in ("polyp", "dyed-lifted-polyps")]
+    if bad:
+        raise DataError(f"--negatives holds {len(bad)} polyp images (e.g. {bad[0].path}); negatives must "
+                        "be polyp-free")
+    return [SegSample(s.path.stem, s.path, None, s.fold, s.path.stem) for s in ds.samples]
+
+
 def format_counts(ds: Dataset) -> str:
     """A plain-text table: class, images per fold, total, and how many the split lists but are missing."""
     counts = ds.counts()
@@ -297,13 +264,6 @@ def format_counts(ds: Dataset) -> str:
 
 # --------------------------------------------------------------------------------------------
 # images
-
-
-def read_bgr(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot read image {path} (missing, unreadable or not an image)")
-    return image
 
 
 def load_model_input(path: Path, size: tuple[int, int], *, with_mask: bool = False,
@@ -351,29 +311,6 @@ def load_arrays(samples: Sequence[Sample], size: tuple[int, int], *,
         return out
 
     return cached_arrays(path, ("images", "fields", "labels"), decode)
-
-
-def progress_range(n: int, desc: str, progress: bool):
-    """``range(n)``, with a tqdm bar when ``progress``."""
-    if not progress:
-        return range(n)
-    from tqdm import tqdm
-
-    return tqdm(range(n), desc=desc, unit="img", leave=False)
-
-
-def cached_arrays(path: Path | None, keys: Sequence[str], build) -> dict[str, np.ndarray]:
-    """The arrays saved at ``path`` (``.npz``), or ``build()``'s, saved there atomically for next time."""
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in keys}
-    out = build()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **out)
-        os.replace(tmp, path)
-    return out
 
 
 def subset_summary(samples: Sequence[Sample]) -> str:

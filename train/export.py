@@ -26,6 +26,7 @@ from engine.bundle import Bundle, write_bundle
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import IMAGE_SUFFIXES, load_dataset, load_model_input
 from .errors import TrainError
+from .folders import check_bundle_target
 from .labels import HEADS, TRIMMED_HEAD
 from .models import DISPLAY, WithPreprocessing, count_parameters
 from .onnx_check import export_checked, median_ms, parity_line, torch_run
@@ -93,9 +94,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
                images: Sequence[Path] | None = None, real_limit: int = 8, random_images: int = 8,
                torchscript: bool = True, latency_runs: int = 10, threads: int | None = None,
                force: bool = False) -> ExportReport:
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    check_bundle_target(out, force=force)
     ckpt = load_checkpoint(run_dir)
     if TRIMMED_HEAD not in ckpt["heads"]:
         raise TrainError(f"{run_dir} has no {TRIMMED_HEAD!r} head to keep")
@@ -116,7 +115,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         checked = export_checked(wrapped, Path(tmp), output=out_name, random=rand, real=real,
                                  real_source=real_source, torchscript=torchscript, threads=threads)
-        onnx_path, ts_path, parity = checked.onnx_path, checked.torchscript_path, checked.parity
+        onnx_path, parity = checked.onnx_path, checked.parity
         one = rand[:1]
         latency = {
             "runs": latency_runs, "threads": torch.get_num_threads(), "batch": 1, "image_size": s,
@@ -134,16 +133,11 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
         arch = ckpt["arch"]
         heads_name = "hybrid" if len(ckpt["heads"]) > 1 else "raw-only"
         bundle_name = name or f"{arch.replace('_', '-')}-hyperkvasir-{heads_name}-fold{cfg['fold']}"
-        files: dict[str, Path] = {"model.onnx": onnx_path}
-        formats = {"onnx": "model.onnx"}
-        if torchscript:
-            files["model.torchscript.pt"] = ts_path
-            formats["torchscript"] = "model.torchscript.pt"
         heldout = {k: v for k, v in (ckpt.get("metrics") or {}).items()
                    if k not in ("confusion_matrix", "labels", "per_class")}
         bundle = write_bundle(
-            out, name=bundle_name, task="classify", labels=labels, input_size=size, files=files,
-            formats=formats, outputs={"probabilities": out_name}, trained=True,
+            out, name=bundle_name, task="classify", labels=labels, input_size=size, files=checked.files,
+            formats=checked.formats, outputs={"probabilities": out_name}, trained=True,
             inset=tuple(ckpt["inset"]) if ckpt.get("inset") else None,
             training={
                 "arch": arch, "display": f"{DISPLAY[arch]} {'w. raw' if len(ckpt['heads']) > 1 else 'raw'}",

@@ -25,6 +25,8 @@ from .errors import TrainError
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 INPUT = "image"
+#: bundle file -> format name (engine.bundle)
+FORMATS = {"model.onnx": "onnx", "model.torchscript.pt": "torchscript"}
 
 
 @dataclass
@@ -34,6 +36,19 @@ class CheckedExport:
     parity: dict[str, Any]
     threads: int
     ort_run: Callable[[np.ndarray], np.ndarray]  # batch -> output, through ONNX Runtime
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """``write_bundle``'s files: model.onnx, and model.torchscript.pt where it was written."""
+        files = {"model.onnx": self.onnx_path}
+        if self.torchscript_path is not None:
+            files["model.torchscript.pt"] = self.torchscript_path
+        return files
+
+    @property
+    def formats(self) -> dict[str, str]:
+        """``write_bundle``'s formats: each of :attr:`files` by its format name."""
+        return {FORMATS[name]: name for name in self.files}
 
 
 def torch_run(module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:

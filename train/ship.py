@@ -38,38 +38,14 @@ from typing import Any
 import numpy as np
 
 from .errors import TrainError
+from .folders import check_bundle_target
+from .manifest import DATA_ROOT_VAR, REPO, data_root, json_safe, portable, rebundle
 
 log = logging.getLogger("train.ship")
 
 TABLE1 = ("macro_precision", "macro_recall", "macro_f1", "micro_precision", "micro_recall", "micro_f1", "mcc")
-#: what a path under the data root becomes in a manifest
-DATA_ROOT_VAR = "$ENDOVIEW_DATA"
-#: the checkout (paths inside it are written relative to it)
-REPO = Path(__file__).resolve().parent.parent
 #: candidate operating points (probability of the polyp classes)
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
-
-
-def portable(value: Any, prefixes: dict[str, str]) -> Any:
-    """``value`` with every string that starts with one of ``prefixes`` rewritten (longest first)."""
-    if isinstance(value, str):
-        for prefix in sorted((p for p in prefixes if p.strip("/")), key=len, reverse=True):
-            if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
-                return prefixes[prefix] + value[len(prefix.rstrip("/")):]
-            if prefix in value:  # inside a command line
-                value = value.replace(prefix.rstrip("/"), prefixes[prefix])
-        return value
-    if isinstance(value, dict):
-        return {k: portable(v, prefixes) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [portable(v, prefixes) for v in value]
-    return value
-
-
-def data_root(folders: list[str]) -> str:
-    """The common parent of the data folders (what ``$ENDOVIEW_DATA`` stands for)."""
-    paths = [str(Path(f).expanduser().resolve()) for f in folders]
-    return os.path.commonpath([p if len(paths) > 1 else str(Path(p).parent) for p in paths])
 
 
 def polyp_scores(probs: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -172,11 +148,7 @@ def train_command(r: dict[str, Any]) -> str:
 
 def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path | None = None,
          name: str = "hyperkvasir-mnv3-lowergi", threads: int | None = None, force: bool = False) -> dict[str, Any]:
-    from .seg.ship import json_safe, rebundle
-
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    target = check_bundle_target(out, force=force)
     with tempfile.TemporaryDirectory(prefix="endoview-ship-") as tmp:
         rows = {"hybrid": [], "raw": []}
         for variant, runs in (("hybrid", hybrid), ("raw", baseline)):

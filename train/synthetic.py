@@ -13,8 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import CLASS_TO_ARCHIVE_PATH, SPLIT_HEADER
+from .data import CLASS_TO_ARCHIVE_PATH
 from .labels import RAW_CLASSES
+from .split import SPLIT_HEADER
 
 
 def synthetic_frame(class_index: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -20,16 +20,14 @@ The held-out fold is evaluated each epoch for the curves; the reported model is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import csv
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,12 +41,13 @@ from tqdm import tqdm
 
 from .checkpoint import LAST, load_checkpoint, save_checkpoint
 from .data import format_counts, load_dataset, subset_summary
+from .distributed import Dist, barrier, init_distributed, parameter_checksum, pick_device
 from .errors import TrainError
 from .evaluate import metrics_from_probs
+from .folders import RunLog, new_run_dir, write_csv
 from .labels import HEAD_NAMES, HEADS, TRIMMED_HEAD
 from .losses import HybridLoss
-from .metrics import (format_per_class, mean_metrics, plot_confusion, plot_history, table1_header,
-                      table1_row)
+from .metrics import format_per_class, plot_confusion, plot_history
 from .models import DISPLAY, build_model, count_parameters, ema_update, normalize, paper_batch_size
 
 log = logging.getLogger(__name__)
@@ -150,81 +149,7 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# distributed
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (idempotent)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device_kind == "cuda" else "gloo"
-        if device_kind == "cuda":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
-        log.info("rank %d/%d joined the %s process group", rank, world, backend)
-    return Dist(rank, world, local)
-
-
-def _barrier(d: Dist) -> None:
-    if d.active:
-        dist.barrier()
-
-
-def _pick_device(spec: str, d: Dist) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError("--device cuda: torch here has no CUDA device; use --device cpu")
-        return torch.device("cuda", d.local_rank)
-    if spec != "cpu":
-        raise TrainError(f"--device must be auto, cpu or cuda, not {spec!r}")
-    return torch.device("cpu")
-
-
-def parameter_checksum(model: torch.nn.Module) -> str:
-    """sha256 (16 hex digits) of the trainable parameters. Buffers (batch-norm statistics) are not
-    included: each rank updates them on its own batch and DDP broadcasts rank 0's at each forward."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------------------------
-# run folder
-
-
-def write_csv(path: Path, history: Sequence[dict]) -> None:
-    if not history:
-        return
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+# training
 
 
 def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
@@ -232,42 +157,7 @@ def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
         if not (out / LAST).is_file():
             raise TrainError(f"--resume: {out} holds no {LAST}; start a new run without --resume")
         return
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise TrainError(f"{out} already holds a run; pass --resume to continue it, --force to "
-                             "start over, or choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-class RunLog:
-    """The run folder's log file: everything the ``train`` logger says while training."""
-
-    """Adds a train.log file handler to the ``train`` logger for the duration of a run."""
-
-    def __init__(self, path: Path) -> None:
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.handler.setLevel(logging.INFO)
-        self.logger = logging.getLogger("train")
-
-    def __enter__(self):
-        self.logger.addHandler(self.handler)
-        self._level = self.logger.level
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            self.logger.setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self._level)
-        self.handler.close()
-
-
-# --------------------------------------------------------------------------------------------
-# training
+    new_run_dir(out, force=force)
 
 
 def train_classifier(cfg: TrainConfig, *, resume: bool = False, force: bool = False) -> dict[str, Any]:
@@ -276,7 +166,7 @@ def train_classifier(cfg: TrainConfig, *, resume: bool = False, force: bool = Fa
     cfg = cfg.resolved()
     device_kind = "cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
     d = init_distributed(device_kind)
-    device = _pick_device(cfg.device, d)
+    device = pick_device(cfg.device, d)
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
     if amp and device.type != "cuda":
         raise TrainError("--amp on needs a CUDA device (mixed precision is for GPUs here)")
@@ -286,7 +176,7 @@ def train_classifier(cfg: TrainConfig, *, resume: bool = False, force: bool = Fa
     out = Path(cfg.out).expanduser()
     if d.main:
         _prepare_run_dir(out, resume=resume, force=force)
-    _barrier(d)
+    barrier(d)
 
     ckpt = None
     if resume:
@@ -300,16 +190,8 @@ def train_classifier(cfg: TrainConfig, *, resume: bool = False, force: bool = Fa
             raise TrainError(f"--resume: {out} has already trained {ckpt['epoch']} of {cfg.epochs} "
                              "epochs; raise --epochs to train on")
 
-    with RunLog(out / "train.log") if d.main else _nullcontext():
+    with RunLog(out / "train.log") if d.main else contextlib.nullcontext():
         return _train(cfg, d, device, amp, out, ckpt)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _seed_everything(seed: int) -> None:
@@ -566,7 +448,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
                      ", ".join(f"{h} {row[f'train_loss_{h}']:.3f}" for h in cfg.heads), row["images_per_s"],
                      f", held-out macro F1 {row['val_macro_f1']:.3f} MCC {row['val_mcc']:.3f}"
                      if "val_macro_f1" in row else "")
-        _barrier(d)
+        barrier(d)
 
     checksum = parameter_checksum(model)
     checksums = [checksum]
@@ -598,43 +480,3 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
 
 def _json_safe(m: dict, drop: Sequence[str] = ()) -> dict:
     return {k: v for k, v in m.items() if k not in drop}
-
-
-# --------------------------------------------------------------------------------------------
-# cross-validation (Table 1)
-
-
-def run_cross_validation(cfg: TrainConfig, folds: int, *, baseline: bool = True, resume: bool = False,
-                         force: bool = False) -> dict[str, Any]:
-    """Train each fold with the hybrid loss (and the raw-only baseline); mean rows as in Table 1."""
-    variants = [("hybrid", HEAD_NAMES)] + ([("raw", (TRIMMED_HEAD,))] if baseline else [])
-    root = Path(cfg.out).expanduser()
-    results: dict[str, list[dict]] = {name: [] for name, _ in variants}
-    for name, heads in variants:
-        for k in range(folds):
-            sub = dataclasses.replace(cfg, out=str(root / f"fold{k}-{name}"), fold=k, heads=heads)
-            s = train_classifier(sub, resume=resume and (Path(sub.out) / LAST).is_file(), force=force)
-            results[name].append(s)
-    rank = int(os.environ.get("RANK", "0"))
-    table = {"arch": cfg.arch, "folds": folds, "rows": []}
-    model = DISPLAY[cfg.arch]
-    for name, _ in variants:
-        ms = [r["metrics"] for r in results[name] if r["metrics"]]
-        if len(ms) != folds:
-            continue
-        row_name = f"{model} w. raw" if name == "hybrid" else f"{model} raw"
-        table["rows"].append({"model": row_name, "heads": name, "runs": [r["run"] for r in results[name]],
-                              **mean_metrics(ms)})
-    if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "cv_summary.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
-        (root / "table1.txt").write_text(format_table1(table) + "\n", encoding="utf-8")
-    return table
-
-
-def format_table1(table: dict) -> str:
-    data = f"{table['folds']}-fold mean"
-    lines = [table1_header()]
-    for r in table["rows"]:
-        lines.append(table1_row(r["model"], data, r))
-    return "\n".join(lines)

@@ -19,8 +19,8 @@ import torch  # noqa: E402
 
 from engine.bundle import load_bundle  # noqa: E402
 from train.cli import main  # noqa: E402
-from train.seg import cascade  # noqa: E402
-from train.seg.cascade import CascadeConfig, CocoSplit, build_config  # noqa: E402
+from train.seg import cascade_train  # noqa: E402
+from train.seg.cascade_config import SHRINK, CascadeConfig, CocoSplit, build_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_FOLD = 2  # images per fold in the tiny COCO folder: batch 1 -> 2 iterations per epoch
@@ -208,9 +208,9 @@ def test_gpus_runs_mmdetections_distributed_launcher(tmp_path, monkeypatch):
         seen.append((cmd, env))
         return subprocess.CompletedProcess(cmd, 3)
 
-    monkeypatch.setattr(cascade.subprocess, "run", fake_run)
-    with pytest.raises(cascade.TrainError, match="distributed training .* failed \\(exit code 3\\)"):
-        cascade._launch_distributed(tmp_path, 4, resume=True)
+    monkeypatch.setattr(cascade_train.subprocess, "run", fake_run)
+    with pytest.raises(cascade_train.TrainError, match="distributed training .* failed \\(exit code 3\\)"):
+        cascade_train._launch_distributed(tmp_path, 4, resume=True)
     cmd, env = seen[0]
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=4" in cmd
     assert cmd[cmd.index("-m", 3):] == ["-m", "train.seg.cascade", str(tmp_path), "--launcher", "pytorch", "--resume"]
@@ -279,7 +279,7 @@ def test_shrunk_run_trains_from_random_weights(trained):
     assert info["arch"] == "cascade" and info["fold"] == 1 and info["weights"] == "random"
     assert info["iterations"] == PER_FOLD and info["epochs_done"] == 1 and info["seed"] == 0
     assert (trained / "epoch_1.pth").is_file() and (trained / "config.py").is_file()
-    assert info["config"]["shrink"] and info["config"]["image_size"] == cascade.SHRINK["image_size"]
+    assert info["config"]["shrink"] and info["config"]["image_size"] == SHRINK["image_size"]
     logs = list(trained.glob("*/*.log"))
     assert logs and "endoview: random initialisation" in logs[0].read_text()
     ckpt = torch.load(trained / "epoch_1.pth", map_location="cpu", weights_only=True)  # the safe globals
@@ -351,7 +351,7 @@ def test_weights_file_is_loaded_and_recorded(coco, tmp_path):
     out = tmp_path / "run"
     assert main(shrunk_args(coco, out, "--weights", str(fake), "--epochs", "0")) == 0
     info = json.loads((out / "run.json").read_text())
-    assert info["weights"] == f"coco:{cascade.sha256_file(fake)}" and info["iterations"] == 0
+    assert info["weights"] == f"coco:{cascade_train.sha256_file(fake)}" and info["iterations"] == 0
     match = info["sessions"][0]["weights_match"]
     assert (match["loaded"], match["skipped"], match["model_tensors"]) == (1, 2, CASCADE_TENSORS)
     state = torch.load(out / "epoch_0.pth", map_location="cpu", weights_only=True)["state_dict"]

@@ -12,9 +12,10 @@ import pytest
 from engine.analysis.content_area import detect_content_area
 from engine.analysis.crop import model_input
 from train.data import (ARCHIVE_FOLDERS, CLASS_TO_ARCHIVE_PATH, FOLDER_TO_CLASS, format_counts, load_dataset,
-                        load_model_input, read_split, scan_images)
+                        load_model_input, scan_images)
 from train.errors import DataError
 from train.labels import RAW_CLASSES
+from train.split import read_split
 from train.synthetic import make_synthetic_hyperkvasir
 
 

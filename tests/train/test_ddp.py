@@ -40,7 +40,7 @@ def test_two_gloo_processes_agree(synthetic, tmp_path):
 
     from train.checkpoint import load_checkpoint, model_from_checkpoint
     from train.models import build_model
-    from train.trainer import parameter_checksum
+    from train.distributed import parameter_checksum
 
     torch.manual_seed(0)
     start, _ = build_model("mobilenet_v3_large", weights="none", announce=False)

@@ -11,8 +11,8 @@ import torch
 from engine.bundle import load_bundle
 from train.errors import TrainError
 from train.seg.evaluate import image_scores
-from train.seg.trainer import (SegTrainConfig, augment, dice_bce_loss, dice_iou, load_checkpoint,
-                               train_segmenter)
+from train.checkpoint import SEGMENT, load_checkpoint
+from train.seg.trainer import SegTrainConfig, augment, dice_bce_loss, dice_iou, train_segmenter
 
 
 def cfg(data_dir, out, **kw) -> SegTrainConfig:
@@ -83,9 +83,9 @@ def test_resume_is_exact(seg_run, data_dir, tmp_path):
     out, _ = seg_run
     part = tmp_path / "part"
     train_segmenter(cfg(data_dir, part), stop_after=1)
-    assert load_checkpoint(part)["epoch"] == 1
+    assert load_checkpoint(part, SEGMENT)["epoch"] == 1
     train_segmenter(cfg(data_dir, part), resume=True)
-    a, b = load_checkpoint(out), load_checkpoint(part)
+    a, b = load_checkpoint(out, SEGMENT), load_checkpoint(part, SEGMENT)
     assert b["epoch"] == 2
     for key in ("model", "ema"):
         for name, t in a[key].items():

@@ -34,8 +34,9 @@ import numpy as np
 from engine.bundle import Bundle, load_bundle, write_bundle
 
 from ..errors import TrainError
-from .cascade import (CLASSES, CONFIG_PY, MASK_THR, NMS_IOU, PALETTE, RPN_NMS_IOU, SCORE_THR, last_checkpoint,
-                      read_run, test_pipeline)
+from ..folders import check_bundle_target
+from .cascade_config import CLASSES, MASK_THR, NMS_IOU, PALETTE, RPN_NMS_IOU, SCORE_THR, test_pipeline
+from .cascade_train import CONFIG_PY, last_checkpoint, read_run
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +146,7 @@ def export_cascade(run_dir: str | Path, out: str | Path, *, name: str | None = N
     import torch
     from mmengine.config import Config
 
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    target = check_bundle_target(out, force=force)
     run = Path(run_dir).expanduser().resolve()
     info = read_run(run)
     ckpt_path = last_checkpoint(run)

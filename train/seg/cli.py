@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TrainError
-
-RAW = argparse.RawDescriptionHelpFormatter
+from ..options import RAW, add_export_flags, add_export_target, apply_flags, print_export, read_config_file
 
 SEGMENT_EPILOG = """\
 A real-time polyp segmenter trained from random weights on Kvasir-SEG (HyperKvasir's 1,000
@@ -87,7 +86,6 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
 def segment_config_from_args(args: argparse.Namespace):
     import dataclasses
 
-    from ..cli import apply_flags, read_config_file
     from .config import SegTrainConfig
 
     fields = {f.name for f in dataclasses.fields(SegTrainConfig)}
@@ -105,7 +103,8 @@ def segment_config_from_args(args: argparse.Namespace):
 
 
 def _is_cascade(args: argparse.Namespace) -> bool:
-    from .cascade import ARCH, is_cascade_run
+    from .cascade_config import ARCH
+    from .cascade_train import is_cascade_run
 
     if args.arch is not None:
         return args.arch == ARCH
@@ -184,16 +183,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export-seg", help="write a segment bundle from a 'train segment' run",
                               description="Export the real-time polyp segmenter as a self-checked bundle.",
                               epilog=EXPORT_EPILOG, formatter_class=RAW)
-    p.add_argument("run", type=Path, help="run folder written by 'endoview train segment'")
-    p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
+    add_export_target(p, trained_by="endoview train segment")
     p.add_argument("--name", help="bundle name (default: polyp-<arch>-<size>-kvasir-seg-heldout<K>)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which epoch's weights (default: best validation Dice)")
-    p.add_argument("--no-torchscript", action="store_true", help="ONNX only (no torch backend)")
-    p.add_argument("--latency-runs", type=int, default=50, help="timed runs for the latency (default 50)")
-    p.add_argument("--threads", type=int, help="CPU threads for the checks and latency")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_export_flags(p, latency_runs=50, latency_help="timed runs for the latency")
     p.set_defaults(func=run_export)
     return p
 
@@ -204,11 +198,8 @@ def run_export(args: argparse.Namespace) -> int:
     report = export_segmenter(args.run, args.out, name=args.name, checkpoint=args.checkpoint,
                               torchscript=not args.no_torchscript, latency_runs=args.latency_runs,
                               threads=args.threads, force=args.force)
-    if args.json:
-        print(json.dumps({"bundle": str(report.bundle.path), "parity": report.parity,
-                          "cpu_latency_ms": report.latency_ms, "parameters": report.parameters}, indent=2))
-    else:
-        print("\n".join(report.lines()))
+    print_export(report, args, {"parity": report.parity, "cpu_latency_ms": report.latency_ms,
+                                "parameters": report.parameters})
     return 0
 
 
@@ -307,7 +298,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _fold_file_names(args: argparse.Namespace) -> set[str]:
     """File names of --fold's images in the split file (for the polyp-free images)."""
-    from ..data import read_split
+    from ..split import read_split
     from .data import SPLIT_CANDIDATES, _find
 
     split = args.split_csv or _find(Path(args.images).expanduser().parent, None, SPLIT_CANDIDATES, "official split file")

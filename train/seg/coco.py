@@ -25,8 +25,8 @@ import numpy as np
 from engine.analysis.content_area import detect_content_area
 from engine.analysis.crop import deidentify
 
-from ..data import read_bgr
 from ..errors import DataError
+from ..images import read_bgr
 from .data import SegSample, load_kvasir_seg, read_mask
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,9 @@ from engine.analysis.content_area import detect_content_area
 from engine.analysis.crop import blank_inset, model_input
 from engine.types import ContentArea
 
-from ..data import cached_arrays, progress_range, read_bgr, read_split
 from ..errors import DataError
+from ..images import cached_arrays, progress_range, read_bgr
+from ..split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +116,6 @@ def load_kvasir_seg(root: str | os.PathLike[str], *, split_csv: str | os.PathLik
     if not samples:
         raise DataError(f"no images in {images}")
     return samples
-
-
-def load_negatives(roots: Sequence[str | os.PathLike[str]], split_csv: str | os.PathLike[str]) -> list[SegSample]:
-    """Polyp-free images (HyperKvasir labeled-images folders or class folders, matched with the
-    official split file for their folds) as samples with an empty mask. A polyp image among them
-    (class "polyp" or one of the dyed-polyp classes) is a DataError: it has no mask here."""
-    from ..data import load_dataset
-
-    ds = load_dataset(list(roots), split_csv)
-    bad = [s for s in ds.samples if s.label in ("polyp", "dyed-lifted-polyps")]
-    if bad:
-        raise DataError(f"--negatives holds {len(bad)} polyp images (e.g. {bad[0].path}); negatives must "
-                        "be polyp-free")
-    return [SegSample(s.path.stem, s.path, None, s.fold, s.path.stem) for s in ds.samples]
 
 
 def fold_counts(samples: Sequence[SegSample]) -> dict[int, int]:

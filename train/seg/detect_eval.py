@@ -38,8 +38,9 @@ from engine.errors import BundleError
 from engine.pipeline import Analyzer
 from engine.types import Frame
 
-from ..data import IMAGE_SUFFIXES, read_bgr
+from ..data import IMAGE_SUFFIXES
 from ..errors import DataError
+from ..images import read_bgr
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from engine.bundle import load_bundle
 from engine.errors import BundleError
 from engine.types import Frame
 
-from ..data import read_bgr
 from ..errors import DataError, TrainError
+from ..images import read_bgr
 from .data import read_mask
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,15 @@ import torch
 from engine.analysis.crop import SCOPE_GUIDE_INSET
 from engine.bundle import Bundle, write_bundle
 
+from ..checkpoint import BEST, LAST, SEGMENT, load_checkpoint
+from ..data import load_negatives
 from ..errors import TrainError
+from ..folders import check_bundle_target
 from ..models import count_parameters
 from ..onnx_check import export_checked, median_ms, parity_line, torch_run
-from .data import load_arrays, load_kvasir_seg, load_negatives, load_pair
+from .data import load_arrays, load_kvasir_seg, load_pair
 from .models import SegWithPreprocessing
-from .trainer import BEST, LAST, load_checkpoint, model_from_checkpoint
+from .trainer import model_from_checkpoint
 
 if TYPE_CHECKING:
     from .cascade_export import CascadeExportReport
@@ -96,7 +99,7 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
                      real_limit: int = 8, random_images: int = 4, torchscript: bool = True,
                      latency_runs: int = 50, threads: int | None = None,
                      force: bool = False) -> SegExportReport | CascadeExportReport:
-    from .cascade import is_cascade_run
+    from .cascade_train import is_cascade_run
 
     if is_cascade_run(run_dir):
         # Cascade Mask R-CNN: an "instances" bundle of MMDetection files (train/seg/cascade_export.py);
@@ -104,13 +107,11 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
         from .cascade_export import export_cascade
 
         return export_cascade(run_dir, out, name=name, threads=threads, force=force)
-    target = Path(out).expanduser()
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    check_bundle_target(out, force=force)
     if checkpoint not in ("best", "last"):
         raise TrainError(f"--checkpoint must be best or last, not {checkpoint!r}")
     run = Path(run_dir).expanduser()
-    ckpt = load_checkpoint(run, BEST if checkpoint == "best" and (run / BEST).is_file() else LAST)
+    ckpt = load_checkpoint(run, SEGMENT, BEST if checkpoint == "best" and (run / BEST).is_file() else LAST)
     if threads:
         torch.set_num_threads(threads)
     cfg = ckpt["config"]
@@ -124,7 +125,7 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
     with tempfile.TemporaryDirectory() as tmp:
         checked = export_checked(wrapped, Path(tmp), output=OUTPUT, random=rand, real=real,
                                  real_source=real_source, torchscript=torchscript, threads=threads)
-        onnx_path, ts_path, parity = checked.onnx_path, checked.torchscript_path, checked.parity
+        parity = checked.parity
         one = rand[:1]
         latency = {"runs": latency_runs, "threads": checked.threads, "batch": 1, "image_size": s,
                    "onnxruntime": median_ms(lambda: checked.ort_run(one), latency_runs),
@@ -132,18 +133,13 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
         history = ckpt.get("history") or []
         best_row = max(history, key=lambda r: r.get("val_dice", -1), default={})
         epoch_row = next((r for r in history if r["epoch"] == ckpt["epoch"]), {})
-        files: dict[str, Path] = {"model.onnx": onnx_path}
-        formats = {"onnx": "model.onnx"}
-        if torchscript:
-            files["model.torchscript.pt"] = ts_path
-            formats["torchscript"] = "model.torchscript.pt"
         n_params = count_parameters(model)
         rule = _fit_presence(model, ckpt, size)
         inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
         bundle = write_bundle(
             out, name=name or f"polyp-{cfg['arch']}{cfg.get('width', '') if cfg['arch'] == 'unet' else ''}-"
                               f"{s}-kvasir-seg-heldout{cfg['fold']}",
-            task="segment", labels=["polyp"], input_size=size, files=files, formats=formats,
+            task="segment", labels=["polyp"], input_size=size, files=checked.files, formats=checked.formats,
             outputs={"mask": OUTPUT}, trained=True, inset=inset,
             extra={"presence": {"min_peak": rule["min_peak"], "min_area": rule["min_area"]}} if rule else None,
             training={

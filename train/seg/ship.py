@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import os
 import platform
 import shlex
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainError
+from ..folders import check_bundle_target
+from ..manifest import DATA_ROOT_VAR, REPO, data_root, json_safe, portable, rebundle
 
 log = logging.getLogger("train.seg.ship")  # also when run as __main__
 
@@ -41,11 +42,6 @@ SPEED = ("fps", "fps_pipeline")
 INITIALISATION = "trained from random initialisation (no pretrained weights)"
 SPLIT = ("official HyperKvasir 2-fold split (2_fold_split.csv, Kvasir-SEG names mapped through "
          "kvasirseg_to_hyperkvasir_uuid_by_bbox.csv)")
-#: manifest keys that engine.bundle.write_bundle writes; anything else would be lost in the copy
-BUNDLE_KEYS = {"format", "name", "task", "labels", "input", "outputs", "files", "formats", "trained",
-               "training", "metrics", "created", "notes"}
-#: further manifest keys the viewer reads, carried as they are (or replaced through ``extra``)
-CARRIED_KEYS = ("presence", "operating_point")
 #: config fields that never change what a run computes (left out of the reproducing command)
 NOT_RECIPE = {"data", "out", "fold", "threads", "cache_dir", "progress", "split_csv", "mapping_csv", "val_every"}
 
@@ -211,7 +207,7 @@ def _evaluate(bundle_dir: Path, samples, fold: int, data: Path, *, limit: int | 
 def _image_level(bundle_dir: Path, samples, run: Run, kvasir: Path, split_csv, *, limit: int | None,
                  threads: int | None) -> dict[str, Any]:
     """Image-level figures on the held-out fold: its polyp images and its polyp-free images."""
-    from .data import load_negatives
+    from ..data import load_negatives
     from .detect_eval import evaluate_detection, public
     from .trainer import _split_file_beside
 
@@ -225,36 +221,6 @@ def _image_level(bundle_dir: Path, samples, run: Run, kvasir: Path, split_csv, *
     r = public(evaluate_detection(bundle_dir, polyps, negatives, threads=threads))
     return {k: r[k] for k in ("sensitivity", "specificity", "auroc", "false_alarms_per_minute",
                               "polyp_images", "negative_images")}
-
-
-def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict, notes: str, force: bool,
-             extra: dict | None = None):
-    """``src`` (a loaded Bundle) written again to ``out`` with the same model files, input (inset
-    included) and viewer keys (presence rule, operating point), and new manifest fields."""
-    from engine.bundle import write_bundle
-
-    m = src.manifest
-    unknown = sorted(set(m) - BUNDLE_KEYS - set(CARRIED_KEYS))
-    if unknown:
-        raise TrainError(f"the exported manifest has fields {unknown} that the ship step would drop; "
-                         "teach train/seg/ship.py to carry them")
-    carried = {k: m[k] for k in CARRIED_KEYS if k in m} | dict(extra or {})
-    return write_bundle(out, name=name or src.name, task=src.task, labels=list(src.labels),
-                        input_size=src.input_size, files={rel: src.path / rel for rel in src.files},
-                        formats=src.formats, outputs=src.outputs, trained=src.trained, training=training,
-                        metrics=metrics, notes=notes, input_name=src.input_name, inset=src.inset,
-                        extra=carried, force=force)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (strict JSON; the ONNX-only export has no TorchScript parity)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def ship_command(run_a: Path, run_b: Path | None, out: Path, **opts: Any) -> str:
@@ -277,11 +243,7 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
     from .data import load_kvasir_seg
     from .export import export_segmenter
 
-    target = Path(out).expanduser()
-    if target.exists() and not target.is_dir():
-        raise TrainError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise TrainError(f"{target} exists and is not empty; choose another folder or pass --force")
+    target = check_bundle_target(out, force=force)
     a, b = read_run(run_a), (read_run(run_b) if run_b is not None else None)
     warnings = _check_runs(a, b, allow_unfinished)
     for w in warnings:
@@ -353,8 +315,6 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
                     "; no cross-validation partner")
                  + (f" (first {limit} images of each fold only)" if limit else "")
                  + ". Research use only, not a diagnostic device.")
-        from ..ship import DATA_ROOT_VAR, REPO, data_root, portable
-
         prefixes = {data_root([str(kvasir), *(a.config.get("negatives") or [])]): DATA_ROOT_VAR,
                     str(a.path.parent): "runs", str((b or a).path.parent): "runs",
                     str(REPO): "."}

@@ -20,14 +20,12 @@ the EMA, the optimiser and the history, so a resumed run computes what an unbrok
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +36,17 @@ import torch.nn.functional as F
 from engine.analysis.crop import SCOPE_GUIDE_INSET
 
 from ..augment import batch_augment as augment
+from ..checkpoint import BEST, LAST, SEGMENT, load_checkpoint, save_checkpoint
+from ..data import load_negatives
 from ..errors import TrainError
+from ..folders import RunLog, new_run_dir, write_csv
 from ..models import count_parameters, ema_update, normalize
-from ..trainer import RunLog, write_csv
-from .data import (SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg,
-                   load_negatives)
+from .data import SPLIT_CANDIDATES, SegSample, _find, fold_counts, load_arrays, load_kvasir_seg
 from .config import SegTrainConfig, check_fixed_on_resume
 from .models import HEAD, build_segmenter
 
 log = logging.getLogger(__name__)
 
-FORMAT = "endoview-seg-checkpoint/1"
-LAST = "checkpoint-last.pt"
-BEST = "checkpoint-best.pt"
 #: What must not change when a run is resumed.
 FIXED_ON_RESUME = ("arch", "width", "image_size", "fold", "data", "seed", "limit", "negatives", "inset")
 
@@ -126,29 +122,6 @@ def validate(model: torch.nn.Module, arrays: dict[str, np.ndarray], threshold: f
 # checkpoints
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(run_or_file: str | os.PathLike[str], name: str = LAST) -> dict[str, Any]:
-    p = Path(run_or_file).expanduser()
-    if p.is_dir():
-        p = p / name
-    if not p.is_file():
-        raise TrainError(f"no segmentation checkpoint at {p}: pass a run folder written by "
-                         "'endoview train segment' (it holds checkpoint-last.pt)")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - zip/pickle errors of many kinds: one message
-        raise TrainError(f"cannot read checkpoint {p}: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise TrainError(f"{p} is not an endoview segmentation checkpoint ({FORMAT})")
-    ckpt["path"] = str(p)
-    return ckpt
-
-
 def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True) -> torch.nn.Module:
     cfg = ckpt["config"]
     model = build_segmenter(cfg["arch"], cfg.get("width", 16))
@@ -188,19 +161,14 @@ def train_segmenter(cfg: SegTrainConfig, *, resume: bool = False, force: bool = 
     out = Path(cfg.out).expanduser()
     ckpt = None
     if resume:
-        ckpt = load_checkpoint(out)
+        ckpt = load_checkpoint(out, SEGMENT)
         old = ckpt["config"]
         check_fixed_on_resume(old, cfg, FIXED_ON_RESUME, out)
         if ckpt["epoch"] >= cfg.epochs:
             raise TrainError(f"--resume: {out} has already trained {ckpt['epoch']} of {cfg.epochs} epochs; "
                              "raise --epochs to train on")
     else:
-        if out.is_dir() and any(out.iterdir()):
-            if not force:
-                raise TrainError(f"{out} already holds a run; pass --resume to continue it, --force to "
-                                 "start over, or choose another --out")
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        new_run_dir(out, force=force)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
     with RunLog(out / "train.log"):
         return _train(cfg, out, ckpt, stop_after)
@@ -298,7 +266,7 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
                    "best_dice": best, "steps_per_epoch": steps,
                    "train_images": [s.name for s in train_s], "val_images": [s.name for s in val_s],
                    "inset": list(inset) if inset else None}
-        save_checkpoint(out / LAST, payload)
+        save_checkpoint(out / LAST, payload, SEGMENT)
         if improved:
             shutil.copyfile(out / LAST, out / BEST)
         write_csv(out / "log.csv", history)
