@@ -22,6 +22,7 @@ from ..config import Config
 from ..live import LiveRunner
 from ..outputs.export import annotate
 from ..outputs.writer import VideoWriter
+from ..pipeline import analysed_frames
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
 from ..types import Frame
@@ -82,8 +83,8 @@ def naive_loop(path: Path, config: Config, out: Path) -> tuple[int, float]:
         n = 0
         with VideoWriter(out, info.width, info.height, info.rate, force=True,
                          preset=EXPORT_PRESET) as writer:
-            while (frame := source.read()) is not None:
-                writer.write(overlay.draw(frame.image.copy(), analyzer(frame)))
+            for result in analysed_frames(source, analyzer, threads=False):
+                writer.write(overlay.draw(result.frame.image.copy(), result))
                 n += 1
         return n, time.perf_counter() - t0
 
