@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import DeviceLostError, SourceError
-from .overlay import Overlay
+from .overlay import Overlay, render
 from .pipeline import Analyzer, Pacer, RateMeter, ms_since
 from .slots import JOIN_TIMEOUT_S, LatestSlot
 from .types import Frame, FrameResult
@@ -199,8 +199,7 @@ class LiveRunner:
                 if self.overlay is not None:
                     t0 = time.perf_counter()
                     # a painter may be showing this very frame: draw on a copy then
-                    canvas = frame.image.copy() if self.on_frame is not None else frame.image
-                    image = self.overlay.draw(canvas, result)
+                    image = render(frame, result, self.overlay, copy=self.on_frame is not None)
                     result.timings["overlay"] = ms_since(t0)
                 now = time.perf_counter()
                 result.fps = self._meter.tick(now)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import SourceError
 from .live import LiveRunner
-from .overlay import Overlay
+from .overlay import Overlay, render
 from .pipeline import Analyzer, RateMeter, analysed_frames
 from .slots import JOIN_TIMEOUT_S, LatestSlot
 from .types import Frame, FrameResult
@@ -55,9 +55,9 @@ class Shown:
 
     def annotated(self, overlay: Overlay) -> np.ndarray:
         """The picture with ``overlay`` drawn (reuses ``image`` when it has it already)."""
-        if self.overlaid or self.result is None:
+        if self.overlaid:
             return self.image
-        return overlay.draw(self.frame.image.copy(), self.result, self.frame.index)
+        return render(self.frame, self.result, overlay)
 
 
 @dataclass(frozen=True)
@@ -230,10 +230,7 @@ class Player:
         """The frame with the overlay drawn, and scaled for the screen when a size is set (here,
         with OpenCV, so the GUI thread only copies pixels)."""
         overlay = self.overlay
-        if overlay is not None and result is not None:
-            shown = Shown(frame, result, overlay.draw(frame.image.copy(), result, frame.index), True)
-        else:
-            shown = Shown(frame, result, frame.image, False)
+        shown = Shown(frame, result, render(frame, result, overlay), overlay is not None and result is not None)
         size = self.screen_size
         if size is not None:
             h, w = shown.image.shape[:2]

@@ -20,7 +20,7 @@ import cv2
 
 from ..analysis.crop import deidentify as blacken_outside
 from ..errors import ExportError
-from ..overlay import Overlay
+from ..overlay import Overlay, render
 from ..pipeline import Analyzer, analysed_frames
 from ..types import Frame, FrameResult
 from .logs import FrameLog, check_output
@@ -107,13 +107,12 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
     for log in logs:
         check_output(Path(log), force)
 
-    def render(result: FrameResult) -> object:
+    def picture(result: FrameResult) -> object:
         t0 = time.perf_counter()
-        image = result.frame.image
+        frame = result.frame
         if deidentify:
-            image = blacken_outside(image, result.area)
-        if overlay is not None:  # the decoded frame is ours alone: draw on it, no copy
-            image = overlay.draw(image, result)
+            frame = Frame(frame.index, frame.timestamp, blacken_outside(frame.image, result.area), frame.arrival)
+        image = render(frame, result, overlay, copy=False)  # the decoded frame is ours alone: no copy
         result.timings["overlay"] = (time.perf_counter() - t0) * 1000.0
         return image
 
@@ -128,7 +127,7 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
             writer = VideoWriter(Path(output), info.width, info.height, info.rate,
                                  force=force, lossless=lossless, preset=preset)
         chain = analysed_frames(source, analyzer, start=first, end=last, stop=stop,
-                                prepare=SameSize(info.width, info.height, info.name), draw=render)
+                                prepare=SameSize(info.width, info.height, info.name), draw=picture)
         for result, image in chain:
             if writer is not None:
                 t0 = time.perf_counter()
