@@ -188,12 +188,7 @@ class LiveRunner:
 
     def _analyse(self) -> None:
         try:
-            while True:
-                frame = self._slot.get(timeout=0.1)
-                if frame is None:
-                    if self._slot.closed:
-                        break
-                    continue
+            for frame in self._slot:
                 result = self.analyzer(frame)
                 image = None
                 if self.overlay is not None:

@@ -383,13 +383,7 @@ class Player:
 
     def _present(self) -> None:
         """Presenter thread: draws the overlay on the newest frame for the screen."""
-        while True:
-            item = self._present_slot.get(timeout=0.1)
-            if item is None:
-                if self._present_slot.closed:
-                    return
-                continue
-            frame, result = item
+        for frame, result in self._present_slot:
             started = time.perf_counter()
             if self.on_frame is not None and not self.frozen:
                 self.on_frame(self.picture(frame, result))

@@ -150,6 +150,22 @@ def test_latest_slot_counts_replaced_items_as_dropped():
     assert slot.get(1.0) is None and slot.closed
 
 
+def test_latest_slot_iterates_the_newest_items_until_closed():
+    slot, got = LatestSlot(), []
+    for i in range(3):
+        slot.put(i)  # unread: only the newest is left
+    consumer = threading.Thread(target=lambda: got.extend(slot), name="endoview-test-consumer")
+    consumer.start()
+    assert slot.wait_empty(1.0)
+    slot.put(10)
+    assert slot.wait_empty(1.0)
+    slot.put(11)
+    slot.close()  # an item put before close is still given, then the loop ends
+    consumer.join(1.0)
+    assert not consumer.is_alive() and got == [2, 10, 11] and slot.dropped == 2
+    assert list(slot) == []  # closed and empty: nothing, at once
+
+
 def test_live_runner_drops_stale_frames_and_reports_results():
     class SlowAnalyzer(Analyzer):
         def __call__(self, frame, timings=None):
