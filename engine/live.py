@@ -82,7 +82,6 @@ class LiveRunner:
 
     # lifecycle
     def start(self) -> LiveRunner:
-        self.analyzer.tracker.background = True  # periodic border re-estimates off the live path
         self._threads = [
             threading.Thread(target=self._capture, name="endoview-capture", daemon=True),
             threading.Thread(target=self._analyse, name="endoview-analyse", daemon=True),
@@ -101,8 +100,6 @@ class LiveRunner:
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             logger.warning("live threads did not stop within %.1f s: %s", timeout, alive)
-        else:
-            self.analyzer.tracker.background = False
         return not alive
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -188,6 +185,8 @@ class LiveRunner:
 
     def _analyse(self) -> None:
         try:
+            # this thread runs the analyzer, so it sets its mode: border re-estimates off the live path
+            self.analyzer.set_background(True)
             for frame in self._slot:
                 result = self.analyzer(frame)
                 image = None
@@ -208,5 +207,7 @@ class LiveRunner:
         except BaseException as exc:  # noqa: BLE001 - reported, never lost
             self._fail(exc)
             return
+        finally:
+            self.analyzer.set_background(False)
         self.stats.dropped = self._slot.dropped
         self.finished.set()

@@ -124,6 +124,12 @@ class Analyzer:
             result.second_pass = self.second_pass.latest
         return result
 
+    def set_background(self, on: bool) -> None:
+        """Live mode (True): the content area's periodic re-estimates run in a background worker,
+        so no frame waits for one; False ends that worker. Call from the thread that runs the
+        analyzer (live mode's analysis thread does, when it starts and when it ends)."""
+        self.tracker.set_background(on)
+
     def reset(self) -> None:
         """After a seek or a source change: forget smoothing history and the tracked field."""
         if self.classifier is not None:

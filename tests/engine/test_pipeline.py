@@ -189,6 +189,32 @@ def test_live_runner_drops_stale_frames_and_reports_results():
     assert len(runner.stats.latencies_ms) == runner.stats.analysed
 
 
+def test_live_runner_sets_the_analyzers_background_mode_from_its_analysis_thread():
+    class Watched(Analyzer):
+        def __init__(self):
+            super().__init__(None)
+            self.calls, self.during = [], []
+
+        def set_background(self, on):
+            self.calls.append((threading.get_ident(), threading.current_thread().name, on))
+            super().set_background(on)
+
+        def __call__(self, frame, timings=None):
+            self.during.append((threading.get_ident(), self.tracker.background))
+            return super().__call__(frame, timings)
+
+    analyzer = Watched()
+    runner = LiveRunner(ListSource(20), analyzer)
+    with runner:
+        assert runner.wait(5)
+    assert runner.error is None
+    analysing = {ident for ident, _ in analyzer.during}
+    assert len(analysing) == 1 and all(on for _, on in analyzer.during)  # background while live
+    assert [(ident, name, on) for ident, name, on in analyzer.calls] == [
+        (*analysing, "endoview-analyse", True), (*analysing, "endoview-analyse", False)]
+    assert threading.get_ident() not in analysing and not analyzer.tracker.background
+
+
 def test_live_runner_reconnects_a_lost_device_with_backoff():
     statuses = []
     src = ListSource(30, lose_at=10, missing_reopens=2)
