@@ -49,10 +49,35 @@ def describe(exc: BaseException) -> str:
     return f"internal error: {exc!r} (please report it)"
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What the player's worker opened, handed to the GUI thread by ``PlayerBridge.opened``."""
+
+    info: object  # SourceInfo
+    model_text: str
+    analyzer: object  # the Analyzer, used by the player's threads
+    timeline: Timeline | None  # filled by the player's threads, read by the GUI
+
+
+class TimelineFeed:
+    """The player's side of one opened source: each result goes to the timeline made for it.
+
+    Only the player's threads touch it: its worker sets ``timeline`` before the first frame (in
+    ``on_open``), then the thread analysing frames records into it.
+    """
+
+    def __init__(self) -> None:
+        self.timeline: Timeline | None = None
+
+    def record(self, result) -> None:
+        if self.timeline is not None:
+            self.timeline.record(result)
+
+
 class PlayerBridge(QObject):
     """Player callbacks (worker threads) -> queued signals on the GUI thread."""
 
-    opened = Signal(object, object)  # SourceInfo, model text
+    opened = Signal(object)  # Opened
     frame_ready = Signal()
     status = Signal(str)
     error = Signal(object)
@@ -111,7 +136,10 @@ class Session(QObject):
         self.player: Player | None = None
         self._screen_size: tuple[int, int] | None = None
         self.analyzer = None  # the player's Analyzer, once its worker has opened it
-        self._triggers = None
+        # the second-pass toggle as the analysing thread reads it: set and cleared by the GUI
+        self._ask_second_pass = threading.Event()
+        if state.second_pass:
+            self._ask_second_pass.set()
         self.timeline: Timeline | None = None
         self.info = None
         self.model_text = ""
@@ -140,12 +168,14 @@ class Session(QObject):
         self._bridge = bridge
         self.state.update(source=spec, loading=True, error="", status=f"opening {spec}",
                           position=-1, frame_count=None, mark_in=None, mark_out=None, frozen=False)
+        feed = TimelineFeed()
         self.player = Player(
-            lambda: self.source_opener(spec), self._analyzer_for, overlay=self._overlay_or_none(),
+            lambda: self.source_opener(spec), lambda info: self._analyzer_for(info, bridge),
+            overlay=self._overlay_or_none(),
             speed=self.state.speed, loop=self.state.loop, play=True, live=self.live, pace=self.pace,
             present_fps=_display_hz(),
-            on_open=lambda info, analyzer: self._worker_opened(bridge, info, analyzer),
-            on_frame=bridge.on_frame, on_result=self._record_result,
+            on_open=lambda info, analyzer: self._worker_opened(bridge, feed, info, analyzer),
+            on_frame=bridge.on_frame, on_result=feed.record,
             on_playing=bridge.playing.emit, on_status=bridge.status.emit, on_error=bridge.error.emit,
         )
         self.player.screen_size = self._screen_size
@@ -158,29 +188,27 @@ class Session(QObject):
         if self.player is not None:
             self.player.screen_size = self._screen_size
 
-    def _analyzer_for(self, info):
-        return open_analyzer(self.config, still=info.still, model=self.model)
+    def _analyzer_for(self, info, bridge: PlayerBridge):
+        return open_analyzer(self.config, still=info.still, model=self.model,
+                             on_second_pass=bridge.second_pass.emit)
 
-    def _worker_opened(self, bridge: PlayerBridge, info, analyzer) -> None:
-        """Worker thread: make the timeline before the first result, then tell the GUI."""
-        self.analyzer = analyzer
-        self._triggers = analyzer.triggers
-        analyzer.triggers = self._triggers if self.state.second_pass else None
-        if analyzer.second_pass is not None:
-            analyzer.second_pass.on_result = bridge.second_pass.emit
+    def _worker_opened(self, bridge: PlayerBridge, feed: TimelineFeed, info, analyzer) -> None:
+        """Worker thread: set up what the worker owns (the analyzer's triggers, the timeline its
+        results go to) before the first frame, then hand it all to the GUI thread, which keeps it
+        (``_on_opened``). Nothing of the session is changed here."""
+        triggers, ask = analyzer.triggers, self._ask_second_pass
+        if triggers is not None:  # the triggers are consulted only while the toggle is on
+            analyzer.triggers = lambda result: ask.is_set() and triggers(result)
         m = analyzer.model
+        timeline = None
         if m is not None:  # a classifier's classes, or a segmenter's "no polyp" / "polyp"
             s = self.settings
-            self.timeline = Timeline(m.labels, info.fps or 30.0, info.frame_count,
-                                     classes=s.finding_classes, min_duration_s=s.finding_min_s,
-                                     min_confidence=s.finding_min_confidence)
+            timeline = Timeline(m.labels, info.fps or 30.0, info.frame_count,
+                                classes=s.finding_classes, min_duration_s=s.finding_min_s,
+                                min_confidence=s.finding_min_confidence)
+        feed.timeline = timeline
         text = f"{m.name} on {m.backend.description}" if m is not None else "no model (content area only)"
-        bridge.opened.emit(info, text)
-
-    def _record_result(self, result) -> None:
-        timeline = self.timeline
-        if timeline is not None:
-            timeline.record(result)
+        bridge.opened.emit(Opened(info, text, analyzer, timeline))
 
     def close_source(self, timeout: float = 4.0) -> None:
         if self.recorders:
@@ -198,9 +226,16 @@ class Session(QObject):
         self.shown = None
         self.analyzer = None
 
-    @Slot(object, object)
-    def _on_opened(self, info, model_text: str) -> None:
-        self.info, self.model_text = info, model_text
+    @property
+    def triggers_on(self) -> bool:
+        """Whether the second pass's triggers are consulted (the second-pass toggle)."""
+        return self._ask_second_pass.is_set()
+
+    @Slot(object)
+    def _on_opened(self, opened: Opened) -> None:
+        info = opened.info
+        self.info, self.model_text = info, opened.model_text
+        self.analyzer, self.timeline = opened.analyzer, opened.timeline
         self.state.update(loading=False, live=bool(self.player and self.player.live),
                           frame_count=info.frame_count, fps=float(info.fps),
                           playing=bool(self.player and self.player.playing), status="")
@@ -235,8 +270,8 @@ class Session(QObject):
             if value and worker is None and self.config.second_pass is None:
                 self.message.emit(SECOND_PASS_MISSING)
                 self.state.second_pass = False
-            elif self.analyzer is not None:  # the triggers run only while the toggle is on
-                self.analyzer.triggers = self._triggers if value else None
+            else:  # the analysing thread consults the triggers only while this is set
+                (self._ask_second_pass.set if value else self._ask_second_pass.clear)()
         if p is None:
             return
         if name == "playing" and not self.state.live:

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import DeviceLostError, SourceError
-from .overlay import Overlay
+from .overlay import Overlay, render
 from .pipeline import Analyzer, Pacer, RateMeter, ms_since
 from .slots import JOIN_TIMEOUT_S, LatestSlot
 from .types import Frame, FrameResult
@@ -82,7 +82,6 @@ class LiveRunner:
 
     # lifecycle
     def start(self) -> LiveRunner:
-        self.analyzer.tracker.background = True  # periodic border re-estimates off the live path
         self._threads = [
             threading.Thread(target=self._capture, name="endoview-capture", daemon=True),
             threading.Thread(target=self._analyse, name="endoview-analyse", daemon=True),
@@ -101,8 +100,6 @@ class LiveRunner:
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             logger.warning("live threads did not stop within %.1f s: %s", timeout, alive)
-        else:
-            self.analyzer.tracker.background = False
         return not alive
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -188,19 +185,15 @@ class LiveRunner:
 
     def _analyse(self) -> None:
         try:
-            while True:
-                frame = self._slot.get(timeout=0.1)
-                if frame is None:
-                    if self._slot.closed:
-                        break
-                    continue
+            # this thread runs the analyzer, so it sets its mode: border re-estimates off the live path
+            self.analyzer.set_background(True)
+            for frame in self._slot:
                 result = self.analyzer(frame)
                 image = None
                 if self.overlay is not None:
                     t0 = time.perf_counter()
                     # a painter may be showing this very frame: draw on a copy then
-                    canvas = frame.image.copy() if self.on_frame is not None else frame.image
-                    image = self.overlay.draw(canvas, result)
+                    image = render(frame, result, self.overlay, copy=self.on_frame is not None)
                     result.timings["overlay"] = ms_since(t0)
                 now = time.perf_counter()
                 result.fps = self._meter.tick(now)
@@ -214,5 +207,7 @@ class LiveRunner:
         except BaseException as exc:  # noqa: BLE001 - reported, never lost
             self._fail(exc)
             return
+        finally:
+            self.analyzer.set_background(False)
         self.stats.dropped = self._slot.dropped
         self.finished.set()

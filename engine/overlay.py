@@ -2,7 +2,8 @@
 
 Each layer is a small class with ``draw(image, result, shown_index)`` that draws in place;
 ``shown_index`` is the index of the frame under the overlay (in live mode the newest result may
-belong to an earlier frame, and layers show how old it is). ``Overlay.draw`` returns the image.
+belong to an earlier frame, and layers show how old it is). ``Overlay.draw`` returns the image;
+:func:`render` is how every path (screen, live, export, recording, snapshot, bench) draws one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import ClassVar, Sequence
 import cv2
 import numpy as np
 
-from .types import FrameResult, absent_label
+from .types import Frame, FrameResult, absent_label
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)
@@ -313,3 +314,14 @@ class Overlay:
         for layer in self.layers:
             layer.draw(image, result, shown)
         return image
+
+
+def render(frame: Frame, result: FrameResult | None, overlay: Overlay | None, *,
+           copy: bool = True) -> np.ndarray:
+    """The picture of ``frame`` with ``overlay`` drawing ``result``: the one place every path
+    draws the overlay. ``result`` may belong to an earlier frame (live mode): ages are counted from
+    ``frame``. Without an overlay or a result: the frame's own image, untouched. ``copy=False``
+    draws on the frame's image itself, for a frame nobody else shows (export)."""
+    if overlay is None or result is None:
+        return frame.image
+    return overlay.draw(frame.image, result, frame.index, copy=copy)

@@ -6,8 +6,10 @@ source -> crop -> resize -> classify -> (second pass) -> overlay -> sink
   it asks the second-pass worker (engine.analysis.second_pass) for a look when its triggers fire and
   attaches the worker's newest result.
 - ``run_stages``: a short chain of threads joined by bounded queues, order kept, errors carried to
-  the caller, stopped cooperatively; used by export (every frame, as fast as possible).
-- ``replay``: every frame in order, paced to the source rate times a speed.
+  the caller, stopped cooperatively.
+- ``analysed_frames``: every frame of a source (or a range) analysed, in order, decode and
+  analysis overlapping in ``run_stages``; as fast as possible (export, the timeline, the bench) or
+  paced to the source rate times a speed (the player's replay).
 - ``LiveRunner`` (:mod:`engine.live`): a capture thread that keeps only the newest frame (stale
   frames are counted as dropped), an analysis thread that always takes the newest one, callbacks
   for the painter.
@@ -15,6 +17,7 @@ source -> crop -> resize -> classify -> (second pass) -> overlay -> sink
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -120,6 +123,12 @@ class Analyzer:
                 self.second_pass.request(frame, area)
             result.second_pass = self.second_pass.latest
         return result
+
+    def set_background(self, on: bool) -> None:
+        """Live mode (True): the content area's periodic re-estimates run in a background worker,
+        so no frame waits for one; False ends that worker. Call from the thread that runs the
+        analyzer (live mode's analysis thread does, when it starts and when it ends)."""
+        self.tracker.set_background(on)
 
     def reset(self) -> None:
         """After a seek or a source change: forget smoothing history and the tracked field."""
@@ -253,7 +262,7 @@ def timed_frames(source, *, start: int = 0, end: int | None = None) -> Iterator[
         yield frame, {"decode": ms_since(t0)}
 
 
-# --------------------------------------------------------------------------- replay
+# --------------------------------------------------------------------------- analysed frames
 
 class Pacer:
     """Sleeps so that frame timestamps are shown at ``speed`` times real time."""
@@ -282,18 +291,58 @@ class Pacer:
                 time.sleep(delay)
 
 
-def replay(source, analyzer: Analyzer, *, speed: float = 1.0, start: int = 0,
-           stop: threading.Event | None = None) -> Iterator[FrameResult]:
-    """Every frame in order, analysed, paced to the source's timestamps at ``speed``."""
-    stop = stop or threading.Event()
-    pacer = Pacer(speed)
+def analysed_frames(source, analyzer: Analyzer, *, start: int = 0, end: int | None = None,
+                    speed: float | Callable[[], float] | None = None,
+                    stop: threading.Event | None = None,
+                    prepare: Callable[[Frame], Frame] | None = None,
+                    draw: Callable[[FrameResult], object] | None = None,
+                    threads: bool = True, maxsize: int = 4) -> Iterator:
+    """Frames ``start`` .. ``end`` (exclusive) of ``source``, each analysed, in order: the one path
+    from a source to results that export, replay, the timeline and the bench share.
+
+    Yields each frame's FrameResult (its frame, and its timings: "decode" and the analyzer's).
+    ``speed``: pace to the frames' timestamps at this many times real time (a number, or a
+    callable read at every frame so a player can change it while playing); None: as fast as
+    possible. ``stop``: ends the stream early (set by the caller; the generator never sets it).
+    ``prepare``: applied to each decoded frame before its analysis (export keeps one frame size).
+    ``draw``: ``result -> picture``, run in a thread of its own after the analysis; then
+    ``(result, picture)`` pairs are yielded. ``threads``: decode, analysis and drawing overlap in
+    :func:`run_stages` (queues of ``maxsize``); False runs them one after the other in the
+    caller's thread (one frame read on demand, or a naive baseline).
+    """
+    frames = timed_frames(source, start=start, end=end)
+    if prepare is not None:
+        frames = ((prepare(frame), timings) for frame, timings in frames)
 
     def analyse(item):
         frame, timings = item
         return analyzer(frame, timings)
 
-    for result in run_stages(timed_frames(source, start=start), [("analyse", analyse)], stop=stop):
-        pacer.wait(result.frame.timestamp, stop)
-        if stop.is_set():
+    def drawn(result):
+        return result, draw(result)
+
+    stages = [("analyse", analyse)] + ([("overlay", drawn)] if draw is not None else [])
+    items = run_stages(frames, stages, maxsize=maxsize, stop=stop) if threads else _in_turn(frames, stages, stop)
+    pacer = Pacer(speed() if callable(speed) else speed) if speed is not None else None
+    with contextlib.closing(items):
+        for item in items:
+            if pacer is not None:
+                now = speed() if callable(speed) else speed
+                if now != pacer.speed:
+                    pacer.speed = now
+                    pacer.reset()
+                result = item[0] if draw is not None else item
+                pacer.wait(result.frame.timestamp, stop)
+                if stop is not None and stop.is_set():
+                    return
+            yield item
+
+
+def _in_turn(items: Iterable, stages: Sequence[tuple[str, Callable]], stop) -> Iterator:
+    """``stages`` applied to each item in the caller's thread, one item after the other."""
+    for item in items:
+        if stop is not None and stop.is_set():
             return
-        yield result
+        for _name, fn in stages:
+            item = fn(item)
+        yield item

@@ -4,7 +4,7 @@ The viewer drives it; tests drive it the same way without Qt.
 
 - **Replay** (seekable sources): every frame in order, paced to the source's timestamps times
   ``speed`` (0.25x to 4x); play/pause, exact seek, step back/forward, jump, loop. While playing,
-  decoding and analysis overlap in :func:`engine.pipeline.run_stages`.
+  decoding and analysis overlap in :func:`engine.pipeline.analysed_frames`.
 - **Live** (devices, or any source with ``live=True``): :class:`engine.live.LiveRunner`
   semantics: every captured frame is shown at once with the newest finished result, stale
   frames are dropped, a lost device is reconnected. ``frozen`` holds the picture on screen
@@ -30,8 +30,8 @@ import numpy as np
 
 from .errors import SourceError
 from .live import LiveRunner
-from .overlay import Overlay
-from .pipeline import Analyzer, Pacer, RateMeter, run_stages, timed_frames
+from .overlay import Overlay, render
+from .pipeline import Analyzer, RateMeter, analysed_frames
 from .slots import JOIN_TIMEOUT_S, LatestSlot
 from .types import Frame, FrameResult
 
@@ -55,9 +55,9 @@ class Shown:
 
     def annotated(self, overlay: Overlay) -> np.ndarray:
         """The picture with ``overlay`` drawn (reuses ``image`` when it has it already)."""
-        if self.overlaid or self.result is None:
+        if self.overlaid:
             return self.image
-        return overlay.draw(self.frame.image.copy(), self.result, self.frame.index)
+        return render(self.frame, self.result, overlay)
 
 
 @dataclass(frozen=True)
@@ -230,10 +230,7 @@ class Player:
         """The frame with the overlay drawn, and scaled for the screen when a size is set (here,
         with OpenCV, so the GUI thread only copies pixels)."""
         overlay = self.overlay
-        if overlay is not None and result is not None:
-            shown = Shown(frame, result, overlay.draw(frame.image.copy(), result, frame.index), True)
-        else:
-            shown = Shown(frame, result, frame.image, False)
+        shown = Shown(frame, result, render(frame, result, overlay), overlay is not None and result is not None)
         size = self.screen_size
         if size is not None:
             h, w = shown.image.shape[:2]
@@ -309,15 +306,13 @@ class Player:
         if index != self._next_read:
             source.seek(index)
             analyzer.reset()
-        t0 = time.perf_counter()
-        frame = source.read()
-        if frame is None:
+        result = next(analysed_frames(source, analyzer, threads=False), None)
+        if result is None:
             self._next_read = None
             return
-        self._next_read = frame.index + 1
-        result = analyzer(frame, {"decode": (time.perf_counter() - t0) * 1000.0})
+        self._next_read = result.frame.index + 1
         self._analysed_one(result)
-        self._deliver(frame, result)
+        self._deliver(result.frame, result)
 
     def _play(self, source, analyzer: Analyzer) -> None:
         """Play from the frame after the current one until a command arrives or the end."""
@@ -335,24 +330,11 @@ class Player:
                 return
             analyzer.reset()
         self._next_read = None  # the chain reads ahead
-        pacer = Pacer(self.speed)
-
-        def analyse(item):
-            frame, timings = item
-            return analyzer(frame, timings)
-
-        ended = True
-        for result in run_stages(timed_frames(source), [("analyse", analyse)], maxsize=2, stop=self._interrupt):
-            if pacer.speed != self.speed:
-                pacer.speed = self.speed
-                pacer.reset()
-            pacer.wait(result.frame.timestamp, self._interrupt)
-            if self._interrupt.is_set():
-                ended = False
-                break
+        for result in analysed_frames(source, analyzer, speed=lambda: self.speed, stop=self._interrupt,
+                                      maxsize=2):
             self._analysed_one(result)
             self._deliver(result.frame, result)
-        if ended and not self._interrupt.is_set():
+        if not self._interrupt.is_set():
             self._end_of_stream(source)
 
     def _end_of_stream(self, source=None) -> None:
@@ -401,13 +383,7 @@ class Player:
 
     def _present(self) -> None:
         """Presenter thread: draws the overlay on the newest frame for the screen."""
-        while True:
-            item = self._present_slot.get(timeout=0.1)
-            if item is None:
-                if self._present_slot.closed:
-                    return
-                continue
-            frame, result = item
+        for frame, result in self._present_slot:
             started = time.perf_counter()
             if self.on_frame is not None and not self.frozen:
                 self.on_frame(self.picture(frame, result))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .analysis.classifier import Classifier, make_smoother
 from .analysis.second_pass import ClassifierPass, SecondPassWorker, Triggers
@@ -17,18 +17,21 @@ from .config import Config
 from .errors import BundleError
 from .overlay import Overlay
 from .pipeline import Analyzer
+from .types import SecondPassResult
 
 logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
 def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
-                  backend_options: dict | None = None) -> Iterator[Analyzer]:
+                  backend_options: dict | None = None,
+                  on_second_pass: Callable[[SecondPassResult], None] | None = None) -> Iterator[Analyzer]:
     """An Analyzer with its backend entered for the duration of the ``with`` block.
 
     ``still``: the source is a set of unrelated images, so temporal smoothing is off.
     ``model=False``: content area only (no classifier, e.g. ``--no-model``).
     ``backend_options``: passed to both models' backends (e.g. ``threads=`` for onnxruntime).
+    ``on_second_pass``: called with each second-pass result, from the second pass's own thread.
     A bundle with task "segment" gives an Analyzer that runs the segmenter on every frame; a
     classify bundle runs with ``config.segmenter`` beside it (both on every frame, one verdict).
     """
@@ -43,7 +46,8 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
         options = backend_options or {}
         backend = stack.enter_context(open_backend(bundle, config.backend, **options))
         logger.info("model %s on %s", bundle.name, backend.description)
-        worker = stack.enter_context(open_second_pass(config)) if config.second_pass else None
+        worker = (stack.enter_context(open_second_pass(config, on_result=on_second_pass))
+                  if config.second_pass else None)
         triggers = Triggers(every_n=config.second_pass_every or None,
                             hold_seconds=config.second_pass_hold or None)
         smoother = make_smoother(None if still else config.smoothing)
@@ -63,8 +67,10 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
 
 
 @contextlib.contextmanager
-def open_second_pass(config: Config) -> Iterator[SecondPassWorker]:
-    """The second-pass worker over ``config.second_pass``, started.
+def open_second_pass(config: Config, *, on_result: Callable[[SecondPassResult], None] | None = None
+                     ) -> Iterator[SecondPassWorker]:
+    """The second-pass worker over ``config.second_pass``, started (``on_result``: see
+    :class:`SecondPassWorker`).
 
     A classify bundle (e.g. the trimmed ResNet-152) runs on the configured backend; an instances
     bundle (the Cascade Mask R-CNN) runs through MMDetection on torch, on CUDA when available.
@@ -73,7 +79,7 @@ def open_second_pass(config: Config) -> Iterator[SecondPassWorker]:
     if bundle.task == "instances":
         from .analysis.instances import InstancePass
 
-        with SecondPassWorker(InstancePass.from_bundle(bundle)) as worker:
+        with SecondPassWorker(InstancePass.from_bundle(bundle), on_result=on_result) as worker:
             yield worker
         return
     if bundle.task != "classify":
@@ -81,7 +87,7 @@ def open_second_pass(config: Config) -> Iterator[SecondPassWorker]:
                           "classify bundle (ResNet-152) or an instances bundle (Cascade Mask R-CNN)")
     with open_backend(bundle, config.backend) as backend:
         logger.info("second pass %s on %s", bundle.name, backend.description)
-        with SecondPassWorker(ClassifierPass(Classifier(bundle, backend))) as worker:
+        with SecondPassWorker(ClassifierPass(Classifier(bundle, backend)), on_result=on_result) as worker:
             yield worker
 
 

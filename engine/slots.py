@@ -5,13 +5,18 @@ waited for (:data:`JOIN_TIMEOUT_S`)."""
 from __future__ import annotations
 
 import threading
+from typing import Iterator
 
 #: How long a stopping pipeline waits for each of its threads.
 JOIN_TIMEOUT_S = 2.0
 
 
 class LatestSlot:
-    """A one-item mailbox: ``put`` replaces an unread item (counted as dropped)."""
+    """A one-item mailbox: ``put`` replaces an unread item (counted as dropped).
+
+    The consumer iterates it: ``for item in slot:`` gives the newest item each time one is there
+    and ends once the slot is closed and empty (an item put before ``close`` is still given).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -34,6 +39,16 @@ class LatestSlot:
             item, self._item = self._item, None
             self._cond.notify_all()
             return item
+
+    def __iter__(self) -> Iterator:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._item is not None or self._closed)
+                item, self._item = self._item, None
+                self._cond.notify_all()
+            if item is None:  # closed and empty
+                return
+            yield item
 
     def wait_empty(self, timeout: float) -> bool:
         """Wait until the item was taken (or the slot closed); False on timeout."""

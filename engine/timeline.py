@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .pipeline import Analyzer, run_stages, timed_frames
+from .pipeline import Analyzer, analysed_frames
 from .types import POLYP_CLASSES, FrameResult
 
 UNKNOWN = -1
@@ -142,13 +142,8 @@ def analyse_video(source, analyzer: Analyzer, timeline: Timeline, *,
 
     ``stop`` cancels (the frames analysed so far stay in the timeline).
     """
-
-    def analyse(item):
-        frame, timings = item
-        return analyzer(frame, timings)
-
     n = 0
-    for result in run_stages(timed_frames(source), [("analyse", analyse)], stop=stop):
+    for result in analysed_frames(source, analyzer, stop=stop):
         timeline.record(result)
         n += 1
         if progress is not None:

@@ -139,13 +139,7 @@ class SecondPassWorker:
         self.stop()
 
     def _run(self) -> None:
-        while True:
-            item = self._slot.get(timeout=0.1)
-            if item is None:
-                if self._slot.closed:
-                    return
-                continue
-            frame, area = item
+        for frame, area in self._slot:
             self._busy.set()
             try:
                 result = self.model(frame, area)

@@ -26,10 +26,11 @@ class ContentAreaTracker:
     identity). Estimates with a low confidence (a black or blurred frame) neither confirm nor
     cancel a pending change.
 
-    ``background = True`` (live mode) moves the periodic re-estimates off the caller's thread:
+    ``set_background(True)`` (live mode) moves the periodic re-estimates off the caller's thread:
     a copy of the frame goes to a worker and its estimate is considered on a later frame, so the
     live path never pays for a detection. The first estimate and size changes stay synchronous.
-    Call ``close()`` (or leave background mode) to end the worker.
+    Call ``close()`` (or ``set_background(False)``) to end the worker. Like ``update``, call it
+    from the thread that runs the tracker.
     """
 
     MIN_CONFIDENCE = 0.3
@@ -53,10 +54,12 @@ class ContentAreaTracker:
 
     @property
     def background(self) -> bool:
+        """Whether the periodic re-estimates run in a background worker (see ``set_background``)."""
         return self._background
 
-    @background.setter
-    def background(self, on: bool) -> None:
+    def set_background(self, on: bool) -> None:
+        """Periodic re-estimates in a background worker (True) or on the caller's thread (False,
+        which also ends the worker). Call from the thread that runs ``update``."""
         self._background = bool(on)
         if not on:
             self.close()

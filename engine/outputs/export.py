@@ -3,7 +3,7 @@ H.264 MP4 with the overlay burned in, plus a per-frame log (JSONL and/or CSV).
 
 Decode, analysis, overlay and encode overlap in a short chain of bounded queues; the output has
 exactly the input's frames and rate (a source whose frame size changes mid-stream is scaled to
-its first size, see :func:`same_size`). Every file is written under a temporary name and renamed
+its first size, see :class:`SameSize`). Every file is written under a temporary name and renamed
 when complete, so nothing is ever left under a final name by a failed or cancelled export.
 """
 
@@ -14,14 +14,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import cv2
 
 from ..analysis.crop import deidentify as blacken_outside
 from ..errors import ExportError
-from ..overlay import Overlay
-from ..pipeline import Analyzer, run_stages, timed_frames
+from ..overlay import Overlay, render
+from ..pipeline import Analyzer, analysed_frames
 from ..types import Frame, FrameResult
 from .logs import FrameLog, check_output
 from .writer import VideoWriter
@@ -59,26 +59,33 @@ def frame_range(info, start_s: float | None, end_s: float | None) -> tuple[int, 
     return first, last
 
 
-def same_size(items: Iterable[tuple[Frame, dict]], width: int, height: int,
-              name: str = "source") -> Iterator[tuple[Frame, dict]]:
+class SameSize:
     """Frames scaled to ``width`` x ``height`` when the source changes size mid-stream.
 
     An MP4 holds one frame size, so export keeps the first size: later frames of another size are
-    scaled to it (aspect ratio not kept), with one warning per change.
+    scaled to it (aspect ratio not kept), with one warning per change. Called once per frame, in
+    order.
     """
-    current = (width, height)
-    for n, (frame, timings) in enumerate(items):
+
+    def __init__(self, width: int, height: int, name: str = "source") -> None:
+        self.size = (width, height)
+        self.name = name
+        self._current = self.size
+        self._seen = 0
+
+    def __call__(self, frame: Frame) -> Frame:
+        n, self._seen = self._seen, self._seen + 1
+        width, height = self.size
         h, w = frame.image.shape[:2]
         if (w, h) != (width, height):
-            if (w, h) != current:
+            if (w, h) != self._current:
                 logger.warning("%s: frame size changed to %dx%d after %d frames; scaling to %dx%d",
-                               name, w, h, n, width, height)
-                current = (w, h)
+                               self.name, w, h, n, width, height)
+                self._current = (w, h)
             image = cv2.resize(frame.image, (width, height), interpolation=cv2.INTER_AREA)
-            frame = Frame(frame.index, frame.timestamp, image, frame.arrival)
-        elif current != (width, height):
-            current = (width, height)
-        yield frame, timings
+            return Frame(frame.index, frame.timestamp, image, frame.arrival)
+        self._current = self.size
+        return frame
 
 
 def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overlay | None,
@@ -100,19 +107,14 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
     for log in logs:
         check_output(Path(log), force)
 
-    def analyse(item):
-        frame, timings = item
-        return analyzer(frame, timings)
-
-    def render(result: FrameResult) -> tuple[FrameResult, object]:
+    def picture(result: FrameResult) -> object:
         t0 = time.perf_counter()
-        image = result.frame.image
+        frame = result.frame
         if deidentify:
-            image = blacken_outside(image, result.area)
-        if overlay is not None:  # the decoded frame is ours alone: draw on it, no copy
-            image = overlay.draw(image, result)
+            frame = Frame(frame.index, frame.timestamp, blacken_outside(frame.image, result.area), frame.arrival)
+        image = render(frame, result, overlay, copy=False)  # the decoded frame is ours alone: no copy
         result.timings["overlay"] = (time.perf_counter() - t0) * 1000.0
-        return result, image
+        return image
 
     writer = None
     log_writers: list[FrameLog] = []
@@ -124,10 +126,8 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
         if output is not None:
             writer = VideoWriter(Path(output), info.width, info.height, info.rate,
                                  force=force, lossless=lossless, preset=preset)
-        frames_in = same_size(timed_frames(source, start=first, end=last), info.width, info.height,
-                              info.name)
-        chain = run_stages(frames_in,
-                           [("analyse", analyse), ("overlay", render)], stop=stop)
+        chain = analysed_frames(source, analyzer, start=first, end=last, stop=stop,
+                                prepare=SameSize(info.width, info.height, info.name), draw=picture)
         for result, image in chain:
             if writer is not None:
                 t0 = time.perf_counter()

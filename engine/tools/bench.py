@@ -22,6 +22,8 @@ from ..config import Config
 from ..live import LiveRunner
 from ..outputs.export import annotate
 from ..outputs.writer import VideoWriter
+from ..overlay import render
+from ..pipeline import analysed_frames
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
 from ..types import Frame
@@ -82,8 +84,8 @@ def naive_loop(path: Path, config: Config, out: Path) -> tuple[int, float]:
         n = 0
         with VideoWriter(out, info.width, info.height, info.rate, force=True,
                          preset=EXPORT_PRESET) as writer:
-            while (frame := source.read()) is not None:
-                writer.write(overlay.draw(frame.image.copy(), analyzer(frame)))
+            for result in analysed_frames(source, analyzer, threads=False):
+                writer.write(render(result.frame, result, overlay))
                 n += 1
         return n, time.perf_counter() - t0
 

@@ -259,9 +259,43 @@ def test_second_pass_on_a_paused_frame_is_drawn_with_its_frame(qtbot, make_viewe
     assert sp.frame_index == 40 and sp.label in tiny_bundle.labels
     assert "second pass" in w.state.status
     w.controls.second.setChecked(True)  # a bundle is configured: the toggle stays on
-    assert w.state.second_pass and w.session.analyzer.triggers is not None
+    assert w.state.second_pass and w.session.triggers_on
     w.controls.second.setChecked(False)
-    assert w.session.analyzer.triggers is None
+    assert not w.session.triggers_on
+
+
+def test_opening_hands_its_state_to_the_gui_thread(qtbot, make_viewer, clip, tiny_bundle, monkeypatch):
+    """The player's worker opens the source and the model; the session and its state change only
+    on the GUI thread, from the opened signal (the worker changes nothing of theirs)."""
+    import threading
+
+    from PySide6.QtCore import QThread
+
+    from app.session import Session
+
+    gui, gui_qthread, writes = threading.get_ident(), QThread.currentThread(), []
+    session_setattr, state_setattr = Session.__setattr__, ViewerState.__setattr__
+
+    def watch(original):
+        def setattr_(self, name, value):
+            writes.append((type(self).__name__, name, threading.get_ident(),
+                           QThread.currentThread() == gui_qthread))
+            original(self, name, value)
+        return setattr_
+
+    monkeypatch.setattr(Session, "__setattr__", watch(session_setattr))
+    monkeypatch.setattr(ViewerState, "__setattr__", watch(state_setattr))
+    w = make_viewer(second_pass=tiny_bundle.path)
+    seen = []
+    w.session.opened.connect(lambda: seen.append(threading.get_ident()))
+    opened(qtbot, w, clip)
+    paused_at(qtbot, w, 89)
+    assert seen == [gui]
+    assert w.session.analyzer is not None and w.session.timeline.analysed == 90  # not a frame lost
+    names = {(kind, name) for kind, name, _, _ in writes}
+    assert {("Session", "analyzer"), ("Session", "timeline"), ("Session", "info")} <= names
+    off_gui = [(kind, name) for kind, name, ident, on_gui in writes if ident != gui or not on_gui]
+    assert off_gui == []
 
 
 def test_settings_persist(qtbot, make_viewer, tmp_path):

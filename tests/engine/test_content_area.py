@@ -307,7 +307,7 @@ def test_tracker_background_mode_estimates_off_the_caller_thread():
     width, height = 640, 480
     small, _ = _frame(width, height, _octagon(width, height))
     tracker = ContentAreaTracker(every=5, confirm=1)
-    tracker.background = True
+    tracker.set_background(True)
     first = tracker.update(small, 0)
     assert tracker.estimates == 1  # the first estimate is synchronous
     # the scope changes: a smaller octagon; the change arrives a few frames later, from the worker
@@ -320,5 +320,5 @@ def test_tracker_background_mode_estimates_off_the_caller_thread():
         time.sleep(0.002)
     assert seen[0] is first  # never blocks on a detection: the old area until the new one is in
     assert seen[-1] is not first and seen[-1].bbox[2] < first.bbox[2]
-    tracker.background = False
+    tracker.set_background(False)
     assert not [t for t in threading.enumerate() if t.name.startswith("endoview-content-area")]

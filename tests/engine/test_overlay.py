@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.overlay import SEG_COLOR, Overlay, class_color, segmentation_label
+from engine.overlay import SEG_COLOR, Overlay, class_color, render, segmentation_label
 from engine.types import ContentArea, Frame, FrameResult, Prediction, SecondPassResult, SegmentationResult
 
 
@@ -29,6 +29,19 @@ def test_copy_leaves_the_frame_alone():
     before = r.frame.image.copy()
     out = Overlay.default().draw(r.frame.image, r, copy=True)
     assert out is not r.frame.image and np.array_equal(r.frame.image, before)
+
+
+def test_render_is_the_frame_with_the_overlay_drawn_on_a_copy_unless_asked():
+    r = make_result()
+    before = r.frame.image.copy()
+    assert render(r.frame, r, None) is r.frame.image and render(r.frame, None, Overlay.default()) is r.frame.image
+    drawn = render(r.frame, r, Overlay.default())
+    assert drawn is not r.frame.image and np.array_equal(r.frame.image, before)
+    assert np.array_equal(drawn, Overlay.default().draw(before.copy(), r))
+    assert render(r.frame, r, Overlay.default(), copy=False) is r.frame.image
+    # an older result over a newer frame (live): ages are counted from the frame shown
+    newer = Frame(8, 8 / 30, before.copy(), 0.0)
+    assert np.array_equal(render(newer, r, Overlay.default()), Overlay.default().draw(before.copy(), r, 8))
 
 
 def test_untrained_banner_only_for_untrained_models():

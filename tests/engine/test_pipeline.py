@@ -7,7 +7,7 @@ import pytest
 from engine.errors import PipelineError, SourceError
 from engine.live import LiveRunner
 from engine.overlay import Overlay
-from engine.pipeline import Analyzer, Pacer, replay, run_stages, timed_frames
+from engine.pipeline import Analyzer, Pacer, analysed_frames, run_stages, timed_frames
 from engine.slots import LatestSlot
 
 from fakes import ListSource
@@ -86,13 +86,50 @@ def test_analyzer_without_model_gives_area_only():
     assert result.prediction is None and "inference" not in result.timings
 
 
-def test_replay_gives_every_frame_in_order_paced():
+def test_analysed_frames_paced_gives_every_frame_in_order():
     src = ListSource(12, fps=100.0)
     t0 = time.perf_counter()
-    out = [r.frame.index for r in replay(src, Analyzer(None), speed=1.0)]
+    out = [r.frame.index for r in analysed_frames(src, Analyzer(None), speed=1.0)]
     elapsed = time.perf_counter() - t0
     assert out == list(range(12))
     assert elapsed >= 0.11 * 0.9  # 11 frame intervals of 10 ms: paced, not as fast as possible
+
+
+def test_analysed_frames_range_timings_and_pictures_threaded_or_in_turn():
+    for threads in (True, False):
+        out = list(analysed_frames(ListSource(20), Analyzer(None), start=5, end=9, threads=threads,
+                                   draw=lambda r: r.frame.index * 10))
+        assert [(r.frame.index, picture) for r, picture in out] == [(i, i * 10) for i in range(5, 9)]
+        assert all({"decode", "crop"} <= set(r.timings) for r, _ in out)
+
+
+def test_analysed_frames_prepare_and_stop():
+    seen = []
+
+    def prepare(frame):
+        seen.append(threading.current_thread().name)
+        return frame
+
+    stop = threading.Event()
+    out = []
+    for r in analysed_frames(ListSource(10**6), Analyzer(None), prepare=prepare, stop=stop):
+        out.append(r.frame.index)
+        if len(out) == 5:
+            stop.set()
+    assert out[:5] == list(range(5)) and len(out) <= 5 + 8  # a few read ahead, then it ends
+    assert set(seen) == {"endoview-source"}  # prepared in the decode thread, off the caller's
+
+
+def test_analysed_frames_follows_a_speed_change():
+    speed = [1000.0]
+    src = ListSource(10, fps=20.0)  # 50 ms apart
+    t0 = time.perf_counter()
+    for r in analysed_frames(src, Analyzer(None), speed=lambda: speed[0]):
+        if r.frame.index == 4:
+            fast = time.perf_counter() - t0
+            speed[0] = 2.0  # 25 ms apart from here on
+    slow = time.perf_counter() - t0 - fast
+    assert fast < 0.1 and slow >= 4 * 0.025 * 0.9  # the clock restarts at frame 5: 4 intervals
 
 
 def test_replay_speed_doubles_rate():
@@ -111,6 +148,22 @@ def test_latest_slot_counts_replaced_items_as_dropped():
     assert slot.get(0.01) is None
     slot.close()
     assert slot.get(1.0) is None and slot.closed
+
+
+def test_latest_slot_iterates_the_newest_items_until_closed():
+    slot, got = LatestSlot(), []
+    for i in range(3):
+        slot.put(i)  # unread: only the newest is left
+    consumer = threading.Thread(target=lambda: got.extend(slot), name="endoview-test-consumer")
+    consumer.start()
+    assert slot.wait_empty(1.0)
+    slot.put(10)
+    assert slot.wait_empty(1.0)
+    slot.put(11)
+    slot.close()  # an item put before close is still given, then the loop ends
+    consumer.join(1.0)
+    assert not consumer.is_alive() and got == [2, 10, 11] and slot.dropped == 2
+    assert list(slot) == []  # closed and empty: nothing, at once
 
 
 def test_live_runner_drops_stale_frames_and_reports_results():
@@ -134,6 +187,32 @@ def test_live_runner_drops_stale_frames_and_reports_results():
     r, img = results[-1]
     assert img is not None and img.shape == r.frame.image.shape and "overlay" in r.timings
     assert len(runner.stats.latencies_ms) == runner.stats.analysed
+
+
+def test_live_runner_sets_the_analyzers_background_mode_from_its_analysis_thread():
+    class Watched(Analyzer):
+        def __init__(self):
+            super().__init__(None)
+            self.calls, self.during = [], []
+
+        def set_background(self, on):
+            self.calls.append((threading.get_ident(), threading.current_thread().name, on))
+            super().set_background(on)
+
+        def __call__(self, frame, timings=None):
+            self.during.append((threading.get_ident(), self.tracker.background))
+            return super().__call__(frame, timings)
+
+    analyzer = Watched()
+    runner = LiveRunner(ListSource(20), analyzer)
+    with runner:
+        assert runner.wait(5)
+    assert runner.error is None
+    analysing = {ident for ident, _ in analyzer.during}
+    assert len(analysing) == 1 and all(on for _, on in analyzer.during)  # background while live
+    assert [(ident, name, on) for ident, name, on in analyzer.calls] == [
+        (*analysing, "endoview-analyse", True), (*analysing, "endoview-analyse", False)]
+    assert threading.get_ident() not in analysing and not analyzer.tracker.background
 
 
 def test_live_runner_reconnects_a_lost_device_with_backoff():
