@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from ..tools import batch
 from ..bundle import load_bundle
 from ..errors import ExportError
+from ..files import check_folder
 from .common import config_from_args, source_options
 
 HELP = """\
@@ -75,12 +75,7 @@ def run(args, folder: Path) -> int:
         load_bundle(Path(config.bundle))
         if config.segmenter is not None:
             load_bundle(Path(config.segmenter))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"output folder is not writable: {folder}")
+    check_folder(folder, create=True)
 
     claims = batch.load_claims(folder)
     jobs = batch.plan(batch.expand_inputs(args.input, skip_outputs_in=folder), folder,

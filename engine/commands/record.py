@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import EndoviewError, ExportError, OutputExistsError
+from ..errors import EndoviewError, ExportError
+from ..files import check_output
 from ..outputs.recorder import Recorder, recording_sink
 from ..player import Player
 from ..runtime import make_overlay, open_analyzer
@@ -55,13 +56,7 @@ def add_parser(sub) -> None:
 def _output(path: Path, force: bool) -> Path:
     if path.suffix.lower() != ".mp4":
         path = path.with_name(path.name + ".mp4")
-    if path.is_dir():
-        raise ExportError(f"output is a folder, not a file name: {path}")
-    if path.exists():
-        if not force:
-            raise OutputExistsError(f"output exists: {path} (use --force to overwrite)")
-        path.unlink()
-    return path
+    return check_output(path, force=force)  # before the work; the recorder replaces the file
 
 
 @contextlib.contextmanager
@@ -95,7 +90,8 @@ def run(args) -> int:
         model = args.annotated and not args.no_model
         # the model is loaded before the file is created: a bad bundle leaves no empty recording
         analyzer = stack.enter_context(open_analyzer(config, still=info.still, model=model))
-        recorder = Recorder(output, info.width, info.height, info.fps, on_error=errors.append)
+        recorder = Recorder(output, info.width, info.height, info.fps, on_error=errors.append,
+                            force=args.force)
         sink = recording_sink({"annotated" if args.annotated else "raw": recorder}, make_overlay(config))
 
         def counted(shown) -> None:
@@ -129,8 +125,6 @@ def run(args) -> int:
                     if not errors:
                         errors.append(exc)
     seconds = time.monotonic() - t0
-    if recorder.frames == 0:
-        output.unlink(missing_ok=True)
     if errors:
         raise errors[0] if isinstance(errors[0], EndoviewError) else ExportError(
             f"recording {output} stopped: {errors[0]!r}")

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import EndoviewError, SourceError
+from ..files import check_output
 from ..procedure.log import LogError, read_log
 from ..procedure.summary import SummaryConfig, summarize
 from ..procedure.tracking import TrackerConfig
@@ -110,8 +111,8 @@ def run(args) -> int:
     if not args.cecum_hold > 0:
         raise EndoviewError(f"--cecum-hold must be more than 0 seconds, not {args.cecum_hold}")
     for out in (args.output, args.dicom):  # refuse before the work, not after
-        if out is not None and out.exists() and not args.force:
-            raise EndoviewError(f"output exists: {out} (use --force to overwrite)")
+        if out is not None:
+            check_output(out, force=args.force, inputs=[args.input, args.video])
     if args.video is not None and not args.video.is_file():
         raise SourceError(f"video not found: {args.video}")
     rows = rows_from_input(args.input)

@@ -4,7 +4,8 @@ H.264 MP4 with the overlay burned in, plus a per-frame log (JSONL and/or CSV).
 Decode, analysis, overlay and encode overlap in a short chain of bounded queues; the output has
 exactly the input's frames and rate (a source whose frame size changes mid-stream is scaled to
 its first size, see :class:`SameSize`). Every file is written under a temporary name and renamed
-when complete, so nothing is ever left under a final name by a failed or cancelled export.
+when complete (:mod:`engine.files`), so nothing is ever left under a final name by a failed or
+cancelled export.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import cv2
 
 from ..analysis.crop import deidentify as blacken_outside
 from ..errors import ExportError
+from ..files import check_output
 from ..overlay import Overlay, render
 from ..pipeline import Analyzer, analysed_frames
 from ..types import Frame, FrameResult
-from .logs import FrameLog, check_output
+from .logs import FrameLog
 from .writer import VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -102,10 +104,9 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
     stop = stop or threading.Event()
     info = source.info
     first, last = frame_range(info, start_s, end_s)
-    if output is not None:
-        check_output(Path(output), force)
-    for log in logs:
-        check_output(Path(log), force)
+    inputs = [source.path] if getattr(source, "path", None) is not None else []
+    for path in ([output] if output is not None else []) + list(logs):
+        check_output(path, force=force, inputs=inputs)
 
     def picture(result: FrameResult) -> object:
         t0 = time.perf_counter()

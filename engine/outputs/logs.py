@@ -1,40 +1,22 @@
 """Per-frame logs: one row per analysed frame in JSONL or CSV (by the file's extension), written
-under a temporary name and renamed when complete, like every output (:mod:`engine.outputs.export`).
+under a temporary name and renamed when complete, like every output (:mod:`engine.files`).
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
-import os
 from pathlib import Path
 
-from engine.errors import ExportError, OutputExistsError
+from engine.errors import ExportError
+from engine.files import PendingFile, write_error
 from engine.types import FrameResult
 
 CSV_FIELDS = ("index", "timestamp", "polyp", "label", "confidence", "top1", "p1", "top2", "p2", "top3", "p3",
               "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_shape", "area_confidence",
               "decode_ms", "crop_ms", "resize_ms", "inference_ms", "overlay_ms", "encode_ms",
               "mask_area", "mask_x", "mask_y", "mask_w", "mask_h")  # the segmenter's mask (empty without one)
-
-
-def _partial_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
-def check_output(path: Path, force: bool) -> None:
-    """Refuse an existing output (unless ``force``) or a folder that cannot be written."""
-    if path.is_dir():
-        raise ExportError(f"output is a folder, not a file name: {path}")
-    if path.exists() and not force:
-        raise OutputExistsError(f"output exists: {path} (use --force to overwrite)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"output folder is not writable: {folder}")
 
 
 class FrameLog:
@@ -44,13 +26,13 @@ class FrameLog:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".jsonl", ".csv"):
             raise ExportError(f"log file must end in .jsonl or .csv: {self.path}")
-        check_output(self.path, force)
-        self._tmp = _partial_name(self.path)
+        self._file = PendingFile(self.path, force=force)
+        self._tmp = self._file.tmp
         self._csv = self.path.suffix.lower() == ".csv"
         try:
             self._fh: io.TextIOBase | None = open(self._tmp, "w", encoding="utf-8", newline="")
         except OSError as exc:
-            raise ExportError(f"cannot write log {self.path}: {exc.strerror or exc}") from None
+            raise write_error(exc, self.path) from None
         self._writer = csv.writer(self._fh) if self._csv else None
         if self._writer is not None:
             self._writer.writerow(CSV_FIELDS)
@@ -65,7 +47,7 @@ class FrameLog:
                 self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
         except OSError as exc:
             self.abort()
-            raise _write_error(self.path, exc) from None
+            raise write_error(exc, self.path) from None
         self.rows += 1
 
     @staticmethod
@@ -83,11 +65,10 @@ class FrameLog:
     def close(self) -> Path:
         try:
             self._fh.close()
-            os.replace(self._tmp, self.path)
         except OSError as exc:
             self.abort()
-            raise _write_error(self.path, exc) from None
-        return self.path
+            raise write_error(exc, self.path) from None
+        return self._file.commit()
 
     def abort(self) -> None:
         if self._fh is not None and not self._fh.closed:
@@ -95,10 +76,4 @@ class FrameLog:
                 self._fh.close()
             except OSError:
                 pass
-        self._tmp.unlink(missing_ok=True)
-
-
-def _write_error(path: Path, exc: OSError) -> ExportError:
-    if exc.errno == errno.ENOSPC:
-        return ExportError(f"disk full while writing {path}; nothing was kept under that name")
-    return ExportError(f"cannot write {path}: {exc.strerror or exc}")
+        self._file.discard()

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ExportError, ExtraMissingError, OutputExistsError
+from ..errors import ExportError, ExtraMissingError
+from ..files import check_output, replacing, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +120,7 @@ def merge_logs(logs: Sequence[tuple[str, Path]], output: Path, *, force: bool = 
     output = Path(output)
     if output.suffix.lower() != ".parquet":
         raise ExportError(f"the merged log must end in .parquet: {output}")
-    if output.is_dir():
-        raise ExportError(f"output is a folder, not a file name: {output}")
-    if output.exists() and not force:
-        raise OutputExistsError(f"output exists: {output} (use --force to overwrite)")
+    check_output(output, force=force)
     if not logs:
         raise ExportError("no logs to merge")
     tables = [read_log(path, video) for video, path in logs]
@@ -131,21 +128,16 @@ def merge_logs(logs: Sequence[tuple[str, Path]], output: Path, *, force: bool = 
     stages = [f"{s}_ms" for s in STAGES if f"{s}_ms" in seen] + sorted(seen - {f"{s}_ms" for s in STAGES})
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in COLUMNS]
                        + [(name, pa.float64()) for name in stages])
-    tmp = output.with_name(f".{output.name}.partial")
     total = 0
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        with replacing(output, force=force) as tmp, \
+                pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for rows in tables:
                 if rows:
                     writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                     total += len(rows)
-        os.replace(tmp, output)
-    except (OSError, pa.ArrowException) as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {output}: {exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except pa.ArrowException as exc:  # an ArrowException that is an OSError came out mapped
+        raise write_error(exc, output) from None
     return total
 
 

@@ -1,9 +1,10 @@
 """Recording live video to H.264 MP4 that survives the program being killed (Qt-free).
 
-The file is a *fragmented* MP4 (``movflags=frag_keyframe+empty_moov+default_base_moof``)
-written under its final name: every fragment is complete on disk once written, and a new one
-starts at each keyframe. Keyframes come every half second and the encoder has no lookahead
-(``tune=zerolatency``), so a SIGKILL or a power cut loses at most the last half second or so.
+The file is written by :class:`engine.outputs.writer.VideoWriter` in its fragmented mode: a
+fragmented MP4 (``movflags=frag_keyframe+empty_moov+default_base_moof``) under its final name,
+every fragment complete on disk once written, a new one at each keyframe. Keyframes come every
+half second and the encoder has no lookahead (``tune=zerolatency``), so a SIGKILL or a power cut
+loses at most the last half second or so.
 
 :class:`Recorder` encodes in its own thread behind a bounded queue: ``write`` never blocks the
 capture (a full queue drops the frame and counts it). The viewer's REC button and the headless
@@ -13,7 +14,6 @@ capture (a full queue drops the frame and counts it). The viewer's REC button an
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import logging
 import os
 import queue
@@ -24,70 +24,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-import av
 import cv2
 import numpy as np
 
-from ..errors import ExportError, OutputExistsError
+from ..errors import ExportError
+from ..files import write_error
 from ..types import to_fraction
-from .writer import encoder_available
+from .writer import VideoWriter
 
 logger = logging.getLogger(__name__)
-
-FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
-KEYFRAME_INTERVAL_S = 0.5
-
-
-class FragmentedWriter:
-    """BGR frames -> fragmented H.264 MP4 at ``path``, in place (no temporary name)."""
-
-    def __init__(self, path: str | os.PathLike, width: int, height: int, rate: Fraction | float) -> None:
-        self.path = Path(path)
-        self.size = (int(width) // 2 * 2, int(height) // 2 * 2)  # 4:2:0 needs even sizes
-        self.rate = to_fraction(rate)
-        self.frames = 0
-        if self.path.exists():
-            raise OutputExistsError(f"recording exists: {self.path}")
-        if not self.path.parent.is_dir():
-            raise ExportError(f"recording folder does not exist: {self.path.parent} (create it first)")
-        codec = "libx264" if encoder_available("libx264") else "mpeg4"
-        try:
-            self._container = av.open(str(self.path), "w", format="mp4", options=FRAGMENTED)
-            self._stream = self._container.add_stream(codec, rate=self.rate)
-            self._stream.width, self._stream.height = self.size
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.codec_context.gop_size = max(1, round(float(self.rate) * KEYFRAME_INTERVAL_S))
-            self._stream.options = ({"preset": "veryfast", "crf": "23", "tune": "zerolatency"}
-                                    if codec == "libx264" else {"qscale": "4"})
-        except (OSError, av.FFmpegError) as err:
-            raise _error(self.path, err) from err
-
-    def write(self, image: np.ndarray) -> None:
-        w, h = self.size
-        if image.shape[:2] != (h, w):  # odd size, or a device that changed its format
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
-        frame.pts = self.frames
-        frame.time_base = 1 / self.rate
-        try:
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-        except (OSError, av.FFmpegError) as err:
-            raise _error(self.path, err) from err
-        self.frames += 1
-
-    def close(self) -> None:
-        try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-        finally:
-            self._container.close()
-
-
-def _error(path: Path, err: BaseException) -> ExportError:
-    if getattr(err, "errno", None) == errno.ENOSPC:
-        return ExportError(f"disk full while recording {path}; what was written so far is kept")
-    return ExportError(f"cannot record to {path}: {getattr(err, 'strerror', None) or err}")
 
 
 def recording_path(folder: str | os.PathLike, kind: str, now: _dt.datetime | None = None) -> Path:
@@ -108,17 +53,20 @@ class Recorder:
     """Encodes frames given to :meth:`write` in a worker thread; see the module docstring.
 
     ``on_error(exc)`` is called from the worker when writing fails (disk full...); the recording
-    stops and keeps what was written.
+    stops and keeps what was written. A frame of another size than ``width`` x ``height`` (a
+    device that changed its format) is scaled to it. ``force``: replace an existing file.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, rate: Fraction | float, *,
-                 queue_size: int = 32, on_error: Callable[[BaseException], None] | None = None) -> None:
+                 queue_size: int = 32, on_error: Callable[[BaseException], None] | None = None,
+                 force: bool = False) -> None:
         self.path = Path(path)
         self.rate = to_fraction(rate)
         self.on_error = on_error
         self.dropped = 0
         self.error: BaseException | None = None
-        self._writer = FragmentedWriter(self.path, width, height, self.rate)
+        self._writer = VideoWriter(self.path, width, height, self.rate, fragmented=True, force=force,
+                                   what="recording", force_hint=None)
         self._queue: queue.Queue = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._run, name="endoview-recorder", daemon=True)
         self._thread.start()
@@ -126,11 +74,11 @@ class Recorder:
 
     @property
     def frames(self) -> int:
-        return self._writer.frames
+        return self._writer.frames_written
 
     @property
     def duration_s(self) -> float:
-        return self._writer.frames / float(self.rate)
+        return self._writer.frames_written / float(self.rate)
 
     @property
     def recording(self) -> bool:
@@ -168,19 +116,22 @@ class Recorder:
         return self.path
 
     def _run(self) -> None:
+        size = (self._writer.width, self._writer.height)
         try:
             while (image := self._queue.get()) is not _STOP:
+                if image.shape[1::-1] != size:  # a device that changed its format
+                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 self._writer.write(image)
         except BaseException as exc:  # noqa: BLE001 - reported, never lost
-            self.error = exc if isinstance(exc, ExportError) else _error(self.path, exc)
+            self.error = exc if isinstance(exc, ExportError) else write_error(exc, self.path, in_place=True)
             logger.warning("%s", self.error)
             if self.on_error is not None:
                 self.on_error(self.error)
         finally:
             try:
                 self._writer.close()
-            except (OSError, av.FFmpegError) as err:
-                logger.warning("closing the recording %s: %s", self.path, err)
+            except ExportError as err:
+                logger.warning("closing the recording: %s", err)
             logger.info("recorded %s (%d frames, %d dropped)", self.path, self.frames, self.dropped)
 
 
@@ -199,4 +150,4 @@ def recording_sink(recorders: dict[str, Recorder], overlay) -> Callable:
     return sink
 
 
-__all__ = ["FragmentedWriter", "Recorder", "recording_path", "recording_sink"]
+__all__ = ["Recorder", "recording_path", "recording_sink"]

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import ExportError
+from ..files import check_folder, replacing
 
 
 def _free(path: Path) -> Path:
@@ -23,22 +24,22 @@ def _free(path: Path) -> Path:
 
 def save_snapshot(folder: str | os.PathLike, name: str, index: int, raw: np.ndarray,
                   annotated: np.ndarray | None) -> list[Path]:
-    """Write ``NAME-fINDEX.png`` (raw) and ``NAME-fINDEX-overlay.png``; returns the paths."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ExportError(f"snapshot folder does not exist: {folder} (choose one in the settings)")
+    """Write ``NAME-fINDEX.png`` (raw) and ``NAME-fINDEX-overlay.png`` under free names (each
+    under a temporary name first, like every output); returns the paths."""
+    folder = check_folder(folder, what="snapshot")
     stem = re.sub(r"[^\w.-]+", "_", Path(name).stem or "frame")[:60] + f"-f{index:06d}"
     written = []
     for suffix, image in (("", raw), ("-overlay", annotated)):
         if image is None:
             continue
         path = _free(folder / f"{stem}{suffix}.png")
-        try:
-            ok = cv2.imwrite(str(path), image)
-        except cv2.error as err:
-            raise ExportError(f"cannot write snapshot {path}: {err}") from err
-        if not ok:
-            raise ExportError(f"cannot write snapshot {path} (folder not writable or disk full)")
+        with replacing(path, what="snapshot") as tmp:
+            try:
+                ok = cv2.imwrite(str(tmp), image)  # the temporary name keeps .png: OpenCV goes by it
+            except cv2.error as err:
+                raise ExportError(f"cannot write snapshot {path}: {err}") from err
+            if not ok:
+                raise ExportError(f"cannot write snapshot {path} (folder not writable or disk full)")
         written.append(path)
     return written
 

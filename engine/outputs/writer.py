@@ -1,8 +1,18 @@
 """H.264 MP4 writer (PyAV) used by export, recording and the demo clip.
 
-The output is written to a hidden temporary name in the target folder (``.NAME.partial.mp4``)
-and renamed to its final name only by :meth:`VideoWriter.close`, so a crash, a full disk or an
-abort never leaves a half-written file under the final name.
+Two modes, one encoder set-up:
+
+- **finished file** (the default): the output is written to a hidden temporary name in the target
+  folder (``.NAME.partial.mp4``, :func:`engine.files.temporary_name`) and renamed to its final
+  name only by :meth:`VideoWriter.close`, so a crash, a full disk or an abort never leaves a
+  half-written file under the final name.
+- **fragmented** (``fragmented=True``, for recordings): a fragmented MP4
+  (``movflags=frag_keyframe+empty_moov+default_base_moof``) written in place under its final name.
+  Every fragment is complete on disk once written and a new one starts at each keyframe; with a
+  keyframe every half second and no encoder lookahead (``tune=zerolatency``), a SIGKILL or a power
+  cut loses at most the last half second or so, and an abort keeps what was written.
+
+The output checks, the temporary name and the write errors are :mod:`engine.files`'.
 
 Encoding path: BGR -> I420 with ``cv2.cvtColor`` (BT.601, limited range, the same matrix
 swscale and our reader assume), wrapped as a ``yuv420p`` frame. On this project's 2-core
@@ -15,8 +25,6 @@ keeps every pixel exactly and takes any size.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 from fractions import Fraction
@@ -27,12 +35,17 @@ import av
 import cv2
 import numpy as np
 
-from engine.errors import ExportError, OutputExistsError
+from engine.errors import ExportError
+from engine.files import PendingFile, write_error
 from engine.types import to_fraction
 
 logger = logging.getLogger(__name__)
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+#: the container options of the fragmented (recording) mode
+FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+#: a keyframe (and so a new fragment) this often in the fragmented mode
+KEYFRAME_INTERVAL_S = 0.5
 
 
 def encoder_available(name: str) -> bool:
@@ -44,29 +57,17 @@ def encoder_available(name: str) -> bool:
     return True
 
 
-def partial_path(path: str | os.PathLike) -> Path:
-    """The temporary name a writer uses for ``path`` until it is complete."""
-    final = Path(path)
-    return final.with_name(f".{final.stem}.partial{final.suffix or '.mp4'}")
-
-
-def _write_error(final: Path, err: BaseException) -> ExportError:
-    code = getattr(err, "errno", None)
-    if code == errno.ENOSPC:
-        return ExportError(f"disk full while writing {final}; free some space and try again")
-    if code == errno.EFBIG:
-        return ExportError(
-            f"file too large while writing {final}: the file system or a size limit allows no more"
-        )
-    reason = getattr(err, "strerror", None) or str(err)
-    return ExportError(f"cannot write {final}: {reason}")
-
-
 class VideoWriter:
     """Write BGR frames to an H.264 MP4, one output frame per :meth:`write` call.
 
     Frame ``n`` gets pts ``n`` in a time base of ``1 / rate``, so the output has exactly the
     frames written at exactly ``rate``. Container metadata comes only from ``metadata``.
+
+    ``fragmented``: the recording mode (see the module docstring): written in place, a keyframe
+    every :data:`KEYFRAME_INTERVAL_S`, x264 with ``tune=zerolatency``; :meth:`abort` keeps what
+    was written. ``container_options``: more options for the container (FFmpeg's, as strings).
+    ``what`` names the output in the error messages ("output", "recording"); ``force_hint``
+    ends the message for an existing output (None: no hint, for callers without ``--force``).
     """
 
     def __init__(
@@ -82,6 +83,10 @@ class VideoWriter:
         lossless: bool = False,
         force: bool = False,
         metadata: dict | None = None,
+        fragmented: bool = False,
+        container_options: dict[str, str] | None = None,
+        what: str = "output",
+        force_hint: str | None = "use --force to overwrite",
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -90,11 +95,17 @@ class VideoWriter:
         self.rate = to_fraction(rate)
         self.frames_written = 0
         self.lossless = lossless
+        self.fragmented = fragmented
         self._closed = False
-        self._check_target(force)
-        self._tmp = partial_path(self.path)
+        self._container = None
+        self._muxed = False  # a packet went to the file (a fragmented one exists from then on)
+        self._file = PendingFile(self.path, force=force, what=what, force_hint=force_hint,
+                                 in_place=fragmented)
+        self._tmp = self._file.tmp
 
         encoder, pix_fmt, options = self._choose_encoder(codec, preset, crf, lossless)
+        if fragmented and encoder == "libx264":
+            options["tune"] = "zerolatency"  # no lookahead: each frame is on disk at once
         self.codec = encoder
         self._yuv = pix_fmt == "yuv420p"
         pad_w, pad_h = (self.width % 2, self.height % 2) if self._yuv else (0, 0)
@@ -107,16 +118,19 @@ class VideoWriter:
             )
 
         fmt = _FORMATS.get(self.path.suffix.lower(), "mp4")
+        options_in = {**(FRAGMENTED if fragmented else {}), **(container_options or {})}
         try:
             # FFmpeg opens the file only at the first packet: create it now so that a folder
-            # we cannot write to fails here, not in the middle of an export.
-            with open(self._tmp, "wb"):
-                pass
-            self._container = av.open(str(self._tmp), "w", format=fmt)
+            # we cannot write to fails here, not in the middle of an export. (A recording is
+            # not: one that gets no frame leaves no file.)
+            if not fragmented:
+                with open(self._tmp, "wb"):
+                    pass
+            self._container = av.open(str(self._tmp), "w", format=fmt, options=options_in)
         except (OSError, av.FFmpegError) as err:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink(missing_ok=True)
-            raise _write_error(self.path, err) from err
+            if not fragmented:
+                self._file.discard()
+            raise write_error(err, self.path, in_place=fragmented) from err
         try:
             self._stream = self._container.add_stream(encoder, rate=self.rate)
             self._stream.width, self._stream.height = self.encoded_size
@@ -124,6 +138,8 @@ class VideoWriter:
             self._stream.time_base = 1 / self.rate
             self._stream.codec_context.time_base = 1 / self.rate
             self._stream.codec_context.thread_count = 0  # auto: one per core (x264: 1.5x)
+            if fragmented:
+                self._stream.codec_context.gop_size = max(1, round(float(self.rate) * KEYFRAME_INTERVAL_S))
             if self._yuv:
                 cc = self._stream.codec_context
                 cc.colorspace = 6  # SMPTE 170M (BT.601), what cvtColor's I420 uses
@@ -140,17 +156,6 @@ class VideoWriter:
         logger.debug("writing %s (%s, %dx%d @ %s)", self.path, encoder, *self.encoded_size, self.rate)
 
     # -- set-up -------------------------------------------------------------------------------
-
-    def _check_target(self, force: bool) -> None:
-        folder = self.path.parent
-        if not folder.is_dir():
-            raise ExportError(f"output folder does not exist: {folder} (create it first)")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ExportError(f"output folder is not writable: {folder} (choose another folder)")
-        if self.path.is_dir():
-            raise ExportError(f"output is a folder, not a file name: {self.path}")
-        if self.path.exists() and not force:
-            raise OutputExistsError(f"output exists: {self.path} (use --force to overwrite)")
 
     def _choose_encoder(
         self, codec: str, preset: str, crf: int, lossless: bool
@@ -200,43 +205,50 @@ class VideoWriter:
         frame.time_base = 1 / self.rate
         try:
             for packet in self._stream.encode(frame):
+                self._muxed = True
                 self._container.mux(packet)
         except (OSError, av.FFmpegError) as err:
             self.abort()
-            raise _write_error(self.path, err) from err
+            raise write_error(err, self.path, in_place=self.fragmented) from err
         self.frames_written += 1
 
     def close(self) -> Path:
-        """Flush the encoder, finish the file and rename it to its final name."""
+        """Flush the encoder, finish the file and rename it to its final name.
+
+        With no frame written: ExportError, and no file (a fragmented recording: no error, no
+        file; the caller has :attr:`frames_written`)."""
         if self._closed:
             return self.path
         if self.frames_written == 0:
             self.abort()
+            if self.fragmented:
+                return self.path
             raise ExportError(f"nothing was written to {self.path}: no frames were given")
         try:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
             self._closed = True
-            os.replace(self._tmp, self.path)
+            self._file.commit()
         except (OSError, av.FFmpegError) as err:
             self.abort()
-            raise _write_error(self.path, err) from err
+            raise write_error(err, self.path, in_place=self.fragmented) from err
         logger.info("wrote %s (%d frames)", self.path, self.frames_written)
         return self.path
 
     def abort(self) -> None:
-        """Stop writing and delete the temporary file; nothing appears under the final name."""
+        """Stop writing. The temporary file is deleted: nothing appears under the final name;
+        a fragmented recording keeps what was written (one that holds no whole frame is deleted;
+        an existing file that ``force`` allowed to replace stays when nothing was written)."""
         if not self._closed:
             self._closed = True
             try:
-                self._container.close()
-            except (OSError, av.FFmpegError, AttributeError) as err:
+                if self._container is not None:
+                    self._container.close()
+            except (OSError, av.FFmpegError) as err:
                 logger.debug("closing %s after an abort: %s", self._tmp, err)
-        try:
-            self._tmp.unlink(missing_ok=True)
-        except OSError as err:
-            logger.warning("could not delete the partial file %s: %s", self._tmp, err)
+        if not self.fragmented or (self.frames_written == 0 and self._muxed):
+            self._file.discard()
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -18,7 +18,6 @@ image, as for a report page rendered here), else "YES".
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, Seco
 
 from .. import __version__
 from ..errors import EndoviewError
+from ..files import replacing
 from ..types import ContentArea
 
 Rect = Sequence[int]  # x, y, w, h
@@ -141,22 +141,12 @@ def secondary_capture(image_bgr: np.ndarray, *, patient: Patient | None = None, 
 
 def write_dicom(path: str | Path, ds: Dataset, *, force: bool = False) -> Path:
     """Write ``ds`` as a DICOM file (with its preamble and file meta), temporary name then rename."""
-    path = Path(path)
-    if path.is_dir():
-        raise DicomError(f"output is a folder, not a file name: {path}")
-    if path.exists() and not force:
-        raise DicomError(f"output exists: {path} (use --force to overwrite)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise DicomError(f"output folder does not exist: {folder}")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except (OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise DicomError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return path
+    with replacing(path, force=force, error=DicomError) as tmp:
+        try:
+            ds.save_as(tmp, enforce_file_format=True)
+        except ValueError as exc:
+            raise DicomError(f"cannot write {path}: {exc}") from None
+    return Path(path)
 
 
 def save_snapshot(path: str | Path, image_bgr: np.ndarray, *, area: ContentArea | Rect | None = None,

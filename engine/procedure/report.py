@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import EndoviewError
+from ..files import replacing
 
 RESEARCH_ONLY = ("Research use only. Not a diagnostic device: these figures come from models that "
                  "can be wrong and must not be used to diagnose, treat or grade a patient.")
@@ -343,19 +343,6 @@ def render_page(summary: Mapping, *, thumbnails: Mapping[int, np.ndarray] | None
 
 def write_text(path: str | Path, text: str, *, force: bool = False) -> Path:
     """Write ``text`` under a temporary name, then rename; an existing file is kept unless ``force``."""
-    path = Path(path)
-    if path.is_dir():
-        raise ReportError(f"output is a folder, not a file name: {path}")
-    if path.exists() and not force:
-        raise ReportError(f"output exists: {path} (use --force to overwrite)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ReportError(f"output folder does not exist: {folder}")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with replacing(path, force=force, error=ReportError) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return Path(path)

@@ -35,6 +35,7 @@ import cv2
 
 from ..config import Config
 from ..errors import EndoviewError, ExportError, ExtraMissingError
+from ..files import replacing
 from ..outputs.export import annotate
 from ..runtime import make_overlay, open_analyzer
 from ..sources import open_source
@@ -210,15 +211,9 @@ def load_claims(folder: Path) -> dict[str, str]:
 
 
 def save_claims(folder: Path, claims: dict[str, str]) -> None:
-    path = Path(folder) / CLAIMS
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with replacing(Path(folder) / CLAIMS, force=True) as tmp:
         tmp.write_text(json.dumps(claims, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
                        encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)

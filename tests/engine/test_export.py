@@ -148,3 +148,16 @@ def test_lossless_passthrough_is_pixel_identical(tmp_path):
 def test_bad_log_extension(tmp_path, analyzer):
     with pytest.raises(ExportError, match=r"\.jsonl or \.csv"):
         annotate(ListSource(3), tmp_path / "a.mp4", analyzer, overlay=None, logs=[tmp_path / "a.txt"])
+
+
+def test_the_input_is_never_overwritten(tmp_path):
+    from engine.outputs.writer import VideoWriter
+
+    video = tmp_path / "case.mp4"
+    with VideoWriter(video, 160, 120, 25) as w:
+        for _ in range(3):
+            w.write(np.zeros((120, 160, 3), np.uint8))
+    before = video.read_bytes()
+    with open_source(video) as src, pytest.raises(ExportError, match="output is the input"):
+        annotate(src, video, Analyzer(None), overlay=None, force=True)
+    assert video.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["case.mp4"]

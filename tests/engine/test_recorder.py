@@ -28,7 +28,7 @@ def image(i: int, w=160, h=120) -> np.ndarray:
 
 def test_records_every_frame_with_duration_and_free_space(tmp_path):
     path = recording_path(tmp_path, "raw")
-    rec = Recorder(path, 161, 121, 30)  # odd sizes are cropped to even
+    rec = Recorder(path, 161, 121, 30)  # odd sizes are padded to even
     for i in range(45):
         while not rec.write(image(i, 161, 121)):
             threading.Event().wait(0.01)
@@ -85,3 +85,16 @@ def test_a_killed_recording_loses_at_most_the_last_second(tmp_path):
     assert proc.returncode == -9, proc.stderr
     got = frames_in(path)
     assert n - 30 <= got <= n, got
+
+
+def test_force_replaces_and_a_frame_of_another_size_is_scaled(tmp_path):
+    path = tmp_path / "r.mp4"
+    path.write_bytes(b"old")
+    rec = Recorder(path, 160, 120, 30, force=True)
+    for i in range(20):  # the device changed its format half way
+        while not rec.write(image(i) if i < 10 else image(i, 320, 240)):
+            threading.Event().wait(0.01)
+    rec.stop()
+    assert rec.error is None and frames_in(path) == 20
+    with av.open(str(path)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (160, 120)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from engine.errors import ExportError, OutputExistsError
-from engine.outputs.writer import VideoWriter, partial_path
+from engine.files import temporary_name as partial_path
+from engine.outputs.writer import VideoWriter
 from engine.sources import open_source
 from engine.types import to_fraction
 
@@ -309,3 +310,31 @@ def test_to_fraction() -> None:
     assert to_fraction(NTSC) is NTSC
     with pytest.raises(ValueError):
         to_fraction(0)
+
+
+def test_fragmented_mode_writes_in_place_and_an_abort_keeps_it(tmp_path: Path, media) -> None:
+    final = tmp_path / "rec.mp4"
+    writer = VideoWriter(final, 160, 120, 30, fragmented=True)
+    for i in range(30):
+        writer.write(media.index_image(i))
+    assert final.exists() and not partial_path(final).exists()  # on disk as it is written
+    writer.abort()  # what a failure does: the frames written so far stay playable
+    assert list(tmp_path.iterdir()) == [final]
+    with open_source(final) as src:
+        indices = [media.read_index(f.image) for f in src]
+    assert 15 <= len(indices) <= 30 and indices == list(range(len(indices)))
+    with av.open(str(final)) as c:
+        keys = sum(p.is_keyframe for p in c.demux(video=0) if p.size)
+    assert keys >= 2  # a keyframe (a new fragment) every half second
+
+
+def test_fragmented_mode_refuses_or_replaces_an_existing_file(tmp_path: Path) -> None:
+    final = tmp_path / "rec.mp4"
+    final.write_bytes(b"old")
+    with pytest.raises(OutputExistsError, match=rf"^recording exists: {final}$"):
+        VideoWriter(final, 64, 48, 30, fragmented=True, what="recording", force_hint=None)
+    VideoWriter(final, 64, 48, 30, fragmented=True, force=True).close()  # no frame: nothing replaced
+    assert final.read_bytes() == b"old"
+    _write(final, _frames(3), fragmented=True, force=True)
+    with open_source(final) as src:
+        assert src.info.frame_count == 3
