@@ -173,7 +173,7 @@ def test_tiny_models_cast_first_and_pass(tmp_path: Path) -> None:
 
 def _shipped() -> list:
     params = []
-    for manifest in sorted((ROOT / "assets" / "models").glob("*/manifest.json")):
+    for manifest in sorted((ROOT / "engine" / "assets" / "models").glob("*/manifest.json")):
         folder = manifest.parent
         bundle = load_bundle(folder)
         if not bundle.has("onnx"):
@@ -190,7 +190,7 @@ def _shipped() -> list:
 
 
 def test_there_are_shipped_bundles_to_check() -> None:
-    assert _shipped(), "no ONNX bundle under assets/models"
+    assert _shipped(), "no ONNX bundle under engine/assets/models"
 
 
 @pytest.mark.parametrize("folder", _shipped())
