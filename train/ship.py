@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -64,6 +65,23 @@ def portable(value: Any, prefixes: dict[str, str]) -> Any:
     if isinstance(value, (list, tuple)):
         return [portable(v, prefixes) for v in value]
     return value
+
+
+#: a path that only means something on one machine: absolute ("/data/x", "C:\\x") or under a home
+#: folder ("~/x"), anywhere in a string (a command line too). Not "a/b", "$ENDOVIEW_DATA/x", "./x" or a URL.
+MACHINE_PATH = re.compile(r"(?<![\w.$}/:~-])/[\w.~-]|(?<![\w$])~[\w.-]*/|\b[A-Za-z]:[\\/]")
+
+
+def machine_paths(value: Any, where: str = "") -> list[str]:
+    """``where: text`` for every string in ``value`` (a manifest, or part of one) that holds a
+    machine path (MACHINE_PATH); a shipped manifest must have none."""
+    if isinstance(value, str):
+        return [f"{where or '(value)'}: {value}"] if MACHINE_PATH.search(value) else []
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in machine_paths(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in machine_paths(v, f"{where}[{i}]")]
+    return []
 
 
 def data_root(folders: list[str]) -> str:

@@ -230,8 +230,13 @@ def _image_level(bundle_dir: Path, samples, run: Run, kvasir: Path, split_csv, *
 def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict, notes: str, force: bool,
              extra: dict | None = None):
     """``src`` (a loaded Bundle) written again to ``out`` with the same model files, input (inset
-    included) and viewer keys (presence rule, operating point), and new manifest fields."""
+    included) and viewer keys (presence rule, operating point), and new manifest fields. A manifest
+    written into the checkout (a bundle to ship) holds no machine path: the callers write paths
+    relative to the data root, the runs folder and the checkout, and one that is left is an error
+    there (a warning for a bundle written elsewhere)."""
     from engine.bundle import write_bundle
+
+    from ..ship import REPO, machine_paths
 
     m = src.manifest
     unknown = sorted(set(m) - BUNDLE_KEYS - set(CARRIED_KEYS))
@@ -239,6 +244,13 @@ def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict,
         raise TrainError(f"the exported manifest has fields {unknown} that the ship step would drop; "
                          "teach train/seg/ship.py to carry them")
     carried = {k: m[k] for k in CARRIED_KEYS if k in m} | dict(extra or {})
+    leaks = machine_paths({"training": training, "metrics": metrics, "notes": notes, **carried})
+    if leaks:
+        what = (f"the manifest of {out} holds {len(leaks)} machine path(s), first {leaks[0]!r}; keep the data "
+                "under one root and the runs in one folder (written $ENDOVIEW_DATA and runs/)")
+        if Path(out).resolve().is_relative_to(REPO):
+            raise TrainError(f"{what}, or teach the ship step to rewrite it")
+        log.warning("%s before shipping it in engine/assets", what)
     return write_bundle(out, name=name or src.name, task=src.task, labels=list(src.labels),
                         input_size=src.input_size, files={rel: src.path / rel for rel in src.files},
                         formats=src.formats, outputs=src.outputs, trained=src.trained, training=training,
