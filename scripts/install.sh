@@ -42,6 +42,14 @@ fi
 
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "endoview needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
+# pip only warns about an extra the project does not have; refuse it here instead
+"$python" - "$here/pyproject.toml" "$extras" <<'EOF' || exit 1
+import sys, tomllib
+known = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]
+unknown = [e for e in sys.argv[2].split(",") if e and e not in known]
+if unknown:
+    sys.exit(f"endoview: unknown extra {', '.join(unknown)} in EXTRAS (known: {', '.join(known)})")
+EOF
 
 # pip's local mirror configuration warns about absent folders on every call: keep those out
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
