@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 SECOND_PASS_MISSING = (
     "Second pass: no second-pass model is set. Give a classifier bundle (the trimmed ResNet-152 "
     "that 'endoview export' writes) or a Cascade Mask R-CNN bundle ('endoview export-seg' of a "
-    "'train segment --arch cascade' run) with --second-pass BUNDLE or in assets/config.toml "
+    "'train segment --arch cascade' run) with --second-pass BUNDLE or in a --config FILE "
     "[second_pass].")
 
 

@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 
 from . import __version__
-from .errors import EndoviewError
+from .errors import EXTRAS_FOR_MODULE, EndoviewError, install_hint
 
 ENGINE_COMMANDS = ("annotate", "crop", "bench", "info", "build_engine", "record", "soak", "report", "logs")
 OWN_PACKAGES = {"engine", "app", "train"}
@@ -90,9 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if args.debug:
             raise
+        missing = _missing_extra(exc)
+        if missing:
+            print(f"endoview: error: '{args.command}' needs {missing}", file=sys.stderr)
+            return 1
         print(f"endoview: internal error: {exc!r} (run with --debug for the traceback and "
               "please report it)", file=sys.stderr)
         return 70
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """For a third-party module of an optional extra that is not installed (torch for ``train``,
+    mmdet for the Cascade Mask R-CNN, ...): what is missing and the command that installs it."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    module = (exc.name or "").split(".")[0]
+    extras = EXTRAS_FOR_MODULE.get(module)
+    if extras is None:
+        return None
+    return f"{module}, which is not installed here; {install_hint(extras)}"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""The one configuration: ``assets/config.toml``, a user's ``--config FILE`` over it, flags over both.
+"""The one configuration: ``engine/assets/config.toml``, a user's ``--config FILE`` over it, flags over both.
 
-The packaged ``assets/config.toml`` is the only place a default is written: it must set every
-key. A user's file is layered over it key by key (it names only what it changes), and command-line
-flags override the result. Paths are relative to the folder of the file that gives them.
-Every value is checked as it is read: an unknown table or key, a wrong type, a value out of range
-or an unknown name is a one-line :class:`ConfigError` naming the file and the key.
+The packaged ``engine/assets/config.toml`` is the only place a default is written: it must set every
+key. It and the default bundles it names are package data of ``engine`` (the same in a checkout, an
+editable install and a wheel), found through :mod:`importlib.resources`; ``ENDOVIEW_ASSETS=FOLDER``
+replaces the whole folder. A user's file is layered over it key by key (it names only what it
+changes), and command-line flags override the result. Paths are relative to the folder of the file
+that gives them. Every value is checked as it is read: an unknown table or key, a wrong type, a value
+out of range or an unknown name is a one-line :class:`ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -20,12 +23,23 @@ from .analysis.classifier import make_smoother
 from .errors import EndoviewError
 from .overlay import LAYER_TYPES
 
-ASSETS = Path(os.environ.get("ENDOVIEW_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
-DEFAULT_CONFIG = ASSETS / "config.toml"
-
 
 class ConfigError(EndoviewError):
     """The configuration file is missing or malformed, or a value in it (or a flag) is invalid."""
+
+
+def packaged_assets() -> Path:
+    """The ``assets`` folder shipped inside the ``engine`` package (config.toml and the default
+    bundles). It must be a real folder: onnxruntime and TensorRT open the model files by path."""
+    assets = resources.files("engine") / "assets"
+    if not isinstance(assets, Path):
+        raise ConfigError(f"endoview's packaged assets are not files on disk ({assets}); install endoview "
+                          "unzipped (pip does) or set ENDOVIEW_ASSETS to a copy of engine/assets")
+    return assets
+
+
+ASSETS = Path(os.environ["ENDOVIEW_ASSETS"]) if os.environ.get("ENDOVIEW_ASSETS") else packaged_assets()
+DEFAULT_CONFIG = ASSETS / "config.toml"
 
 
 @dataclass(frozen=True)
@@ -163,7 +177,7 @@ def check(name: str, value: Any) -> Any:
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
-    """The packaged defaults (``assets/config.toml``) with the user's file ``path`` layered over them."""
+    """The packaged defaults (``engine/assets/config.toml``) with the user's file ``path`` layered over them."""
     values = _read(DEFAULT_CONFIG)
     missing = [f"[{table}] {key}" for (table, key), (name, _) in KEYS.items() if name not in values]
     if missing:

@@ -54,3 +54,18 @@ class PipelineError(EndoviewError):
 class ExtraMissingError(EndoviewError):
     """An optional feature needs a package of an extra that is not installed (the message names
     the install command)."""
+
+
+#: a third-party module that only an optional extra installs -> the extras that bring it (pyproject.toml)
+EXTRAS_FOR_MODULE = {
+    "torch": "train", "torchvision": "train", "matplotlib": "train",
+    "mmdet": "train,seg", "mmcv": "train,seg", "mmengine": "train,seg", "pycocotools": "train,seg",
+    "ray": "batch", "pyarrow": "batch",
+    "tensorrt": "gpu", "pycuda": "gpu",
+}
+
+
+def install_hint(extras: str) -> str:
+    """What to run to get the optional ``extras`` ("train,seg"): the exact command of this project.
+    It builds (once) a separate environment with them and prints the path of its ``endoview``."""
+    return f"run 'EXTRAS={extras} bash scripts/install.sh' in the endoview checkout and use the endoview it prints"

@@ -190,11 +190,11 @@ def _images_for_fp16() -> tuple[Any, Any, str]:
 def _shipped_bundles() -> list[Any]:
     from engine.bundle import load_bundle
 
-    return [load_bundle(m.parent) for m in sorted((ROOT / "assets" / "models").glob("*/manifest.json"))]
+    return [load_bundle(m.parent) for m in sorted((ROOT / "engine" / "assets" / "models").glob("*/manifest.json"))]
 
 
 def _default_bundles() -> list[Any]:
-    """The shipped default model(s) of assets/config.toml: the model, and the segmenter run beside
+    """The shipped default model(s) of engine/assets/config.toml: the model, and the segmenter run beside
     a classifier when the config names one."""
     from engine.bundle import load_bundle
     from engine.config import load_config

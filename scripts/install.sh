@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Install endoview and everything it needs into a virtual environment kept outside the checkout:
-#   ~/.cache/endoview/venv-<hash of the requirements>  (and a link ~/.cache/endoview/venv to it)
-# The environment is rebuilt only when pyproject.toml or this script changes; otherwise this only
-# points the existing environment at this checkout (a few seconds).
-# Extras: EXTRAS="train,dev,seg,batch" by default (train: torch and torchvision for the torch backend
-# and train/; seg: MMDetection 3.3 for the Cascade Mask R-CNN second pass, which needs train;
-# batch: Ray and pyarrow for annotate --ray and the Parquet log).
+# Install endoview into a virtual environment kept outside the checkout, and say where it is.
+#
+#   bash scripts/install.sh                           the viewer and the default models (no torch)
+#   EXTRAS=train,seg bash scripts/install.sh          ... plus optional extras (pyproject.toml)
+#   EXTRAS=train,dev,seg,batch bash scripts/install.sh    everything: what scripts/test.sh installs
+#
+# Extras: train (torch and torchvision: the torch backend and `endoview train`), seg (MMDetection
+# 3.3 for the Cascade Mask R-CNN second pass; needs train), batch (Ray and pyarrow: annotate --ray
+# and the Parquet log), dev (pytest, import-linter), gpu (TensorRT, pycuda).
+#
+# Each set of extras has its own environment, $cache/envs/<hash of pyproject.toml and this
+# script>-<extras>, rebuilt only when the requirements change; otherwise this only points it at
+# this checkout again (a few seconds). A link names the newest one of each set:
+#   $cache/viewer      no extras (the quick start)
+#   $cache/venv        at least train,dev,seg,batch (the test command's; scripts/test.sh uses it)
+#   $cache/env-<extras>  any other set, e.g. $cache/env-seg-train
+# where $cache is $ENDOVIEW_HOME, default ~/.cache/endoview. The last line printed names the
+# environment's endoview.
+#
 # seg: PyPI has only mmcv 2.1.0's source (no wheel for torch 2.14), so it is built once into
 # $cache/wheels (CPU ops, about 10.5 minutes on 2 cores, 2.9 GB peak memory; a lock keeps two
 # installs from building it together) and reused by every later install. mmengine pulls the GUI
@@ -14,31 +26,52 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${ENDOVIEW_HOME:-$HOME/.cache/endoview}"
-extras="${EXTRAS:-train,dev,seg,batch}"
 python="${PYTHON:-python3}"
 mmcv_version=2.1.0
+full=(batch dev seg train)  # what the test command needs
+
+# the extras as a set: sorted, without blanks or repeats ("train, seg" = "seg,train")
+extras="$(tr ', ' '\n\n' <<<"${EXTRAS:-}" | sed '/^$/d' | sort -u | paste -sd, -)"
+has() { case ",$extras," in *,"$1",*) return 0 ;; esac; return 1; }
+if [ -z "$extras" ]; then
+  link="$cache/viewer"
+else
+  link="$cache/venv"
+  for extra in "${full[@]}"; do has "$extra" || link="$cache/env-${extras//,/-}"; done
+fi
 
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "endoview needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
+# pip only warns about an extra the project does not have; refuse it here instead
+"$python" - "$here/pyproject.toml" "$extras" <<'EOF' || exit 1
+import sys, tomllib
+known = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]
+unknown = [e for e in sys.argv[2].split(",") if e and e not in known]
+if unknown:
+    sys.exit(f"endoview: unknown extra {', '.join(unknown)} in EXTRAS (known: {', '.join(known)})")
+EOF
 
 # pip's local mirror configuration warns about absent folders on every call: keep those out
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
-# System packages: Xvfb and two xcb libraries for a real window on a virtual screen (tests take
-# a screenshot), ffmpeg for command-line checks. Installed when missing and we are root.
+# System packages, installed when missing and we are root on Debian/Ubuntu: two xcb libraries
+# that Qt needs to open a window; with the dev extra also Xvfb (tests take screenshots of a real
+# window on a virtual screen) and ffmpeg (command-line checks of the files written).
 need=()
-command -v Xvfb >/dev/null || need+=(xvfb)
-command -v ffprobe >/dev/null || need+=(ffmpeg)
 ldconfig -p 2>/dev/null | grep -q libxcb-icccm.so.4 || need+=(libxcb-icccm4)
 ldconfig -p 2>/dev/null | grep -q libxcb-keysyms.so.1 || need+=(libxcb-keysyms1)
+if has dev; then
+  command -v Xvfb >/dev/null || need+=(xvfb)
+  command -v ffprobe >/dev/null || need+=(ffmpeg)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "endoview: installing system packages: ${need[*]}" >&2
     apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
       { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${need[@]}" >/dev/null; }
   else
-    echo "endoview: optional system packages missing: ${need[*]} (the window still runs on a desktop;" \
-         "tests that need them skip)" >&2
+    echo "endoview: optional system packages missing: ${need[*]} (headless commands run without them;" \
+         "the window may not open, tests that need them skip)" >&2
   fi
 fi
 
@@ -90,34 +123,34 @@ headless_cv2() {
   quiet "$py" -m pip install -q --force-reinstall --no-deps "opencv-python-headless${version:+==$version}"
 }
 
-seg=0
-case ",$extras," in *,seg,*) seg=1 ;; esac
-
-key="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16)-${extras//,/-}"
-venv="$cache/venv-$key"
-mkdir -p "$cache"
+name="${extras//,/-}"
+key="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16)-${name:-viewer}"
+venv="$cache/envs/$key"
+target="$here${extras:+[$extras]}"
+mkdir -p "$cache/envs"
 if [ ! -x "$venv/bin/endoview-ready" ]; then
   echo "endoview: building the environment in $venv (once per change of requirements)" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
   quiet "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=77" wheel
-  if [ "$seg" = 1 ]; then
+  if has seg; then
     ensure_mmcv_wheel
     quiet "$venv/bin/python" -m pip install -q "$(mmcv_wheel)"
-    quiet "$venv/bin/python" -m pip install -q --find-links "$cache/wheels" -e "$here[$extras]"
+    quiet "$venv/bin/python" -m pip install -q --find-links "$cache/wheels" -e "$target"
     headless_cv2 "$venv/bin/python"
     "$venv/bin/python" -c 'import cv2, mmcv.ops, mmdet' || {
       echo "endoview: mmdet does not import in $venv; if mmcv.ops fails, remove $(mmcv_wheel) to rebuild it" >&2
       exit 1; }
   else
-    quiet "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+    quiet "$venv/bin/python" -m pip install -q -e "$target"
   fi
   printf '#!/bin/sh\n# marker: this environment finished installing\n' > "$venv/bin/endoview-ready"
   chmod +x "$venv/bin/endoview-ready"
-  # keep the two newest environments, remove older ones
-  ls -1dt "$cache"/venv-*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
+  # keep the two newest environments of this set of extras (another checkout may use the older)
+  ls -1dt "$cache"/envs/*-"${name:-viewer}"/ 2>/dev/null | grep -E "/[0-9a-f]{16}-${name:-viewer}/\$" |
+    tail -n +3 | xargs -r rm -rf
 else
   quiet "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here"
 fi
-ln -sfn "$venv" "$cache/venv"
-echo "endoview: environment ready: $cache/venv (endoview is $cache/venv/bin/endoview)" >&2
+ln -sfn "$venv" "$link"
+echo "endoview: ready: $link/bin/endoview (${extras:+extras $extras, }environment $venv)" >&2

@@ -3,12 +3,16 @@ machine paths made portable, strict JSON, and the exported bundle written again 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from .errors import TrainError
+
+log = logging.getLogger(__name__)
 
 #: what a path under the data root becomes in a manifest
 DATA_ROOT_VAR = "$ENDOVIEW_DATA"
@@ -37,6 +41,23 @@ def portable(value: Any, prefixes: dict[str, str]) -> Any:
     return value
 
 
+#: a path that only means something on one machine: absolute ("/data/x", "C:\\x") or under a home
+#: folder ("~/x"), anywhere in a string (a command line too). Not "a/b", "$ENDOVIEW_DATA/x", "./x" or a URL.
+MACHINE_PATH = re.compile(r"(?<![\w.$}/:~-])/[\w.~-]|(?<![\w$])~[\w.-]*/|\b[A-Za-z]:[\\/]")
+
+
+def machine_paths(value: Any, where: str = "") -> list[str]:
+    """``where: text`` for every string in ``value`` (a manifest, or part of one) that holds a
+    machine path (MACHINE_PATH); a shipped manifest must have none."""
+    if isinstance(value, str):
+        return [f"{where or '(value)'}: {value}"] if MACHINE_PATH.search(value) else []
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in machine_paths(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in machine_paths(v, f"{where}[{i}]")]
+    return []
+
+
 def data_root(folders: list[str]) -> str:
     """The common parent of the data folders (what ``$ENDOVIEW_DATA`` stands for)."""
     paths = [str(Path(f).expanduser().resolve()) for f in folders]
@@ -46,7 +67,10 @@ def data_root(folders: list[str]) -> str:
 def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict, notes: str, force: bool,
              extra: dict | None = None):
     """``src`` (a loaded Bundle) written again to ``out`` with the same model files, input (inset
-    included) and viewer keys (presence rule, operating point), and new manifest fields."""
+    included) and viewer keys (presence rule, operating point), and new manifest fields. A manifest
+    written into the checkout (a bundle to ship) holds no machine path: the callers write paths
+    relative to the data root, the runs folder and the checkout, and one that is left is an error
+    there (a warning for a bundle written elsewhere)."""
     from engine.bundle import write_bundle
 
     m = src.manifest
@@ -55,6 +79,13 @@ def rebundle(src, out: Path, *, name: str | None, training: dict, metrics: dict,
         raise TrainError(f"the exported manifest has fields {unknown} that the ship step would drop; "
                          "teach train/manifest.py to carry them")
     carried = {k: m[k] for k in CARRIED_KEYS if k in m} | dict(extra or {})
+    leaks = machine_paths({"training": training, "metrics": metrics, "notes": notes, **carried})
+    if leaks:
+        what = (f"the manifest of {out} holds {len(leaks)} machine path(s), first {leaks[0]!r}; keep the data "
+                "under one root and the runs in one folder (written $ENDOVIEW_DATA and runs/)")
+        if Path(out).resolve().is_relative_to(REPO):
+            raise TrainError(f"{what}, or teach the ship step to rewrite it")
+        log.warning("%s before shipping it in engine/assets", what)
     return write_bundle(out, name=name or src.name, task=src.task, labels=list(src.labels),
                         input_size=src.input_size, files={rel: src.path / rel for rel in src.files},
                         formats=src.formats, outputs=src.outputs, trained=src.trained, training=training,

@@ -3,7 +3,7 @@
 The paper's Table 1 on the data that is here: MobileNetV3-Large trained with the hybrid loss and
 the raw-head-only baseline, each on both folds of the official HyperKvasir split::
 
-    python -m train.ship HYBRID_A HYBRID_B --baseline RAW_A RAW_B -o assets/models/hyperkvasir-mnv3
+    python -m train.ship HYBRID_A HYBRID_B --baseline RAW_A RAW_B -o engine/assets/models/hyperkvasir-mnv3
 
 Run A holds out fold 1 (trained on fold 0) and is shipped; run B holds out fold 0. For each of the
 four runs the step:
@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import tempfile

@@ -23,7 +23,7 @@ from typing import Any
 
 from engine.backends.base import Backend, TensorSpec
 from engine.bundle import Bundle
-from engine.errors import BackendError, BackendUnavailable
+from engine.errors import BackendError, BackendUnavailable, install_hint
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ BACKENDS: dict[str, str] = {
 
 _NOT_INSTALLED = {
     "tensorrt": "TensorRT is not installed (pip install 'endoview[gpu]' on a machine with an NVIDIA GPU)",
-    "torch": "torch is not installed (pip install 'endoview[train]')",
+    "torch": f"torch is not installed ({install_hint('train')})",
     "onnxruntime": "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)",
 }
 

@@ -41,14 +41,13 @@ import logging
 import threading
 from typing import Any
 
-from engine.errors import BackendUnavailable
+from engine.errors import BackendUnavailable, install_hint
 
 log = logging.getLogger(__name__)
 
 #: The versions endoview is tested with (mmdet 3.3.0 accepts mmcv >= 2.0.0rc4, < 2.2.0).
 VERSIONS = {"mmengine": "0.10.7", "mmcv": "2.1.0", "mmdet": "3.3.0"}
-INSTALL_HINT = ("install the seg extra: 'EXTRAS=train,dev,seg bash scripts/install.sh' (builds mmcv 2.1.0 "
-                "once), or 'pip install mmengine==0.10.7 mmdet==3.3.0' plus an mmcv 2.1.0 built for your torch")
+INSTALL_HINT = f"{install_hint('train,seg')}; the first time it builds mmcv 2.1.0, about 10 minutes"
 
 _lock = threading.Lock()
 _ready: dict[str, str] = {}

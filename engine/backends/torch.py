@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.backends.base import Backend, parse_device
 from engine.bundle import Bundle
-from engine.errors import BackendError, BackendUnavailable
+from engine.errors import BackendError, BackendUnavailable, install_hint
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class TorchBackend(Backend):
             import torch
         except ImportError as err:
             raise BackendUnavailable(
-                f"torch is not installed ({err}): pip install 'endoview[train]' to use the torch backend"
+                f"torch is not installed ({err}); for the torch backend, {install_hint('train')}"
             ) from err
         spec = self._device_spec
         if spec is None:

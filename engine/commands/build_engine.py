@@ -18,7 +18,7 @@ precision, max batch and workspace. A plan that does not match all of these is n
 rebuild it here. TensorRT's timing cache is kept there too, one file per GPU and TensorRT version.
 
 examples:
-  endoview build-engine assets/models/polyp-unet
+  endoview build-engine engine/assets/models/polyp-unet
   endoview build-engine BUNDLE --fp16 --workspace 4096
 """
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-pytest.importorskip("mmdet", reason="Cascade Mask R-CNN needs the seg extra (EXTRAS=train,dev,seg bash "
-                    "scripts/install.sh)")
+pytest.importorskip("mmdet", reason="Cascade Mask R-CNN needs the seg extra (bash scripts/test.sh installs it)")
 
 from test_viewer import WAIT, opened, paused_at  # noqa: E402
 

@@ -36,7 +36,7 @@ from tiny_models import (
 
 ALL = ["onnxruntime", "torch", "tensorrt"]
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted(p.parent for p in (ROOT / "assets" / "models").glob("*/manifest.json"))
+SHIPPED = sorted(p.parent for p in (ROOT / "engine" / "assets" / "models").glob("*/manifest.json"))
 
 
 @pytest.fixture(scope="module")

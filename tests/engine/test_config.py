@@ -1,4 +1,4 @@
-"""The one configuration: assets/config.toml holds every default, a user's file is layered over it."""
+"""The one configuration: engine/assets/config.toml holds every default, a user's file is layered over it."""
 
 import dataclasses
 import tomllib

@@ -26,8 +26,8 @@ from engine.types import Frame
 
 def test_the_defaults_are_a_trained_classifier_and_a_segmenter_that_know_polyp_free_frames():
     config = load_config()
-    assert config.bundle.as_posix().endswith("assets/models/hyperkvasir-mnv3")  # [model] in assets/config.toml
-    assert config.segmenter.as_posix().endswith("assets/models/polyp-unet")
+    assert config.bundle.as_posix().endswith("engine/assets/models/hyperkvasir-mnv3")  # [model] in engine/assets/config.toml
+    assert config.segmenter.as_posix().endswith("engine/assets/models/polyp-unet")
     clf, seg = load_bundle(config.bundle), load_bundle(config.segmenter)
     assert clf.task == "classify" and "polyp" in clf.labels and "normal-cecum" in clf.labels and clf.trained
     assert seg.task == "segment" and seg.labels == ("polyp",) and seg.trained

@@ -173,7 +173,7 @@ def test_tiny_models_cast_first_and_pass(tmp_path: Path) -> None:
 
 def _shipped() -> list:
     params = []
-    for manifest in sorted((ROOT / "assets" / "models").glob("*/manifest.json")):
+    for manifest in sorted((ROOT / "engine" / "assets" / "models").glob("*/manifest.json")):
         folder = manifest.parent
         bundle = load_bundle(folder)
         if not bundle.has("onnx"):
@@ -190,7 +190,7 @@ def _shipped() -> list:
 
 
 def test_there_are_shipped_bundles_to_check() -> None:
-    assert _shipped(), "no ONNX bundle under assets/models"
+    assert _shipped(), "no ONNX bundle under engine/assets/models"
 
 
 @pytest.mark.parametrize("folder", _shipped())
@@ -216,7 +216,7 @@ def _export(module, tmp_path: Path, output: str, size: tuple[int, int]) -> onnx.
 @pytest.mark.parametrize("arch", ["mobilenet_v3_large", "resnet152"])
 def test_classifier_exporter_graph(arch: str, tmp_path: Path) -> None:
     """train/export.py's path: HybridClassifier -> trim -> WithPreprocessing -> export_checked."""
-    pytest.importorskip("torch", reason="the exporters need torch (pip install 'endoview[train]')")
+    pytest.importorskip("torch", reason="the exporters need torch (the train extra)")
     from train.labels import TRIMMED_HEAD
     from train.models import ARCHS, WithPreprocessing, build_model
 
@@ -232,7 +232,7 @@ def test_classifier_exporter_graph(arch: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", ["unet", "lraspp"])
 def test_segmenter_exporter_graph(arch: str, tmp_path: Path) -> None:
     """train/seg/export.py's path: build_segmenter -> SegWithPreprocessing -> export_checked."""
-    pytest.importorskip("torch", reason="the exporters need torch (pip install 'endoview[train]')")
+    pytest.importorskip("torch", reason="the exporters need torch (the train extra)")
     from train.seg.config import ARCHS
     from train.seg.models import SegWithPreprocessing, build_segmenter
 
@@ -247,7 +247,7 @@ def test_segmenter_exporter_graph(arch: str, tmp_path: Path) -> None:
 def test_the_pre_fix_export_order_is_caught(tmp_path: Path) -> None:
     """The same exporter with the old order (transpose, then cast) gives the graph TensorRT refuses,
     and the check says so: it is not blind to torch.onnx.export's real output."""
-    torch = pytest.importorskip("torch", reason="the exporters need torch (pip install 'endoview[train]')")
+    torch = pytest.importorskip("torch", reason="the exporters need torch (the train extra)")
     from train.seg.models import SegWithPreprocessing, build_segmenter
 
     class OldOrder(SegWithPreprocessing):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.config import ASSETS
 from engine.procedure.dicom import read_dicom
 from engine.procedure.report import (
     RESEARCH_ONLY,
@@ -211,7 +212,7 @@ def test_report_command_with_the_video_embeds_the_best_frames(tmp_path, capsys):
     video = write_video(tmp_path / "case.avi", len(rows))
     out, dcm = tmp_path / "case.html", tmp_path / "case.dcm"
     assert main(["report", str(log), "-o", str(out), "--video", str(video), "--dicom", str(dcm),
-                 "--bundle", "assets/models/polyp-unet"]) == 0
+                 "--bundle", str(ASSETS / "models" / "polyp-unet")]) == 0
     assert "wrote" in capsys.readouterr().out
     p = Parsed(out.read_text())
     assert "no-thumbnails" not in p.ids

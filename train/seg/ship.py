@@ -329,7 +329,7 @@ run trained on the other fold, exported and evaluated only for the 2-fold mean. 
 on its own held-out fold as 'endoview eval-seg --fold K' does (full resolution, the viewer's path).
 
 example:
-  python -m train.seg.ship runs/unet-f0 runs/unet-f1 -o assets/models/polyp-unet --force
+  python -m train.seg.ship runs/unet-f0 runs/unet-f1 -o engine/assets/models/polyp-unet --force
 """
 
 
