@@ -43,6 +43,11 @@ class VideoView(QWidget):
         self.painted = 0
 
     def set_image(self, image: np.ndarray | None) -> None:
+        """Show ``image`` (H x W x 3 uint8 BGR) without copying it: the QImage wraps its buffer,
+        which this view keeps alive until the next picture (copied only when its rows are not
+        packed pixels, e.g. a strided slice)."""
+        if image is not None and (image.strides[1:] != (3, 1) or image.dtype != np.uint8):
+            image = np.ascontiguousarray(image, dtype=np.uint8)
         self._array = image  # QImage shares this buffer: keep it alive
         if image is None:
             self._image = None

@@ -25,10 +25,8 @@ import time
 from collections import deque
 from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
 from .analysis.classifier import Classifier
-from .analysis.crop import model_input
+from .analysis.crop import ModelInputs
 from .analysis.segmenter import Segmenter
 from .analysis.tracker import ContentAreaTracker
 from .analysis.verdict import DEFAULT_OPERATING_POINT, Verdict
@@ -81,6 +79,7 @@ class Analyzer:
         self.second_pass = second_pass  # a started SecondPassWorker, or None
         self.triggers = triggers  # FrameResult -> bool: ask the second pass to look at this frame
         self.untrained = any(m is not None and not m.bundle.trained for m in (classifier, segmenter))
+        self._input_sizes = [m.input_size for m in (classifier, segmenter) if m is not None]
         self.verdict = Verdict(classifier.operating_point if classifier is not None else DEFAULT_OPERATING_POINT)
         self._meter = RateMeter()
 
@@ -95,21 +94,17 @@ class Analyzer:
         area = self.tracker.update(frame.image, frame.index)
         timings["crop"] = ms_since(t0)
         prediction = segmentation = None
-        inputs: dict[tuple, np.ndarray] = {}  # (size, inset) -> model input, shared by both models
+        inputs = ModelInputs(frame.image, area, self._input_sizes)  # both models' inputs, one shared shrink
         if self.classifier is not None:
             t0 = time.perf_counter()
-            key = (self.classifier.input_size, self.classifier.bundle.inset)
-            x = inputs[key] = model_input(frame.image, area, key[0], inset=key[1])
+            x = inputs.get(self.classifier.input_size, inset=self.classifier.bundle.inset)
             timings["resize"] = ms_since(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = timings["classifier"] = prediction.latency_ms
         if self.segmenter is not None:
             t0 = time.perf_counter()
-            key = (self.segmenter.input_size, self.segmenter.bundle.inset)
-            x = inputs.get(key)
-            if x is None:
-                x = model_input(frame.image, area, key[0], inset=key[1])
-                timings["resize"] = timings.get("resize", 0.0) + ms_since(t0)
+            x = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
+            timings["resize"] = timings.get("resize", 0.0) + ms_since(t0)
             t0 = time.perf_counter()
             segmentation = self.segmenter.segment(x, area, smooth=self.smooth)
             timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms

@@ -6,11 +6,18 @@ from frames decoded beforehand (a capture card hands over frames in memory, with
 cost): once with each frame offered as soon as the analysis is ready for it (its capacity), once
 paced at the source's rate (the added latency a user sees, with stale frames dropped). A benchmark, not a test: the figures depend on the machine
 and its load.
+
+Wall-clock figures move with the machine's load; ``cpu_profile`` measures what each stage costs
+in CPU time (``time.process_time``: every thread of the process, so the decoder's, ONNX Runtime's
+and x264's own threads count), each stage alone, which a loaded machine barely changes. Their sum
+per frame, spread over the cores, is the floor: the most frames/s this machine can reach.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -31,6 +38,9 @@ from ..types import Frame
 logger = logging.getLogger(__name__)
 
 STAGES = ("decode", "crop", "resize", "inference", "classifier", "segmenter", "overlay", "encode")
+#: CPU-time stages, each measured alone; "resize" is the analyzer's time outside the content area
+#: and the models (the model inputs, the verdict and its bookkeeping)
+CPU_STAGES = ("decode", "crop", "resize", "classifier", "segmenter", "overlay", "encode")
 EXPORT_PRESET = "ultrafast"  # annotate's default, used by the naive loop too (same encoder work)
 
 
@@ -75,19 +85,100 @@ class CaptureBuffer:
         self._n = 0
 
 
-def naive_loop(path: Path, config: Config, out: Path) -> tuple[int, float]:
-    """Read, crop/resize, infer, draw, write, one frame after the other in one thread."""
+def naive_loop(path: Path, config: Config, out: Path) -> tuple[int, float, float]:
+    """Read, crop/resize, infer, draw, write, one frame after the other in one thread.
+    Returns frames, seconds and CPU seconds (every thread of the process)."""
     overlay = make_overlay(config)
     with open_source(path) as source, open_analyzer(config) as analyzer:
         info = source.info
-        t0 = time.perf_counter()
         n = 0
+        t0 = time.perf_counter()
+        c0 = time.process_time()
         with VideoWriter(out, info.width, info.height, info.rate, force=True,
                          preset=EXPORT_PRESET) as writer:
             for result in analysed_frames(source, analyzer, threads=False):
                 writer.write(render(result.frame, result, overlay))
                 n += 1
-        return n, time.perf_counter() - t0
+        return n, time.perf_counter() - t0, time.process_time() - c0
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _CpuTimed:
+    """Wraps a method, adding the process CPU time of each call to ``self.ms``."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.ms = 0.0
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.process_time()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.ms += (time.process_time() - t0) * 1000.0
+
+
+def cpu_profile(path: Path, config: Config, *, frames: int = 120, warmup: int = 3) -> dict:
+    """CPU-ms per frame of each stage, each measured alone over the first ``frames`` frames:
+    decoding them; analysing them (content area, model inputs, each model) and drawing the
+    overlay; encoding the drawn pictures with annotate's encoder settings. ``floor_fps`` = 1000 x
+    cores / (sum of the stages' CPU-ms per frame): the best frames/s all cores together can give."""
+    clock = time.process_time
+    # decoding is timed in a pass that keeps no frame (as the pipeline does, which frees each
+    # frame once written: keeping them all would add the cost of touching fresh memory)
+    with open_source(path) as source:
+        info = source.info
+        n = 0
+        t0 = clock()
+        while n < frames and source.read() is not None:
+            n += 1
+        decode_s = clock() - t0
+    if n == 0:
+        return {}
+    with open_source(path) as source:
+        images = [f.image for f in itertools.islice(iter(source.read, None), n)]
+    ms = {"decode": decode_s * 1000.0 / n}
+    overlay = make_overlay(config)
+    with open_analyzer(config) as analyzer:
+        for i in range(min(warmup, n)):  # first calls allocate (ONNX Runtime's arenas)
+            analyzer(Frame(i, i / info.fps, images[i].copy(), time.perf_counter()))
+        analyzer.reset()
+        timed = {"crop": _CpuTimed(analyzer.tracker.update)}
+        analyzer.tracker.update = timed["crop"]
+        if analyzer.classifier is not None:
+            timed["classifier"] = analyzer.classifier.predict = _CpuTimed(analyzer.classifier.predict)
+        if analyzer.segmenter is not None:
+            timed["segmenter"] = analyzer.segmenter.segment = _CpuTimed(analyzer.segmenter.segment)
+        total = draw = 0.0
+        for i, image in enumerate(images):
+            frame = Frame(i, i / info.fps, image, time.perf_counter())
+            t0 = clock()
+            result = analyzer(frame)
+            t1 = clock()
+            images[i] = render(frame, result, overlay, copy=False)  # as export draws
+            draw += clock() - t1
+            total += t1 - t0
+    for k, t in timed.items():
+        ms[k] = t.ms / n
+    ms["resize"] = max(0.0, total * 1000.0 / n - sum(t.ms for t in timed.values()) / n)
+    ms["overlay"] = draw * 1000.0 / n
+    with tempfile.TemporaryDirectory(prefix="endoview-bench-") as tmp:
+        t0 = clock()
+        with VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.rate, force=True,
+                         preset=EXPORT_PRESET) as writer:
+            for image in images:
+                writer.write(image)
+        ms["encode"] = (clock() - t0) * 1000.0 / n
+    per_frame = sum(ms.values())
+    return {"ms": {k: ms[k] for k in CPU_STAGES if k in ms}, "frames": n, "per_frame_ms": per_frame,
+            "cores": cores(), "floor_fps": 1000.0 * cores() / per_frame if per_frame else None}
 
 
 def live_run(buffer: CaptureBuffer, config: Config, *, pace: float | None) -> dict:
@@ -111,7 +202,7 @@ def live_run(buffer: CaptureBuffer, config: Config, *, pace: float | None) -> di
 
 
 def run_bench(config: Config, input_path: Path | None = None, *, frames: int = 300,
-              live_seconds: float = 5.0, progress=None) -> dict:
+              live_seconds: float = 5.0, cpu_frames: int = 120, progress=None) -> dict:
     """Run every measurement and return the figures as one dict (the ``--json`` output)."""
     say = progress or (lambda msg: None)
     with tempfile.TemporaryDirectory(prefix="endoview-bench-") as tmp:
@@ -126,10 +217,14 @@ def run_bench(config: Config, input_path: Path | None = None, *, frames: int = 3
             models = [m for m in (analyzer.classifier, analyzer.segmenter) if m is not None]
             model = " + ".join(m.name for m in models) or None
             backend = " + ".join(dict.fromkeys(m.backend.description for m in models)) or None
+            c0 = time.process_time()
             report = annotate(source, tmp / "annotated.mp4", analyzer, overlay=make_overlay(config),
                               force=True, preset=EXPORT_PRESET)
+            annotate_cpu = time.process_time() - c0
         say("naive sequential loop")
-        naive_frames, naive_s = naive_loop(input_path, config, tmp / "naive.mp4")
+        naive_frames, naive_s, naive_cpu = naive_loop(input_path, config, tmp / "naive.mp4")
+        say("CPU time of each stage alone")
+        cpu = cpu_profile(input_path, config, frames=min(cpu_frames, report.frames))
         buffer = CaptureBuffer(input_path, frames=round(info.fps * live_seconds))
         say("live mode, each frame offered as soon as the analysis is ready (capacity)")
         live = live_run(buffer, config, pace=None)
@@ -148,6 +243,13 @@ def run_bench(config: Config, input_path: Path | None = None, *, frames: int = 3
         "annotate_fps": report.fps,
         "naive_fps": naive_fps,
         "speedup": report.fps / naive_fps if naive_fps else None,
+        "cpu_ms": cpu.get("ms", {}),
+        "cpu_ms_per_frame": cpu.get("per_frame_ms"),
+        "cores": cpu.get("cores"),
+        "floor_fps": cpu.get("floor_fps"),
+        "of_floor": report.fps / cpu["floor_fps"] if cpu.get("floor_fps") else None,
+        "annotate_cpu_ms_per_frame": annotate_cpu * 1000.0 / report.frames if report.frames else None,
+        "naive_cpu_ms_per_frame": naive_cpu * 1000.0 / naive_frames if naive_frames else None,
         "live_fps": live["fps"],
         "live_dropped": live["dropped"],
         "live_frames_in": live["frames_in"],
@@ -162,15 +264,24 @@ def format_report(r: dict) -> str:
     lines = [f"input: {r['input']['path']} ({r['input']['width']}x{r['input']['height']} "
              f"@ {r['input']['fps']:.3g} fps, {r['input']['frames']} frames)",
              f"model: {r['model']} on {r['backend']}", "",
-             f"{'stage (ms)':<12}{'min':>8}{'mean':>8}{'p99':>8}{'max':>8}"]
+             f"{'stage (ms)':<12}{'min':>8}{'mean':>8}{'p99':>8}{'max':>8}{'CPU-ms':>8}"]
+    cpu = r.get("cpu_ms") or {}
     for k, s in r["stages"].items():
         if s:
-            lines.append(f"{k:<12}{s['min']:8.2f}{s['mean']:8.2f}{s['p99']:8.2f}{s['max']:8.2f}")
+            c = f"{cpu[k]:8.2f}" if k in cpu else f"{'':8}"
+            lines.append(f"{k:<12}{s['min']:8.2f}{s['mean']:8.2f}{s['p99']:8.2f}{s['max']:8.2f}{c}")
+    if r.get("floor_fps"):
+        lines.append(f"CPU-ms per frame, each stage alone: {r['cpu_ms_per_frame']:.2f} "
+                     f"(pipelined annotate {r['annotate_cpu_ms_per_frame']:.2f}, naive loop "
+                     f"{r['naive_cpu_ms_per_frame']:.2f}); floor on {r['cores']} cores: "
+                     f"{r['floor_fps']:.1f} FPS (1000 x cores / CPU-ms per frame)")
     m = r["model_fps"]
     if m:
         lines.append(f"\nmodel FPS (1 / inference): mean {m['mean']:.1f}, min {m['min']:.1f}, "
                      f"max {m['max']:.1f}   (paper, MobileNetV3 on a GPU: 129.7 mean)")
-    sp = f" ({r['speedup']:.2f}x)" if r["speedup"] else ""
+    sp = f" ({r['speedup']:.2f}x the naive loop" if r["speedup"] else ""
+    if sp:
+        sp += f", {100 * r['of_floor']:.0f}% of the floor)" if r.get("of_floor") else ")"
     lines += [f"annotate, pipelined:      {r['annotate_fps']:7.1f} FPS{sp}",
               f"naive sequential loop:    {r['naive_fps']:7.1f} FPS",
               f"live, capacity:           {r['live_fps']:7.1f} FPS analysed (each frame offered as "

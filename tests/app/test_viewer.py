@@ -354,3 +354,33 @@ def test_strip_colours_for_classifier_classes():
     assert strip_colors(("normal", "polyp", "other")) == [c0, polyp, c2]
     assert strip_colors(("a", "b")) == [c0, c1]
     assert strip_colors(("a", "polyp")) == [c0, polyp]
+
+
+def test_video_view_shows_the_picture_without_copying_it(qtbot):
+    """The view wraps the BGR array (no copy, the array kept alive), shows its colours right, and
+    copies only a picture whose pixels are not packed."""
+    from PySide6.QtGui import QColor
+
+    from app.widgets import VideoView
+
+    view = VideoView()
+    qtbot.addWidget(view)
+    image = np.zeros((90, 160, 3), np.uint8)
+    image[:, :80] = (255, 0, 0)  # BGR: blue on the left
+    image[:, 80:] = (0, 0, 255)  # red on the right
+    view.set_image(image)
+    assert view._array is image  # kept alive, not copied
+    assert view._image.constBits().tobytes()[:3] == bytes(image[0, 0])  # same bytes...
+    assert view._image.pixelColor(10, 10) == QColor(0, 0, 255)
+    assert view._image.pixelColor(150, 10) == QColor(255, 0, 0)
+    image[:, :80] = (0, 255, 0)  # ...the same buffer: a change shows without set_image
+    assert view._image.pixelColor(10, 10) == QColor(0, 255, 0)
+    view.resize(320, 240)  # the picture scaled 2x, letterboxed
+    shot = view.grab().toImage()
+    assert shot.pixelColor(20, 120) == QColor(0, 255, 0) and shot.pixelColor(300, 120) == QColor(255, 0, 0)
+    assert shot.pixelColor(160, 5) == QColor(0, 0, 0)
+    strided = np.zeros((90, 320, 3), np.uint8)[:, ::2]
+    strided[:] = (0, 0, 255)
+    view.set_image(strided)
+    assert view._array is not strided and view._array.flags.c_contiguous
+    assert view._image.pixelColor(5, 5) == QColor(255, 0, 0)

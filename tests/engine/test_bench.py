@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from engine.config import NO_SEGMENTER, load_config
 from engine.sources.demo import write_demo_clip
 from engine.tools.bench import format_report, run_bench
@@ -21,9 +23,15 @@ def test_bench_reports_every_figure(tmp_path, tiny_bundle):
     for stage in r["stages"].values():
         assert stage["min"] <= stage["mean"] <= stage["max"] and stage["n"] == 30
     assert r["annotate_fps"] > 0 and r["naive_fps"] > 0 and r["live_fps"] > 0
+    # CPU-ms per frame of each stage alone, and the floor they give on this machine's cores
+    assert set(r["cpu_ms"]) == {"decode", "crop", "resize", "classifier", "overlay", "encode"}
+    assert all(v >= 0 for v in r["cpu_ms"].values()) and r["cpu_ms"]["decode"] > 0
+    assert r["cpu_ms_per_frame"] == pytest.approx(sum(r["cpu_ms"].values()))
+    assert r["floor_fps"] == pytest.approx(1000 * r["cores"] / r["cpu_ms_per_frame"])
+    assert r["annotate_cpu_ms_per_frame"] > 0 and r["naive_cpu_ms_per_frame"] > 0
     assert r["added_latency_ms_p99"] >= r["added_latency_ms_p50"] > 0
     text = format_report(r)
-    assert "annotate, pipelined" in text and "p99" in text
+    assert "annotate, pipelined" in text and "p99" in text and "CPU-ms" in text and "floor" in text
 
 
 def test_bench_command_json(tmp_path, tiny_bundle):
