@@ -8,13 +8,11 @@ import csv
 import json
 import statistics
 import time
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from engine.analysis.segmenter import to_frame
 from engine.analysis.tracker import ContentAreaTracker
 from engine.overlay import EDGE_HINT_GONE, SEG_COLOR, EdgeHint, Overlay
 from engine.pipeline import Analyzer
@@ -25,9 +23,9 @@ from engine.procedure.stage import ProcedureStage
 from engine.procedure.summary import summarize
 from engine.procedure.tracking import FrameTracks, TrackedBox, TrackEvent
 from engine.types import ContentArea, Frame, FrameResult, Prediction, SegmentationResult
+from scripted import MODEL, ScriptedAnalyzer
 
 W, H = 320, 256
-MODEL = (40, 40)  # the scripted segmenter's "model size" (h, w)
 
 
 def textured(index: int = 0, w: int = W, h: int = H) -> np.ndarray:
@@ -37,42 +35,10 @@ def textured(index: int = 0, w: int = W, h: int = H) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST))
 
 
-class ScriptedSegmenter:
-    """A segmenter stand-in: ``blob(index)`` -> (cx, cy, r) as fractions of the model input, or None."""
-
-    def __init__(self, blob):
-        self.blob = blob
-        self.bundle = SimpleNamespace(name="scripted", task="segment", trained=True, inset=None,
-                                      manifest={"created": "2026-01-02"})
-        self.input_size = MODEL
-        self.threshold = 0.5
-        self.label = "polyp"
-        self.name = "scripted"
-        self.labels = ("no polyp", "polyp")
-        self.backend = SimpleNamespace(description="test")
-        self.index = 0
-
-    def segment(self, x, area, smooth=True):
-        h, w = MODEL
-        prob = np.zeros(MODEL, np.float32)
-        spec = self.blob(self.index)
-        self.index += 1
-        if spec is not None:
-            cx, cy, r = spec
-            cv2.circle(prob, (round(cx * w), round(cy * h)), round(r * w), 0.9, -1)
-        peak = float(prob.max())
-        return SegmentationResult(to_frame(prob, area, 0.5), peak, "polyp", "scripted", 0.1, peak,
-                                  detected=peak >= 0.5, probability=prob)
-
-    def reset(self):
-        pass
-
-
 def analyse(blob, n, start=0, analyzer=None):
-    analyzer = analyzer or Analyzer(None, segmenter=ScriptedSegmenter(blob), smooth=False)
+    analyzer = analyzer or ScriptedAnalyzer(blob)
     out = []
     for i in range(start, start + n):
-        analyzer.segmenter.index = i
         out.append(analyzer(Frame(i, i / 25.0, textured(), 0.0), {}))
     return analyzer, out
 
