@@ -171,8 +171,8 @@ def test_the_stage_costs_little_per_frame_on_a_large_frame():
         stage(r)
         times.append((time.perf_counter() - t0) * 1000)
     assert r.polyps == 1
-    assert min(times) < 8.0, times  # the best case; the median on a loaded 2-core machine is higher
-    assert statistics.median(times) < 40.0, times
+    assert min(times) < 15.0, times  # the best case (about 3 ms idle); a loaded 2-core machine is slower
+    assert statistics.median(times) < 60.0, times
 
 
 # --------------------------------------------------------------------------- alerts
@@ -345,3 +345,19 @@ def test_report_accepts_a_video_and_analyses_it_first(tmp_path, capsys):
     assert len(rows) == 300 and all({"quality", "tracks", "polyps", "models", "detections"} <= set(r) for r in rows)
     assert summary["polyps"] == rows[-1]["polyps"]  # the log's running count is the report's
     assert html.exists() and "<html" in html.read_text()[:200].lower()
+
+
+def test_fragments_of_a_polyp_are_not_tracked_as_polyps_of_their_own():
+    from engine.procedure.stage import without_fragments
+    from engine.procedure.tracking import Detection
+
+    big, piece, other = Detection((0, 0, 100, 100), 0.9), Detection((120, 0, 40, 40), 0.95), Detection((0, 150, 60, 50), 0.8)
+    assert without_fragments([piece, big, other]) == [big, other]  # 16 % of the largest: a fragment
+    assert without_fragments([piece]) == [piece] and without_fragments([]) == []
+    area = ContentArea.full_frame(W, H)
+    prob = np.zeros(MODEL, np.float32)
+    prob[5:25, 5:25] = 0.9  # 400 pixels
+    prob[30:34, 30:34] = 0.95  # 16 pixels: a fragment
+    seg = SegmentationResult(np.zeros((H, W), bool), 0.9, probability=prob)
+    r = FrameResult(Frame(0, 0.0, textured(), 0.0), area, segmentation=seg, polyp=True)
+    assert len(ProcedureStage().detect(r)) == 1
