@@ -186,6 +186,8 @@ class FindingsList(QListWidget):
         self.itemClicked.connect(self._clicked)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setIconSize(self.THUMB)
+        self.setWordWrap(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setToolTip(self.EMPTY)
 
     def _clicked(self, item: QListWidgetItem) -> None:

@@ -8,9 +8,9 @@ the polyp shots, slides out at an edge. In order:
 
 1. normal-cecum: 5 images, 1.6 s each (8 s: the cecum is reached);
 2. bbps-2-3: 3 images, 1.2 s each;
-3. four polyps (Kvasir-SEG), 3 s each, the window (60 % of the picture) sliding the longest way
+3. a polyp, blurred (Gaussian, sigma 1 % of its side: unusable frames), 1.5 s;
+4. four polyps (Kvasir-SEG), 3 s each, the window (60 % of the picture) sliding the longest way
    the picture allows, so the polyp drifts to an edge of the view (and out, where there is room);
-4. one more polyp, blurred (Gaussian, sigma 1 % of its side: unusable frames), 1.5 s;
 5. bbps-2-3: 2 images, 1.2 s each.
 
 ``python tests/real_clip.py OUT.mp4`` writes it (and prints the shot list as JSON).
@@ -127,8 +127,9 @@ def polyp_pan(px: float, py: float, w: int, h: int) -> tuple[tuple, tuple]:
     return (*start, SIDE), (*end, SIDE)
 
 
-def build(out: Path, data: Path | None = None) -> tuple[Path, list[dict]]:
-    """Write the clip to ``out`` (H.264 MP4); returns the path and the shot list."""
+def build(out: Path, data: Path | None = None, *, frames: int | None = None) -> tuple[Path, list[dict]]:
+    """Write the clip to ``out`` (H.264 MP4), its first ``frames`` only when given; returns the
+    path and the shot list."""
     from engine.outputs.writer import VideoWriter
 
     data = data or data_root()
@@ -141,32 +142,34 @@ def build(out: Path, data: Path | None = None) -> tuple[Path, list[dict]]:
         field, _ = field_of(cv2.imread(str(path)))
         shots.append(("bbps-2-3", path.name, shot(field, 30, (0.45, 0.5, 0.9), (0.55, 0.5, 0.85), mask)))
     polyps = heldout_polyps(data, 5)
-    for k, (path, (bx, by, bw, bh)) in enumerate(polyps[:4]):
-        field, (ox, oy) = field_of(cv2.imread(str(path)))
-        h, w = field.shape[:2]
-        px, py = (bx - ox + bw / 2) / w, (by - oy + bh / 2) / h  # the polyp's centre in the field
-        start, end = polyp_pan(px, py, w, h)
-        shots.append((f"polyp {k + 1}", path.name, shot(field, 75, start, end, mask)))
     if len(polyps) > 4:
         path, _ = polyps[4]
         field, _ = field_of(cv2.imread(str(path)))
         sigma = 0.01 * max(field.shape[:2])
         blurred = cv2.GaussianBlur(field, (0, 0), sigma)
         shots.append(("polyp, blurred", path.name, shot(blurred, 38, (0.5, 0.5, 0.9), (0.5, 0.5, 0.85), mask)))
+    for k, (path, (bx, by, bw, bh)) in enumerate(polyps[:4]):
+        field, (ox, oy) = field_of(cv2.imread(str(path)))
+        h, w = field.shape[:2]
+        px, py = (bx - ox + bw / 2) / w, (by - oy + bh / 2) / h  # the polyp's centre in the field
+        start, end = polyp_pan(px, py, w, h)
+        shots.append((f"polyp {k + 1}", path.name, shot(field, 75, start, end, mask)))
     for path in heldout(data, "bbps-2-3", 5)[3:]:
         field, _ = field_of(cv2.imread(str(path)))
         shots.append(("bbps-2-3", path.name, shot(field, 30, (0.5, 0.45, 0.9), (0.5, 0.55, 0.85), mask)))
     listing, frame = [], 0
     with VideoWriter(Path(out), WIDTH, HEIGHT, FPS, force=True) as writer:
-        for what, name, frames in shots:
-            listing.append({"shot": what, "image": name, "first_frame": frame, "frames": len(frames),
+        for what, name, pictures in shots:
+            listing.append({"shot": what, "image": name, "first_frame": frame, "frames": len(pictures),
                             "start_s": round(frame / FPS, 2)})
-            for f in frames:
+            for f in pictures[:None if frames is None else max(0, frames - frame)]:
                 writer.write(f)
-            frame += len(frames)
+            frame += len(pictures)
+            if frames is not None and frame >= frames:
+                break
     return Path(out), listing
 
 
 if __name__ == "__main__":
-    path, listing = build(Path(sys.argv[1]))
+    path, listing = build(Path(sys.argv[1]), frames=int(sys.argv[2]) if len(sys.argv) > 2 else None)
     print(json.dumps(listing, indent=1))
