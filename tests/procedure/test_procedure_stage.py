@@ -361,3 +361,16 @@ def test_fragments_of_a_polyp_are_not_tracked_as_polyps_of_their_own():
     seg = SegmentationResult(np.zeros((H, W), bool), 0.9, probability=prob)
     r = FrameResult(Frame(0, 0.0, textured(), 0.0), area, segmentation=seg, polyp=True)
     assert len(ProcedureStage().detect(r)) == 1
+
+
+def test_exports_draw_with_the_configured_style_edge_markers_and_count():
+    """`annotate` and the window build the overlay from the configuration (engine.runtime.make_overlay)."""
+    from engine.config import load_config
+    from engine.runtime import make_overlay
+
+    config = load_config()
+    assert (config.style, config.alert_sound, config.alert_cooldown, config.edge_hint) == ("mask", False, 5.0, False)
+    default = {l.name: l for l in make_overlay(config).layers}
+    assert "polyp_count" in default and "edge_hint" not in default and default["segmentation"].style == "mask"
+    chosen = {l.name: l for l in make_overlay(config.override(style="box", edge_hint=True)).layers}
+    assert chosen["segmentation"].style == "box" and "edge_hint" in chosen
