@@ -8,6 +8,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
+from engine.config import Config, load_config
+from engine.overlay import STYLES
 from engine.sources.v4l2 import list_devices
 
 from .session import ExportOptions
@@ -117,15 +119,19 @@ class ExportDialog(QDialog):
 
 
 class SettingsDialog(QDialog):
-    """Model bundle, backend, smoothing, findings thresholds, overlay layers, recording, folder."""
+    """Model bundle, backend, smoothing, findings thresholds, overlay layers, the polyp's display
+    style, the alerts, recording, folder."""
 
     def __init__(self, settings: Settings, parent: QWidget | None = None, *,
-                 layers: tuple[str, ...] = ()) -> None:
-        """``layers``: the layers drawn now, ticked when ``settings.layers`` is None (the configuration's)."""
+                 layers: tuple[str, ...] = (), config: Config | None = None) -> None:
+        """``layers``: the layers drawn now, ticked when ``settings.layers`` is None (the configuration's).
+        ``config``: the configuration in use, whose style and alerts are shown where the settings
+        leave them to it (None: the packaged defaults)."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         s = settings
         self.base = settings
+        self.config = config or load_config()
         self.shown = layers if s.layers is None else s.layers
         self.bundle = QLineEdit(s.bundle)
         self.bundle.setPlaceholderText("default from the configuration")
@@ -145,6 +151,18 @@ class SettingsDialog(QDialog):
         self.annotated = QCheckBox("annotated")
         self.annotated.setChecked(s.record_annotated)
         self.folder = QLineEdit(s.output_folder)
+        c = self.config
+        self.style = QComboBox()
+        self.style.addItems(list(STYLES))
+        self.style.setCurrentText(s.display_style or c.style)
+        self.style.setToolTip("How a polyp is drawn: its mask filled and outlined, its outline only, or a box")
+        self.sound = QCheckBox("sound when a new polyp is counted")
+        self.sound.setChecked(c.alert_sound if s.alert_sound is None else s.alert_sound)
+        self.cooldown = self._spin(c.alert_cooldown if s.alert_cooldown_s is None else s.alert_cooldown_s,
+                                   0.0, 600.0, " s")
+        self.cooldown.setToolTip("At least this long between two sounds")
+        self.edge_hint = QCheckBox("marker on the field's edge where a polyp touches it or left the view")
+        self.edge_hint.setChecked(c.edge_hint if s.edge_hint is None else s.edge_hint)
         form = QFormLayout(self)
         form.addRow("Model bundle", _path_row(self.bundle, self._browse_bundle))
         form.addRow("Backend", self.backend)
@@ -153,6 +171,9 @@ class SettingsDialog(QDialog):
         form.addRow("Finding: held at least", self.min_s)
         form.addRow("Finding: confidence at least", self.min_conf)
         form.addRow("Overlay layers", self._row(*self.layers.values()))
+        form.addRow("Polyp display", self.style)
+        form.addRow("Alerts", self._row(self.sound, QLabel("at most every"), self.cooldown))
+        form.addRow("", self.edge_hint)
         form.addRow("Record", self._row(self.raw, self.annotated))
         form.addRow("Recordings, snapshots, exports", _path_row(self.folder, self._browse_folder))
         form.addRow(_buttons(self))
@@ -190,9 +211,19 @@ class SettingsDialog(QDialog):
         ticked = tuple(n for n, b in self.layers.items() if b.isChecked())
         return None if self.base.layers is None and set(ticked) == set(self.shown) else ticked
 
+    def _own(self, name: str, value, configured):
+        """The setting's new value; None/"" (still the configuration's) when it was and is unchanged."""
+        unset = getattr(self.base, name) in (None, "")
+        return (None if name != "display_style" else "") if unset and value == configured else value
+
     def settings(self) -> Settings:
         classes = tuple(c.strip() for c in self.classes.text().split(",") if c.strip())
+        c = self.config
         return self.base.with_(
+            display_style=self._own("display_style", self.style.currentText(), c.style),
+            alert_sound=self._own("alert_sound", self.sound.isChecked(), c.alert_sound),
+            alert_cooldown_s=self._own("alert_cooldown_s", self.cooldown.value(), c.alert_cooldown),
+            edge_hint=self._own("edge_hint", self.edge_hint.isChecked(), c.edge_hint),
             bundle=self.bundle.text().strip(), backend=self.backend.currentText(),
             smoothing=self.smoothing.text().strip(), finding_min_s=self.min_s.value(),
             finding_min_confidence=self.min_conf.value(), finding_classes=classes,

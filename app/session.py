@@ -24,6 +24,8 @@ from engine.outputs.export import annotate
 from engine.outputs.recorder import Recorder, recording_path, recording_sink
 from engine.outputs.snapshot import save_snapshot
 from engine.player import Player, Shown
+from engine.procedure.alerts import AlertPolicy
+from engine.procedure.findings import AnalysedRows, Fanout, PolypFindings
 from engine.runtime import make_overlay, open_analyzer
 from engine.sources import open_source
 from engine.timeline import Timeline, analyse_video
@@ -83,6 +85,7 @@ class PlayerBridge(QObject):
     error = Signal(object)
     playing = Signal(bool)
     second_pass = Signal(object)  # SecondPassResult
+    alert = Signal(object)  # track ids of new polyps to announce (engine.procedure.alerts)
 
     def __init__(self) -> None:
         super().__init__()
@@ -141,6 +144,14 @@ class Session(QObject):
         if state.second_pass:
             self._ask_second_pass.set()
         self.timeline: Timeline | None = None
+        # procedure intelligence of what is open (engine.procedure): the polyps and the analysed rows
+        # seen while playing; those of "Analyse the whole video" once it has run (one pass in order)
+        self.polyps = PolypFindings()
+        self.rows = AnalysedRows()
+        self.whole: tuple[PolypFindings, AnalysedRows] | None = None
+        self.alerts = AlertPolicy(config.alert_cooldown)
+        self.sound = None  # app.alerts.AlertSound, made at the first alert
+        self.alerts_sounded = 0
         self.info = None
         self.model_text = ""
         self.shown: Shown | None = None
@@ -164,18 +175,21 @@ class Session(QObject):
         bridge.second_pass.connect(self._on_second_pass)
         bridge.status.connect(self._on_status)
         bridge.error.connect(self._on_error)
+        bridge.alert.connect(self._on_alert)
         bridge.playing.connect(lambda playing: setattr(self.state, "playing", playing))
         self._bridge = bridge
         self.state.update(source=spec, loading=True, error="", status=f"opening {spec}",
                           position=-1, frame_count=None, mark_in=None, mark_out=None, frozen=False)
         feed = TimelineFeed()
+        self.polyps, self.rows, self.whole = PolypFindings(), AnalysedRows(), None
+        self.alerts = AlertPolicy(self.config.alert_cooldown)
         self.player = Player(
             lambda: self.source_opener(spec), lambda info: self._analyzer_for(info, bridge),
             overlay=self._overlay_or_none(),
             speed=self.state.speed, loop=self.state.loop, play=True, live=self.live, pace=self.pace,
             present_fps=_display_hz(),
             on_open=lambda info, analyzer: self._worker_opened(bridge, feed, info, analyzer),
-            on_frame=bridge.on_frame, on_result=feed.record,
+            on_frame=bridge.on_frame, on_result=lambda result: self._record_result(result, feed, bridge),
             on_playing=bridge.playing.emit, on_status=bridge.status.emit, on_error=bridge.error.emit,
         )
         self.player.screen_size = self._screen_size
@@ -209,6 +223,39 @@ class Session(QObject):
         feed.timeline = timeline
         text = f"{m.name} on {m.backend.description}" if m is not None else "no model (content area only)"
         bridge.opened.emit(Opened(info, text, analyzer, timeline))
+
+    def _record_result(self, result, feed: TimelineFeed | None = None, bridge: PlayerBridge | None = None) -> None:
+        """Worker thread: every analysed frame into the timeline, the polyps, the rows; the alert."""
+        if feed is not None:
+            feed.record(result)
+        self.polyps.record(result)
+        self.rows.record(result)
+        due = self.alerts.feed(result)
+        if due and bridge is not None and self.config.alert_sound:
+            bridge.alert.emit(due)
+
+    @Slot(object)
+    def _on_alert(self, track_ids) -> None:
+        """GUI thread: sound the chime for newly confirmed polyps (see engine.procedure.alerts)."""
+        if not self.config.alert_sound:
+            return
+        if self.sound is None:
+            from .alerts import AlertSound
+
+            self.sound = AlertSound()
+        self.sound.play()
+        self.alerts_sounded += 1
+        self.state.status = "new polyp: " + ", ".join(f"#{i}" for i in track_ids)
+
+    def polyp_rows(self) -> list:
+        """The findings list's rows: the whole-video analysis's polyps once it ran, else those seen."""
+        polyps = self.whole[0] if self.whole is not None else self.polyps
+        return polyps.rows()
+
+    def analysed_rows(self) -> list[dict]:
+        """The per-frame rows a report is made of: the whole-video analysis's once it ran, else the
+        rows of the frames analysed while playing (a replay with seeks covers only what was shown)."""
+        return (self.whole[1] if self.whole is not None else self.rows).rows()
 
     def close_source(self, timeout: float = 4.0) -> None:
         if self.recorders:
@@ -346,6 +393,7 @@ class Session(QObject):
         reopen = (config.bundle, config.backend, config.smoothing) != (
             self.config.bundle, self.config.backend, self.config.smoothing)
         self.settings, self.config = settings, config
+        self.alerts.cooldown_s = config.alert_cooldown
         self.overlay = make_overlay(config)
         if self.player is not None:
             self.player.overlay = self._overlay_or_none()
@@ -433,12 +481,19 @@ class Session(QObject):
             self.state.error = "analysing the whole video needs an open video file and a model"
             return None
 
+        polyps, rows = PolypFindings(), AnalysedRows()
+
         def job(stop, progress):
             fast_only = dataclasses.replace(config, second_pass=None)
             with self.source_opener(spec) as source, open_analyzer(fast_only) as analyzer:
-                return analyse_video(source, analyzer, timeline, progress=progress, stop=stop)
+                # the polyps and rows of one pass in order; the analyser's own polyp tracker counts
+                return analyse_video(source, analyzer, Fanout(timeline, polyps, rows), progress=progress, stop=stop)
 
-        done = lambda n: self.message.emit(f"analysed {n} frames; {len(timeline.findings())} findings")  # noqa: E731
+        def done(n):
+            if self.timeline is timeline:  # still the same video
+                self.whole = (polyps, rows)
+            self.message.emit(f"analysed {n} frames; {len(polyps)} polyps")
+
         return self._start("analyse", job, done=done, total=self.state.frame_count or 0)
 
     def snapshot(self) -> Task | None:
@@ -455,6 +510,61 @@ class Session(QObject):
 
         done = lambda paths: self.message.emit("snapshot saved: " + ", ".join(map(str, paths)))  # noqa: E731
         return self._start("snapshot", job, done=done)
+
+    def write_report(self, path: Path) -> Task | None:
+        """The procedure report (HTML) of the analysed rows of what is open, in the background:
+        polyps with their best frames (read again from the video), cecum, withdrawal, bowel prep,
+        quality (engine.procedure). Overwrites ``path`` (the file dialog asked)."""
+        rows, spec = self.analysed_rows(), self.state.source
+        if not rows:
+            self.state.error = "no analysed frames to report on yet: play the video or analyse all of it"
+            return None
+        live, path = self.state.live, Path(path)
+        opener = self.source_opener
+
+        def job(stop, progress):
+            from engine.procedure.report import render_html, write_text
+            from engine.procedure.summary import summarize
+
+            summary = summarize(rows)
+            summary["source"] = Path(spec).name or spec
+            thumbnails, note = None, None
+            if live:
+                note = "a live source: no frames to read back"
+            elif summary["tracks"]:
+                from engine.procedure.thumbnails import track_thumbnails
+
+                thumbnails = track_thumbnails(spec, summary, rows, open_source=opener)
+            models = [{"name": n, "version": summary["model_versions"].get(n, "")} for n in summary["models"]]
+            html = render_html(summary, thumbnails=thumbnails, models=models, source=summary["source"],
+                               thumbnails_note=note)
+            write_text(path, html, force=True)
+            return path, summary
+
+        def done(result):
+            out, summary = result
+            self.message.emit(f"report written: {out} ({summary['polyps']} polyps, {summary['frames']} frames)")
+
+        return self._start("report", job, done=done)
+
+    def snapshot_dicom(self, path: Path) -> Task | None:
+        """The frame on screen (without the overlay) as a DICOM Secondary Capture, blacked out
+        outside the endoscopic field (the processor's text lies there)."""
+        shown, path = self.shown, Path(path)
+        if shown is None:
+            self.state.error = "no frame to save yet"
+            return None
+        area = shown.result.area if shown.result is not None else None
+
+        def job(stop, progress):
+            from engine.procedure.dicom import save_snapshot as save_dicom
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return save_dicom(path, shown.frame.image, area=area, force=True,
+                              description=f"endoview snapshot, frame {shown.frame.index}")
+
+        done = lambda out: self.message.emit(f"DICOM snapshot saved: {out}")  # noqa: E731
+        return self._start("dicom", job, done=done)
 
     # ------------------------------------------------------------------ recording
 

@@ -18,6 +18,8 @@ LAYERS = tuple(LAYER_TYPES)
 #: Config field -> the setting that sets it (a bad value is reported under the setting's name)
 NAMES = {name: f"the setting {name!r}" for name in ("bundle", "backend", "smoothing", "layers")}
 NAMES["outline"] = "the setting 'layers'"  # "content_area" among them
+NAMES.update(style="the setting 'display_style'", alert_sound="the setting 'alert_sound'",
+             alert_cooldown="the setting 'alert_cooldown_s'", edge_hint="the setting 'edge_hint'")
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,21 @@ class Settings:
     output_folder: str = field(default_factory=lambda: str(Path.home() / "endoview"))
     speed: float = 1.0
     loop: bool = False
+    # the polyp's display style and the alerts; ""/None = the configuration's ([overlay] style, [alerts])
+    display_style: str = ""
+    alert_sound: bool | None = None
+    alert_cooldown_s: float | None = None
+    edge_hint: bool | None = None
 
     def apply(self, config: Config) -> Config:
-        """``config`` with the model and overlay choices made here."""
+        """``config`` with the model, overlay and alert choices made here."""
         layers = self.layers
         return config.override(NAMES, bundle=Path(self.bundle) if self.bundle else None,
                                backend=self.backend or None, smoothing=self.smoothing or None,
                                layers=None if layers is None else tuple(n for n in layers if n != "content_area"),
-                               outline=None if layers is None else "content_area" in layers)
+                               outline=None if layers is None else "content_area" in layers,
+                               style=self.display_style or None, alert_sound=self.alert_sound,
+                               alert_cooldown=self.alert_cooldown_s, edge_hint=self.edge_hint)
 
     def with_(self, **values) -> Settings:
         return replace(self, **values)
@@ -55,6 +64,9 @@ def shown_layers(config: Config) -> tuple[str, ...]:
 
 #: the fields kept as lists of names (their default may be None: "from the configuration")
 _TUPLES = {f.name for f in fields(Settings) if str(f.type).startswith("tuple")}
+#: the fields whose default is None ("from the configuration"), by the type of their value
+_OPTIONAL = {f.name: (bool if str(f.type).startswith("bool") else float) for f in fields(Settings)
+             if str(f.type) in ("bool | None", "float | None")}
 
 
 def load_settings(qs: QSettings) -> Settings:
@@ -65,8 +77,10 @@ def load_settings(qs: QSettings) -> Settings:
             continue
         default = getattr(Settings(), f.name)
         try:
-            if isinstance(default, bool):
+            if isinstance(default, bool) or _OPTIONAL.get(f.name) is bool:
                 values[f.name] = raw in (True, "true", "1", 1)
+            elif _OPTIONAL.get(f.name) is float:
+                values[f.name] = float(raw)
             elif isinstance(default, float):
                 values[f.name] = float(raw)
             elif f.name in _TUPLES:
@@ -81,10 +95,11 @@ def load_settings(qs: QSettings) -> Settings:
 def _checked(values: dict) -> dict:
     """``values`` less what the configuration would refuse (a hand-edited or older settings file):
     each one logged, so the viewer starts with the configuration's choice instead."""
-    for name in ("backend", "smoothing"):
-        if values.get(name):  # "" = the configuration's
+    for name, field_ in (("backend", "backend"), ("smoothing", "smoothing"), ("display_style", "style"),
+                         ("alert_cooldown_s", "alert_cooldown")):
+        if values.get(name) not in (None, ""):  # "" / None = the configuration's
             try:
-                check(name, values[name])
+                check(field_, values[name])
             except ValueError as exc:
                 logger.warning("setting %r: %s; using the configuration's", name, exc)
                 del values[name]

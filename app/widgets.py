@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRect, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QSlider, QToolButton, QWidget)
 
 from engine.overlay import SEG_COLOR, class_color
 from engine.player import SPEEDS
+from engine.procedure.findings import clock
 from engine.timeline import Timeline
 from engine.types import absent_label
 
@@ -108,6 +109,8 @@ class TimelineStrip(QWidget):
 
     seek = Signal(int)
     TOOLTIP = "Predicted class of every analysed frame (grey: not analysed yet); click to jump"
+    UNUSABLE_TIP = "; light grey ticks below: unusable frames (blurred, dark or overexposed: no alert there)"
+    UNUSABLE = QColor(175, 175, 175)
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -124,9 +127,9 @@ class TimelineStrip(QWidget):
         if timeline is not None and is_segmenter_labels(timeline.labels):
             no, yes = timeline.labels
             self.setToolTip(f"Yellow: {yes} in the frame, blue-grey: {no} (dark grey: not analysed yet); "
-                            "click to jump")
+                            "click to jump" + self.UNUSABLE_TIP)
         else:
-            self.setToolTip(self.TOOLTIP)
+            self.setToolTip(self.TOOLTIP + self.UNUSABLE_TIP)
         self.update()
 
     def refresh(self) -> None:
@@ -146,6 +149,10 @@ class TimelineStrip(QWidget):
                 if 0 <= cls < len(self._colors):
                     x0, x1 = self._x(start, n), self._x(end + 1, n)
                     painter.fillRect(x0, 0, max(1, x1 - x0), self.height(), self._colors[cls])
+            tick = max(3, self.height() // 3)  # the frame's quality was not ok: the bottom third, grey
+            for start, end in self.timeline.unusable_runs():
+                x0, x1 = self._x(start, n), self._x(end + 1, n)
+                painter.fillRect(x0, self.height() - tick, max(1, x1 - x0), tick, self.UNUSABLE)
         if n:
             painter.setPen(QPen(QColor(255, 255, 255), 2))
             x = self._x(max(0, self.state.position), n)
@@ -162,26 +169,60 @@ class TimelineStrip(QWidget):
             self.seek.emit(min(n - 1, int(event.position().x() * n / self.width())))
 
 
+def bgr_pixmap(image: np.ndarray) -> QPixmap:
+    """A QPixmap of a BGR uint8 image (copied: the array may go)."""
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    return QPixmap.fromImage(QImage(image.data, w, h, image.strides[0], QImage.Format.Format_BGR888).copy())
+
+
 class FindingsList(QListWidget):
-    """Stretches where a polyp-related class held; clicking one jumps to its start."""
+    """One row per polyp (a confirmed track, engine.procedure.findings.PolypRow): a thumbnail of its
+    best frame, first and last seen, duration, highest confidence; clicking one jumps to where it
+    was first seen. Rows are updated in place (the list keeps its scroll position)."""
 
     seek = Signal(int)
+    THUMB = QSize(96, 80)
+    EMPTY = "No polyps counted yet (a polyp counts once it has been tracked for 5 frames)"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._shown: list = []
-        self.itemClicked.connect(lambda item: self.seek.emit(item.data(Qt.ItemDataRole.UserRole)))
+        self._items: dict[int, tuple[QListWidgetItem, object]] = {}  # track id -> (item, the row shown)
+        self.itemClicked.connect(self._clicked)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.setIconSize(self.THUMB)
+        self.setWordWrap(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setToolTip(self.EMPTY)
 
-    def set_findings(self, findings: list) -> None:
-        if findings == self._shown:
-            return
-        self._shown = findings
-        self.clear()
-        for f in findings:
-            item = QListWidgetItem(str(f))
-            item.setData(Qt.ItemDataRole.UserRole, f.start)
-            self.addItem(item)
+    def _clicked(self, item: QListWidgetItem) -> None:
+        target = item.data(Qt.ItemDataRole.UserRole)
+        if target is not None:
+            self.seek.emit(int(target))
+
+    def set_polyps(self, rows: list) -> None:
+        """Show ``rows`` (PolypRow each, by id): new ones added, changed ones updated, gone ones removed."""
+        ids = {r.id for r in rows}
+        for gone in [i for i in self._items if i not in ids]:
+            item, _ = self._items.pop(gone)
+            self.takeItem(self.row(item))
+        for r in rows:
+            item, shown = self._items.get(r.id, (None, None))
+            if shown is r:  # rows are replaced when they change
+                continue
+            if item is None:
+                item = QListWidgetItem()
+                self.addItem(item)
+            item.setText(f"polyp {r.id}\n{clock(r.first_s)} - {clock(r.last_s)}  ({r.duration_s:.1f} s)\n"
+                         f"max {r.max_confidence:.0%}")
+            item.setToolTip(f"polyp {r.id}: first seen at frame {r.first_frame}, last at {r.last_frame}; "
+                            f"best frame {r.best_frame} ({r.max_confidence:.0%}). Click to jump to where it "
+                            "was first seen.")
+            item.setData(Qt.ItemDataRole.UserRole, r.first_frame)
+            if r.thumbnail is not None and (shown is None or shown.thumbnail is not r.thumbnail):
+                item.setIcon(QIcon(bgr_pixmap(r.thumbnail)))
+            self._items[r.id] = (item, r)
+        self.setToolTip("" if rows else self.EMPTY)
 
 
 class ControlBar(QWidget):

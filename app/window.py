@@ -9,8 +9,8 @@ from typing import Callable
 
 from PySide6.QtCore import QCoreApplication, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from engine.analysis.classifier import make_smoother
 from engine.config import Config, ConfigError
@@ -77,7 +77,7 @@ class MainWindow(QMainWindow):
         for w, stretch in ((self.banner, 0), (self.video, 1), (self.strip, 0), (self.controls, 0)):
             layout.addWidget(w, stretch)
         self.setCentralWidget(central)
-        dock = QDockWidget("Findings", self)
+        dock = QDockWidget("Polyps", self)
         dock.setObjectName("findings")
         dock.setWidget(self.findings)
         self.findings.setMaximumWidth(320)
@@ -119,6 +119,8 @@ class MainWindow(QMainWindow):
             ("&File", "Open the &demo clip", "Ctrl+D", lambda: self.open("demo")),
             ("&File", "&Export clip...", "Ctrl+E", self.export_dialog),
             ("&File", "&Snapshot (PNG with and without overlay)", "S", s.snapshot),
+            ("&File", "Save snapshot as &DICOM...", "Ctrl+Shift+S", self.dicom_dialog),
+            ("&File", "Procedure re&port...", "Ctrl+Shift+P", self.report_dialog),
             ("&File", "&Record / stop", "R", s.toggle_recording),
             ("&File", "&Quit", "Ctrl+Q", self.close),
             ("&Play", "Play / pause (live: freeze)", "Space", s.toggle_play),
@@ -166,8 +168,33 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             self.session.export(dialog.options())
 
+    def report_dialog(self) -> None:
+        """File > Procedure report: the HTML report of the analysed frames, where the user says."""
+        st = self.state
+        if not st.source:
+            st.error = "open a video first: the report is made of its analysed frames"
+            return
+        stem = Path(st.source).stem or "procedure"
+        default = str(Path(self.session.settings.output_folder) / f"{stem}-report.html")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the procedure report", default, "HTML (*.html)")
+        if path:
+            self.session.write_report(Path(path))
+
+    def dicom_dialog(self) -> None:
+        """File > Save snapshot as DICOM: the frame on screen as a Secondary Capture file."""
+        if self.session.shown is None:
+            self.state.error = "no frame to save yet"
+            return
+        stem = Path(self.state.source).stem or "frame"
+        default = str(Path(self.session.settings.output_folder)
+                      / f"{stem}-{max(0, self.state.position):06d}.dcm")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the frame as DICOM", default, "DICOM (*.dcm)")
+        if path:
+            self.session.snapshot_dicom(Path(path))
+
     def settings_dialog(self) -> None:
-        dialog = SettingsDialog(self.session.settings, self, layers=shown_layers(self.session.config))
+        dialog = SettingsDialog(self.session.settings, self, layers=shown_layers(self.session.config),
+                                config=self.session.config)
         if dialog.exec():
             self.apply_settings(dialog.settings())
 
@@ -195,7 +222,7 @@ class MainWindow(QMainWindow):
 
     def _opened(self) -> None:
         self.strip.set_timeline(self.session.timeline)
-        self.findings.set_findings([])
+        self.findings.set_polyps([])
         self.setWindowTitle(f"endoview: {self.state.source} (research use only)")
         self.refresh()
 
@@ -245,8 +272,7 @@ class MainWindow(QMainWindow):
             # --exit-after-frames N on a source with fewer frames (one image): it ended, so stop
             QTimer.singleShot(0, self.finish_automation)
         self.strip.refresh()
-        if s.timeline is not None:
-            self.findings.set_findings(s.timeline.findings())
+        self.findings.set_polyps(s.polyp_rows())
         self._refresh_rec()
 
     def _refresh_rec(self) -> None:

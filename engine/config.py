@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from .backends import BACKENDS
 from .analysis.classifier import make_smoother
 from .errors import EndoviewError
-from .overlay import LAYER_TYPES
+from .overlay import LAYER_TYPES, STYLES
 
 
 class ConfigError(EndoviewError):
@@ -56,6 +56,10 @@ class Config:
     reestimate_every: int
     layers: tuple[str, ...]
     outline: bool
+    style: str  # how the segmentation layer shows a polyp: mask | outline | box
+    alert_sound: bool  # a sound when a new polyp track is confirmed
+    alert_cooldown: float  # seconds between two sounds at least
+    edge_hint: bool  # a marker on the field's edge where a polyp touches it or left it
     second_pass: Path | None  # classifier bundle run by the second-pass worker
     second_pass_every: int  # frames between second passes (0: off)
     second_pass_hold: float  # seconds a polyp-related class holds before a look (0: off)
@@ -144,6 +148,12 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _style(value: Any) -> str:
+    if _text(value) not in STYLES:
+        raise ValueError(f"unknown display style {value!r} (known: {', '.join(STYLES)})")
+    return value
+
+
 def _layers(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"expected a list of layer names, not {_kind(value)} ({value!r})")
@@ -165,6 +175,10 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("analysis", "reestimate_every"): ("reestimate_every", _count(1)),
     ("overlay", "layers"): ("layers", _layers),
     ("overlay", "outline"): ("outline", _flag),
+    ("overlay", "style"): ("style", _style),
+    ("alerts", "sound"): ("alert_sound", _flag),
+    ("alerts", "cooldown_s"): ("alert_cooldown", _seconds),
+    ("alerts", "edge_hint"): ("edge_hint", _flag),
 }
 #: Config field -> how its value is checked and read
 READERS = {name: read for name, read in KEYS.values()}

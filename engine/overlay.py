@@ -182,14 +182,24 @@ class SecondPass(Layer):
         draw_mask(image, mask, self.color, self.alpha)
 
 
+#: How the segmentation layer shows a polyp: the mask filled and outlined, its outline only, or boxes.
+STYLES = ("mask", "outline", "box")
+
+
 class Segmentation(Layer):
-    """The real-time segmenter's mask (filled, outlined) and "polyp NN%" beside it."""
+    """The real-time segmenter's polyp and "polyp NN%" beside it, in one of :data:`STYLES`:
+    ``mask`` (filled and outlined), ``outline`` (the mask's outline only) or ``box`` (a rectangle
+    per polyp: the tracks on the frame, else the frame's detections, else the mask's box). A track
+    on the frame puts its number before the label ("#2 polyp 87%")."""
 
     name = "segmentation"
 
-    def __init__(self, color=SEG_COLOR, alpha: float = 0.3) -> None:
+    def __init__(self, color=SEG_COLOR, alpha: float = 0.3, style: str = "mask") -> None:
+        if style not in STYLES:
+            raise ValueError(f"unknown display style {style!r} (known: {', '.join(STYLES)})")
         self.color = color
         self.alpha = alpha
+        self.style = style
 
     def draw(self, image, result, shown_index):
         seg = result.segmentation
@@ -198,11 +208,21 @@ class Segmentation(Layer):
         if seg is None or result.polyp is False or (result.polyp is None and not seg.present):
             return
         s = _scale(image)
-        box = draw_mask(image, seg.mask, self.color, self.alpha)
+        tracks = result.tracks.tracks if result.tracks is not None else ()
+        if self.style == "mask":
+            box = draw_mask(image, seg.mask, self.color, self.alpha)
+        elif self.style == "outline":
+            box = draw_mask(image, seg.mask, self.color, 0.0)
+        else:
+            boxes = [t.bbox for t in tracks] or [d.bbox for d in result.detections or ()] or \
+                ([seg.bbox] if seg.bbox is not None else [])
+            box = draw_boxes(image, boxes, self.color, max(1, round(2 * s)))
         if box is None:
             return
         x0, y0, x1, y1 = box
         text = f"{seg.label} {seg.confidence:.0%}"
+        if tracks:
+            text = " ".join(f"#{t.id}" for t in tracks) + " " + text
         if result.frame.index != shown_index:
             text += f" ({shown_index - result.frame.index}f)"
         scale, thick = 0.6 * s, max(1, round(2 * s))
@@ -214,8 +234,21 @@ class Segmentation(Layer):
         _text(image, text, (tx, ty), scale, self.color, thick)
 
 
+def draw_boxes(image: np.ndarray, boxes, color, thickness: int) -> tuple[int, int, int, int] | None:
+    """Rectangles (x, y, w, h each) in ``color``; returns their union (x0, y0, x1, y1), None without any."""
+    if not boxes:
+        return None
+    for x, y, w, h in boxes:
+        cv2.rectangle(image, (int(x) + 1, int(y) + 1), (int(x + w) + 1, int(y + h) + 1), BLACK, thickness,
+                      cv2.LINE_AA)
+        cv2.rectangle(image, (int(x), int(y)), (int(x + w), int(y + h)), color, thickness, cv2.LINE_AA)
+    return (int(min(b[0] for b in boxes)), int(min(b[1] for b in boxes)),
+            int(max(b[0] + b[2] for b in boxes)), int(max(b[1] + b[3] for b in boxes)))
+
+
 def draw_mask(image: np.ndarray, mask: np.ndarray, color, alpha: float) -> tuple[int, int, int, int] | None:
-    """Blend ``color`` over ``mask`` (H x W, any dtype; resized when its size differs) and outline it.
+    """Blend ``color`` over ``mask`` (H x W, any dtype; resized when its size differs) and outline it
+    (``alpha`` 0: the outline only).
 
     Only the mask's bounding box is touched. Returns that box (x0, y0, x1, y1), None when empty.
     """
@@ -227,10 +260,11 @@ def draw_mask(image: np.ndarray, mask: np.ndarray, color, alpha: float) -> tuple
         return None
     x1, y1 = x0 + w, y0 + h
     roi, mroi = image[y0:y1, x0:x1], np.ascontiguousarray(m[y0:y1, x0:x1])
-    fill = np.empty_like(roi)
-    fill[:] = color
-    blended = cv2.addWeighted(roi, 1 - alpha, fill, alpha, 0)
-    cv2.copyTo(blended, mroi, roi)
+    if alpha > 0:
+        fill = np.empty_like(roi)
+        fill[:] = color
+        blended = cv2.addWeighted(roi, 1 - alpha, fill, alpha, 0)
+        cv2.copyTo(blended, mroi, roi)
     contours, _ = cv2.findContours(mroi, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(roi, contours, -1, color, max(1, round(2 * _scale(image))))
     return x0, y0, x1, y1
@@ -254,6 +288,80 @@ class Stats(Layer):
         x, y = W - tw - round(14 * s), H - round(12 * s)
         _panel(image, x - 6, y - th - 6, tw + 12, th + 12)
         _text(image, text, (x, y), 0.42 * s)
+
+
+class PolypCount(Layer):
+    """The number of polyps counted so far (confirmed tracks, engine.procedure.tracking), at the top
+    right: "polyps 2"."""
+
+    name = "polyp_count"
+
+    def draw(self, image, result, shown_index):
+        if result.polyps is None:
+            return
+        s = _scale(image)
+        text = f"polyps {result.polyps}"
+        scale, thick = 0.7 * s, max(1, round(2 * s))
+        (tw, th), _ = cv2.getTextSize(text, FONT, scale, thick)
+        x = image.shape[1] - tw - round(18 * s)
+        y = round(40 * s) + (round(50 * s) if result.untrained else 0)  # under the untrained banner
+        _panel(image, x - 8, y - th - 8, tw + 16, th + 16, 0.7)
+        _text(image, text, (x, y), scale, SEG_COLOR if result.polyps else GREY, thick)
+
+
+EDGE_HINT_SEEN = SEG_COLOR  # a polyp touching the field's edge
+EDGE_HINT_GONE = (0, 140, 255)  # BGR orange: a polyp last seen at the edge, now out of view
+
+
+class EdgeHint(Layer):
+    """Where a polyp touches the edge of the field, or left it: a triangle on that edge pointing out.
+
+    For every confirmed track on the frame whose box touches an edge of the field's box
+    (:func:`engine.procedure.hints.touching_edges`), a triangle in the mask's colour; for every
+    track missing from the frame that was last seen touching an edge, a larger orange one with its
+    number: the polyp most likely slid out of view that way. Drawn only with ``[alerts] edge_hint``
+    (or ``Overlay.default(edge_hint=True)``)."""
+
+    name = "edge_hint"
+
+    def draw(self, image, result, shown_index):
+        tracks = result.tracks
+        if tracks is None or not (tracks.tracks or tracks.missing):
+            return
+        from .procedure.hints import touching_edges
+
+        field = result.area.bbox
+        s = _scale(image)
+        for gone, group in ((False, tracks.tracks), (True, tracks.missing)):
+            for t in group:
+                for edge in touching_edges(t.bbox, field):
+                    self._marker(image, field, t.bbox, edge, s * (1.4 if gone else 1.0),
+                                 EDGE_HINT_GONE if gone else EDGE_HINT_SEEN, f"{t.id}" if gone else "")
+
+    @staticmethod
+    def _marker(image, field, bbox, edge, s, color, text) -> None:
+        fx, fy, fw, fh = field
+        bx, by, bw, bh = bbox
+        size, depth = round(26 * s), round(18 * s)
+        cx = int(min(max(bx + bw / 2, fx + size), fx + fw - size))  # along the edge, kept on it
+        cy = int(min(max(by + bh / 2, fy + size), fy + fh - size))
+        if edge == "left":
+            tip, base = (fx, cy), [(fx + depth, cy - size), (fx + depth, cy + size)]
+        elif edge == "right":
+            tip, base = (fx + fw - 1, cy), [(fx + fw - 1 - depth, cy - size), (fx + fw - 1 - depth, cy + size)]
+        elif edge == "top":
+            tip, base = (cx, fy), [(cx - size, fy + depth), (cx + size, fy + depth)]
+        else:
+            tip, base = (cx, fy + fh - 1), [(cx - size, fy + fh - 1 - depth), (cx + size, fy + fh - 1 - depth)]
+        pts = np.array([tip, *base], np.int32).reshape(-1, 1, 2)
+        cv2.fillPoly(image, [pts], color, cv2.LINE_AA)
+        cv2.polylines(image, [pts], True, BLACK, max(1, round(1.5 * s)), cv2.LINE_AA)
+        if text:
+            mx = int(sum(p[0] for p in base) / 2)
+            my = int(sum(p[1] for p in base) / 2)
+            ox = {"left": depth // 2, "right": -depth // 2 - round(14 * s)}.get(edge, -round(6 * s))
+            oy = {"top": depth, "bottom": -depth // 2}.get(edge, round(6 * s))
+            _text(image, text, (mx + ox, my + oy), 0.55 * s, color, max(1, round(2 * s)))
 
 
 class UntrainedBanner(Layer):
@@ -282,9 +390,12 @@ class ResearchMark(Layer):
               (round(10 * s), image.shape[0] - round(12 * s)), 0.4 * s, (200, 200, 200))
 
 
+#: The layers the configuration's ``[overlay] layers`` choose among (the edge hint is an alert:
+#: ``[alerts] edge_hint`` turns it on).
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.name: cls
-    for cls in (ContentAreaOutline, ClassLabel, Segmentation, SecondPass, Stats, UntrainedBanner, ResearchMark)
+    for cls in (ContentAreaOutline, ClassLabel, Segmentation, SecondPass, Stats, PolypCount, UntrainedBanner,
+                ResearchMark)
 }
 
 
@@ -295,7 +406,10 @@ class Overlay:
     layers: Sequence[Layer]
 
     @classmethod
-    def default(cls, *, outline: bool = False, names: Sequence[str] | None = None) -> Overlay:
+    def default(cls, *, outline: bool = False, names: Sequence[str] | None = None, style: str = "mask",
+                edge_hint: bool = False) -> Overlay:
+        """``names``: the layers in order (None: every layer); ``outline``: the field's outline too;
+        ``style``: the segmentation layer's (:data:`STYLES`); ``edge_hint``: the edge markers too."""
         # no names: every layer (the configuration's [overlay] layers choose among them)
         names = list(names or (n for n in LAYER_TYPES if n != "content_area"))
         if outline and "content_area" not in names:
@@ -303,7 +417,11 @@ class Overlay:
         unknown = [n for n in names if n not in LAYER_TYPES]
         if unknown:
             raise ValueError(f"unknown overlay layer(s) {unknown}; known: {sorted(LAYER_TYPES)}")
-        return cls([LAYER_TYPES[n]() for n in names])
+        layers = [Segmentation(style=style) if n == "segmentation" else LAYER_TYPES[n]() for n in names]
+        if edge_hint:
+            where = names.index("segmentation") + 1 if "segmentation" in names else 0
+            layers.insert(where, EdgeHint())
+        return cls(layers)
 
     def draw(self, image: np.ndarray, result: FrameResult, shown_index: int | None = None,
              *, copy: bool = False) -> np.ndarray:

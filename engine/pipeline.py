@@ -31,6 +31,7 @@ from .analysis.segmenter import Segmenter
 from .analysis.tracker import ContentAreaTracker
 from .analysis.verdict import DEFAULT_OPERATING_POINT, Verdict
 from .errors import EndoviewError, PipelineError
+from .procedure.stage import ProcedureStage
 from .slots import JOIN_TIMEOUT_S
 from .types import Frame, FrameResult
 
@@ -66,12 +67,14 @@ class Analyzer:
     ``classifier`` and ``segmenter`` may be None (both None: passthrough, content area only).
     With both, each gets its own model input (their sizes may differ), "inference" is the sum and
     "classifier" / "segmenter" time each model.
+    ``procedure``: the procedure stage (engine.procedure.stage: quality, polyp detections and tracks
+    on every result); by default one is made (tracking only with a model), False for none.
     Not thread-safe: one Analyzer per analysis thread.
     """
 
     def __init__(self, classifier: Classifier | None, *, tracker: ContentAreaTracker | None = None,
                  smooth: bool = True, second_pass=None, triggers: Callable | None = None,
-                 segmenter: Segmenter | None = None) -> None:
+                 segmenter: Segmenter | None = None, procedure: ProcedureStage | bool | None = None) -> None:
         self.classifier = classifier
         self.segmenter = segmenter
         self.tracker = tracker or ContentAreaTracker()
@@ -81,6 +84,14 @@ class Analyzer:
         self.untrained = any(m is not None and not m.bundle.trained for m in (classifier, segmenter))
         self._input_sizes = [m.input_size for m in (classifier, segmenter) if m is not None]
         self.verdict = Verdict(classifier.operating_point if classifier is not None else DEFAULT_OPERATING_POINT)
+        if procedure is None or procedure is True:
+            procedure = ProcedureStage(tracking=classifier is not None or segmenter is not None,
+                                       threshold=getattr(segmenter, "threshold", 0.5))
+        self.procedure = procedure or None
+        #: name, task and version (the manifest's "created") of each model, written into every log row
+        self.models = tuple({"name": m.bundle.name, "task": m.bundle.task,
+                             "version": (getattr(m.bundle, "manifest", None) or {}).get("created")}
+                            for m in (classifier, segmenter) if m is not None)
         self._meter = RateMeter()
 
     @property
@@ -112,7 +123,9 @@ class Analyzer:
             timings["mask"] = ms_since(t0) - segmentation.latency_ms
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
                              untrained=self.untrained, fps=self._meter.tick(),
-                             polyp=self.verdict(prediction, segmentation))
+                             polyp=self.verdict(prediction, segmentation), models=self.models)
+        if self.procedure is not None:
+            self.procedure(result)
         if self.second_pass is not None:
             if self.triggers is not None and self.triggers(result):
                 self.second_pass.request(frame, area)
@@ -126,7 +139,10 @@ class Analyzer:
         self.tracker.set_background(on)
 
     def reset(self) -> None:
-        """After a seek or a source change: forget smoothing history and the tracked field."""
+        """After a seek or a source change: forget smoothing history and the tracked field, end
+        the polyp tracks (the confirmed ones still count)."""
+        if self.procedure is not None:
+            self.procedure.reset()
         if self.classifier is not None:
             self.classifier.reset()
         if self.segmenter is not None:

@@ -92,4 +92,5 @@ def open_second_pass(config: Config, *, on_result: Callable[[SecondPassResult], 
 
 
 def make_overlay(config: Config) -> Overlay:
-    return Overlay.default(outline=config.outline, names=config.layers)
+    return Overlay.default(outline=config.outline, names=config.layers, style=config.style,
+                           edge_hint=config.edge_hint)

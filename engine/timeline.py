@@ -64,11 +64,13 @@ class Timeline:
         self._lock = threading.Lock()
         self._cls = np.full(frame_count or 1024, UNKNOWN, np.int16)
         self._conf = np.zeros(len(self._cls), np.float32)
+        self._unusable = np.zeros(len(self._cls), bool)  # the frame's quality was not ok
         self.version = 0  # bumped on every change, so painters know when to repaint
 
     def record(self, result: FrameResult) -> None:
         """Store the top class of ``result``: the classifier's top-1, or the segmenter's "polyp" /
-        "no polyp" (results without either, or with a class not in ``labels``, are ignored)."""
+        "no polyp" (results without either, or with a class not in ``labels``, are ignored), and
+        whether the frame was unusable (its quality not ok)."""
         top = result.top
         i = result.frame.index
         if top is None or top[0] not in self.labels or i < 0 or (
@@ -80,8 +82,11 @@ class Timeline:
                 grow = max(i + 1, 2 * len(self._cls)) - len(self._cls)
                 self._cls = np.concatenate([self._cls, np.full(grow, UNKNOWN, np.int16)])
                 self._conf = np.concatenate([self._conf, np.zeros(grow, np.float32)])
+                self._unusable = np.concatenate([self._unusable, np.zeros(grow, bool)])
             self._cls[i] = self.labels.index(label)
             self._conf[i] = confidence
+            quality = result.quality
+            self._unusable[i] = quality is not None and not quality.ok
             self.version += 1
 
     def class_indices(self) -> np.ndarray:
@@ -114,6 +119,15 @@ class Timeline:
         starts = np.concatenate([[0], edges])
         ends = np.concatenate([edges - 1, [cls.size - 1]])
         return [(int(s), int(e), int(cls[s])) for s, e in zip(starts, ends)]
+
+    def unusable_runs(self) -> list[tuple[int, int]]:
+        """(first, last) of each stretch of analysed frames whose quality was not ok."""
+        with self._lock:
+            n = self.frame_count if self.frame_count is not None else self._last_known() + 1
+            bad = self._unusable[:n] & (self._cls[:n] != UNKNOWN)
+        padded = np.concatenate([[False], bad, [False]]).astype(np.int8)
+        changes = np.flatnonzero(np.diff(padded))
+        return [(int(a), int(b) - 1) for a, b in zip(changes[::2], changes[1::2])]
 
     def findings(self) -> list[Finding]:
         """Stretches where a polyp-related class held for at least ``min_duration_s``."""

@@ -183,6 +183,9 @@ class SegmentationResult:
     #: the segmenter's image-level presence rule said "polyp" (None: no rule, any mask pixel counts).
     #: ``mask`` keeps every pixel over the threshold either way, to be drawn where the verdict says polyp.
     detected: bool | None = None
+    #: the (smoothed) probabilities at the model's size, over the content area's bounding box: what
+    #: polyp detections are cut from (engine.procedure.stage); None for results made by hand
+    probability: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != np.bool_:
@@ -237,6 +240,17 @@ class FrameResult:
     fps: float | None = None  # analysis rate when this result was made, for the overlay
     #: the frame's polyp verdict (engine.analysis.verdict: one rule over classifier and segmenter); None: no model
     polyp: bool | None = None
+    # Procedure intelligence (engine.procedure.stage), None where it did not run:
+    #: image quality of the field (engine.procedure.quality.Quality: .ok, .issue, .to_dict())
+    quality: object | None = None
+    #: polyp detections on this frame (engine.procedure.tracking.Detection: bbox, confidence)
+    detections: tuple | None = None
+    #: the tracker's answer (engine.procedure.tracking.FrameTracks: tracks, missing, events)
+    tracks: object | None = None
+    #: confirmed polyp tracks so far in this stream: the running polyp count
+    polyps: int | None = None
+    #: the models that made this result: ``{"name", "task", "version"}`` each (shared, do not change)
+    models: tuple = ()
 
     @property
     def top(self) -> tuple[str, float] | None:
@@ -287,6 +301,18 @@ class FrameResult:
         }
         if seg is not None:
             row["segmentation"] = seg.to_dict()
+        if self.models:
+            row["models"] = list(self.models)
+        if self.quality is not None:
+            row["quality"] = self.quality.to_dict()
+        if self.detections is not None:
+            row["detections"] = [d.to_dict() for d in self.detections]
+        if self.tracks is not None:
+            row["tracks"] = [t.to_dict() for t in self.tracks.tracks]
+            if self.tracks.events:
+                row["events"] = [e.to_dict() for e in self.tracks.events]
+        if self.polyps is not None:
+            row["polyps"] = self.polyps
         if self.second_pass is not None:
             sp = self.second_pass
             row["second_pass"] = {

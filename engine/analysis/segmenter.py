@@ -91,7 +91,7 @@ class Segmenter:
         peak, share = presence_scores(prob, self.threshold)
         return SegmentationResult(to_frame(prob, area, self.threshold), confidence(prob, self.threshold),
                                   self.label, self.name, latency, peak,
-                                  self.presence.decide(peak, share, self.threshold))
+                                  self.presence.decide(peak, share, self.threshold), probability=prob)
 
     def reset(self) -> None:
         """Forget the smoothing history (after a seek or a source change)."""

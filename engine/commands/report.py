@@ -9,11 +9,13 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from ..config import load_config
 from ..errors import EndoviewError, SourceError
 from ..files import check_output
 from ..procedure.log import LogError, read_log
 from ..procedure.summary import SummaryConfig, summarize
 from ..procedure.tracking import TrackerConfig
+from .common import add_model_options
 
 logger = logging.getLogger(__name__)
 
@@ -24,16 +26,20 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="procedure report of an annotated video: polyps, cecum, withdrawal, bowel prep, quality",
-        description="Summarise the per-frame log of 'endoview annotate' into a procedure report: polyp "
+        description="Summarise the per-frame log of 'endoview annotate' (or a video, analysed first without "
+                    "writing a video) into a procedure report: polyp "
                     "count (confirmed tracks) with the best frame of each, the time the cecum was reached, "
                     "the withdrawal time, bowel-prep and image-quality shares and a timeline. Research use "
                     "only, not a diagnostic device.",
         epilog="examples:\n  endoview annotate case.mp4 -o case_annotated.mp4\n"
                "  endoview report case_annotated.jsonl -o case_report.html --video case.mp4\n"
-               "  endoview report case_annotated.jsonl --json > summary.json",
+               "  endoview report case_annotated.jsonl --json > summary.json\n"
+               "  endoview report case.mp4 -o case_report.html   # analyses the video first",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="the JSONL log written by 'endoview annotate'")
+    p.add_argument("input", type=Path,
+                   help="the JSONL log written by 'endoview annotate', or a video (any INPUT of 'annotate': a "
+                        "file, an image folder, 'demo'), analysed here with the models of the configuration")
     p.add_argument("-o", "--output", type=Path, help="the HTML report to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on standard output")
     p.add_argument("--video", type=Path,
@@ -47,23 +53,61 @@ def add_parser(sub) -> None:
                    help="seconds normal-cecum must hold for the cecum to count as reached (default: %(default)s)")
     p.add_argument("--confirm-frames", type=int, default=TrackerConfig().confirm_frames, metavar="N",
                    help="frames a polyp track must hold before it counts (default: %(default)s)")
+    p.add_argument("--log", type=Path, metavar="OUT.jsonl",
+                   help="with a video INPUT: keep the per-frame log it was analysed into")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_model_options(p)
     p.set_defaults(func=run)
 
 
-def rows_from_input(path: Path) -> list[dict]:
-    """The per-frame rows of INPUT. Only a JSONL log today; a video input will produce the same rows
-    through the analysis pipeline (FrameResult.to_log_row plus quality and detections)."""
-    if not path.exists():
-        raise LogError(f"{path}: no such file")
+def is_log(path: Path) -> bool:
+    return path.suffix.lower() in LOG_SUFFIXES
+
+
+def rows_from_input(path: Path, args=None) -> list[dict]:
+    """The per-frame rows of INPUT: a JSONL log as it is, a video analysed into one (:func:`analyse`)."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         raise LogError(f"{path}: a CSV log cannot be summarised; give the .jsonl log that 'endoview annotate' "
                        "writes beside it")
-    if suffix not in LOG_SUFFIXES:
-        raise LogError(f"{path}: not a .jsonl log; a report is made from the per-frame log of 'endoview annotate' "
-                       f"(run 'endoview annotate {path} -o OUT.mp4', then 'endoview report OUT.jsonl ...')")
-    return read_log(path)
+    if is_log(path):
+        return read_log(path)
+    if not str(path).startswith("demo") and not path.exists():
+        raise LogError(f"{path}: no such file")
+    return analyse(path, args)
+
+
+def analyse(video: Path, args=None) -> list[dict]:
+    """Every frame of ``video`` through the models (the configuration's, or the model flags') into
+    per-frame rows: the annotate path with no video written, only its JSONL log (``args.log``, or a
+    temporary file), read back."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from ..outputs.export import annotate
+    from ..runtime import open_analyzer
+    from ..sources import open_source
+    from .common import config_from_args
+
+    config = config_from_args(args) if args is not None else load_config()
+    keep = getattr(args, "log", None)
+    if keep is not None and not is_log(keep):
+        raise EndoviewError(f"--log must end in .jsonl: {keep}")
+    with tempfile.TemporaryDirectory(prefix="endoview-report-") as tmp:
+        log = keep if keep is not None else Path(tmp) / "rows.jsonl"
+        with open_source(str(video)) as source:
+            info = source.info
+            if not info.seekable and info.frame_count is None:
+                raise EndoviewError(f"{video}: a live source has no end; record it first "
+                                    "('endoview record'), then report on the recording")
+            with open_analyzer(config, still=info.still, model=not getattr(args, "no_model", False)) as analyzer, \
+                    tqdm(total=info.frame_count, unit="frame", desc="analyse", file=sys.stderr, disable=None,
+                         dynamic_ncols=True) as bar:
+                annotate(source, None, analyzer, overlay=None, logs=[log],
+                         force=bool(getattr(args, "force", False)), progress=lambda n: bar.update(1))
+        logger.info("analysed %s into %s", video, log)
+        return read_log(log)
 
 
 def bundle_info(folder: Path) -> dict:
@@ -88,7 +132,9 @@ def bundle_info(folder: Path) -> dict:
 def model_list(summary: Mapping, bundles: Iterable[Path]) -> list[dict]:
     models = [bundle_info(b) for b in bundles]
     named = {m["name"] for m in models}
-    models += [{"name": n, "version": "as named in the log"} for n in summary.get("models", []) if n not in named]
+    versions = summary.get("model_versions") or {}
+    models += [{"name": n, "version": versions.get(n, "as named in the log")}
+               for n in summary.get("models", []) if n not in named]
     return models
 
 
@@ -115,7 +161,9 @@ def run(args) -> int:
             check_output(out, force=args.force, inputs=[args.input, args.video])
     if args.video is not None and not args.video.is_file():
         raise SourceError(f"video not found: {args.video}")
-    rows = rows_from_input(args.input)
+    rows = rows_from_input(args.input, args)
+    if args.video is None and not is_log(args.input):
+        args.video = args.input  # the analysed video gives the thumbnails
     config = SummaryConfig(cecum_hold_s=args.cecum_hold, tracker=TrackerConfig(confirm_frames=args.confirm_frames))
     try:
         summary = summarize(rows, config)
@@ -130,8 +178,9 @@ def run(args) -> int:
         thumbnails = note = None
         if args.video is not None:
             from ..procedure.thumbnails import track_thumbnails
+            from ..sources import open_source
 
-            thumbnails = track_thumbnails(args.video, summary, rows)
+            thumbnails = track_thumbnails(args.video, summary, rows, open_source=open_source)
             if len(thumbnails) < len(summary["tracks"]):
                 note = f"some frames could not be read from {args.video.name}"
         else:

@@ -16,7 +16,10 @@ from engine.types import FrameResult
 CSV_FIELDS = ("index", "timestamp", "polyp", "label", "confidence", "top1", "p1", "top2", "p2", "top3", "p3",
               "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_shape", "area_confidence",
               "decode_ms", "crop_ms", "resize_ms", "inference_ms", "overlay_ms", "encode_ms",
-              "mask_area", "mask_x", "mask_y", "mask_w", "mask_h")  # the segmenter's mask (empty without one)
+              "mask_area", "mask_x", "mask_y", "mask_w", "mask_h",  # the segmenter's mask (empty without one)
+              # procedure (engine.procedure.stage): confirmed polyps so far, confirmed tracks on this frame,
+              # image quality ("ok" or the issue: dark, overexposed, blurred)
+              "polyps", "tracks", "quality")
 
 
 class FrameLog:
@@ -58,9 +61,13 @@ class FrameLog:
         seg = row.get("segmentation")
         mask = [seg["area"], *(seg["bbox"] or [None] * 4)] if seg else [None] * 5
         polyp = None if row.get("polyp") is None else int(row["polyp"])
+        tracks = row.get("tracks")
+        q = row.get("quality")
+        quality = None if q is None else ("ok" if q["ok"] else q["issue"])
         return [row["index"], row["timestamp"], polyp, row["label"], row["confidence"], *top,
                 *area["bbox"], area["shape"], area["confidence"],
-                *(t.get(k) for k in ("decode", "crop", "resize", "inference", "overlay", "encode")), *mask]
+                *(t.get(k) for k in ("decode", "crop", "resize", "inference", "overlay", "encode")), *mask,
+                row.get("polyps"), None if tracks is None else len(tracks), quality]
 
     def close(self) -> Path:
         try:

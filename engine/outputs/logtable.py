@@ -8,6 +8,8 @@ columns, named as in the CSV log where the CSV has them:
 - ``segmentation`` -> ``mask_area, mask_x, mask_y, mask_w, mask_h, seg_label, seg_confidence,
   seg_peak, seg_present, seg_model`` (null on rows without a segmenter)
 - ``second_pass`` -> ``second_pass_frame_index, _model, _label, _confidence, _instances``
+- ``polyps`` (confirmed polyps so far), ``tracks`` (how many on the frame), ``quality`` ->
+  ``quality_ok, quality_issue``
 - ``timings_ms`` -> ``<stage>_ms`` for every stage found in any of the logs
 
 pyarrow is imported only here, inside the functions that need it.
@@ -43,6 +45,7 @@ COLUMNS = (
     ("second_pass_frame_index", "int64"), ("second_pass_model", "string"),
     ("second_pass_label", "string"), ("second_pass_confidence", "float64"),
     ("second_pass_instances", "int32"),
+    ("polyps", "int64"), ("tracks", "int32"), ("quality_ok", "bool_"), ("quality_issue", "string"),
 )
 
 
@@ -79,6 +82,10 @@ def flatten(row: dict, video: str) -> dict:
         flat[f"top{k + 1}"], flat[f"p{k + 1}"] = top[k]
     for key in ("frame_index", "model", "label", "confidence", "instances"):
         flat[f"second_pass_{key}"] = sp.get(key)
+    tracks, quality = row.get("tracks"), row.get("quality") or {}
+    flat["polyps"] = row.get("polyps")
+    flat["tracks"] = None if tracks is None else len(tracks)
+    flat["quality_ok"], flat["quality_issue"] = quality.get("ok"), quality.get("issue")
     for stage, ms in (row.get("timings_ms") or {}).items():
         flat[f"{stage}_ms"] = ms
     return flat

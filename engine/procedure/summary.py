@@ -5,10 +5,14 @@ Input: the per-frame rows of the log (``FrameResult.to_log_row()``: ``index``, `
 ``content_area``, ``segmentation``), each optionally with ``"quality"`` (a
 :meth:`engine.procedure.quality.Quality.to_dict`) and ``"detections"`` (see
 :func:`engine.procedure.tracking.detections_from_row`) and ``"models"`` (names of the models that
-made the row; the log names only the segmenter, in ``segmentation.model``). Output: one JSON-ready dict
+made the row: names, or ``{"name", "task", "version"}`` as the pipeline writes them; older logs
+name only the segmenter, in ``segmentation.model``). Output: one JSON-ready dict
 (:meth:`ProcedureSummary.result`):
 
-- ``polyps``: the number of confirmed polyp tracks; ``tracks``: one summary per track.
+- ``polyps``: the number of confirmed polyp tracks; ``tracks``: one summary per track. The
+  tracker runs again over the rows' ``detections`` (the boxes the pipeline found), so a log gives
+  the same tracks as the viewer or ``annotate`` that wrote it.
+- ``models`` (names) and ``model_versions`` (name -> version, where a row gave one).
 - ``cecum_s``: when the cecum was reached: the first time the classifier's top class was
   ``normal-cecum`` for at least ``cecum_hold_s`` seconds (default 5 s), breaks of at most
   ``cecum_max_break_s`` (default 0.5 s) of other classes allowed inside; the time is the first
@@ -97,7 +101,8 @@ def find_cecum(times: list[float], labels: list[str | None], hold_s: float, max_
 def _bins(times: list[float], start: float, end: float, n: int) -> list[int]:
     """The bin (0..n-1) of each time."""
     span = max(end - start, 1e-9)
-    return [min(n - 1, max(0, int((t - start) / span * n))) for t in times]
+    # the nudge keeps frame k of n equal bins in bin k (timestamps are rounded: 0.033333 / 10 * 300 < 1)
+    return [min(n - 1, max(0, int((t - start) / span * n + 1e-3))) for t in times]
 
 
 class ProcedureSummary:
@@ -135,9 +140,14 @@ class ProcedureSummary:
         self._quality.append(q if isinstance(q, Mapping) else None)
         seg = row.get("segmentation")
         if isinstance(seg, Mapping) and seg.get("model"):
-            self._models[str(seg["model"])] = None
-        for name in row.get("models") or ():
-            self._models[str(name)] = None
+            self._models.setdefault(str(seg["model"]), None)
+        for model in row.get("models") or ():  # names, or {"name", "task", "version"} as the pipeline writes
+            if isinstance(model, Mapping):
+                if model.get("name"):
+                    version = model.get("version")
+                    self._models[str(model["name"])] = None if version is None else str(version)
+            else:
+                self._models.setdefault(str(model), None)
         return self.tracker.update(index, time, detections_from_row(row))
 
     def result(self) -> dict:
@@ -167,6 +177,7 @@ class ProcedureSummary:
             "bbps": self._prep(cecum),
             "quality": self._quality_shares(),
             "models": list(self._models),
+            "model_versions": {name: v for name, v in self._models.items() if v is not None},
             "timeline": self._timeline(start, end),
         }
 

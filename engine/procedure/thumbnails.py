@@ -14,7 +14,7 @@ frames, stays: a thumbnail is not guaranteed free of burned-in text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,14 @@ def frame_offset(rows: Sequence[Mapping], frame_count: int | None) -> int:
     return 0
 
 
-def grab_frames(video: str | Path, indices: Sequence[int], rows: Sequence[Mapping] = ()) -> dict[int, np.ndarray]:
-    """The frames of ``video`` at the log's frame ``indices`` (BGR), missing ones left out (logged)."""
-    from ..sources import open_source
+def grab_frames(video: str | Path, indices: Sequence[int], rows: Sequence[Mapping] = (), *,
+                open_source: Callable) -> dict[int, np.ndarray]:
+    """The frames of ``video`` at the log's frame ``indices`` (BGR), missing ones left out (logged).
 
+    ``open_source``: :func:`engine.sources.open_source` (passed in: the pipeline imports this
+    package, and the sources package imports the pipeline's outputs)."""
     path = Path(video)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir() or str(video).startswith("demo")):  # a folder of images, the demo
         raise SourceError(f"video not found: {path}")
     out: dict[int, np.ndarray] = {}
     with open_source(str(path)) as source:
@@ -73,13 +75,14 @@ def blacken_outside_field(image: np.ndarray) -> np.ndarray:
 
 
 def track_thumbnails(video: str | Path, summary: Mapping, rows: Sequence[Mapping],
-                     width: int = 320) -> dict[int, np.ndarray]:
-    """Track id -> thumbnail of its best frame: the field (from that frame's row) cropped, the box drawn."""
+                     width: int = 320, *, open_source: Callable) -> dict[int, np.ndarray]:
+    """Track id -> thumbnail of its best frame: the field (from that frame's row) cropped, the box drawn.
+    ``open_source``: see :func:`grab_frames`."""
     tracks = summary.get("tracks") or []
     if not tracks:
         return {}
     by_index = {int(r["index"]): r for r in rows}
-    frames = grab_frames(video, [t["best_frame"] for t in tracks], rows)
+    frames = grab_frames(video, [t["best_frame"] for t in tracks], rows, open_source=open_source)
     thumbs: dict[int, np.ndarray] = {}
     for t in tracks:
         image = frames.get(int(t["best_frame"]))

@@ -216,15 +216,19 @@ class TrackedBox:
 
 @dataclass(frozen=True)
 class TrackEvent:
-    """Something that happened to a track on a frame. kind: "confirmed" (a new polyp counts)."""
+    """Something that happened to a track on a frame. kind: "confirmed" (a new polyp counts).
+    first_frame / first_s: where the track was first detected (before it was confirmed)."""
 
     kind: str
     track_id: int
     frame: int
     time: float
+    first_frame: int = -1
+    first_s: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"event": self.kind, "id": self.track_id, "frame": self.frame, "time": round(self.time, 6)}
+        return {"event": self.kind, "id": self.track_id, "frame": self.frame, "time": round(self.time, 6),
+                "first_frame": self.first_frame, "first_s": round(self.first_s, 6)}
 
 
 @dataclass(frozen=True)
@@ -398,7 +402,7 @@ class PolypTracker:
             if rec.id is None and not obj.is_initializing:
                 rec.id, rec.confirmed_frame, rec.confirmed_s = len(self._confirmed) + 1, frame, time
                 self._confirmed.append(rec)
-                events.append(TrackEvent("confirmed", rec.id, frame, time))
+                events.append(TrackEvent("confirmed", rec.id, frame, time, rec.first_frame, rec.first_s))
                 logger.debug("track %d confirmed on frame %d", rec.id, frame)
             if rec.id is not None:
                 box = TrackedBox(rec.id, rec.last_bbox, rec.last_confidence)

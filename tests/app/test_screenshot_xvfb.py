@@ -83,10 +83,48 @@ def test_real_window_screenshot_shows_the_video_and_the_overlay(xvfb_display, da
     # clip's mucosa never has; no "UNTRAINED MODEL" banner (engine.overlay.RED) anywhere.
     from engine.overlay import RED, SEG_COLOR
 
-    video = img[:-80].astype(int)  # above the timeline strip (yellow too), the controls and the status bar
+    # above the timeline strip (yellow too), the controls and the status bar; left of the findings
+    # dock, whose thumbnails show red mucosa
+    video = img[:-80, : img.shape[1] - 330].astype(int)
     near = lambda colour: np.all(np.abs(video - colour) < 30, axis=2).sum()  # noqa: E731
     assert near(SEG_COLOR) > 200, near(SEG_COLOR)
     assert near(RED) < 50, near(RED)
     if os.environ.get("ENDOVIEW_UPDATE_SCREENSHOT"):
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copy(shot, ROOT / "docs" / "screenshot.png")
+
+
+#: the last frame of the procedure screenshot's clip: polyp 4 sliding out of view by an edge
+PROCEDURE_END_FRAME = 523
+
+
+def test_procedure_screenshot_shows_the_count_the_edge_marker_and_the_polyp_list(xvfb_display, data_dir, tmp_path):
+    """The README's "Procedure intelligence" picture: the real window playing the real-image
+    withdrawal clip (tests/real_clip.py) up to a polyp leaving the view, with the edge marker on
+    (`[alerts] edge_hint`), the polyp count, one findings row per polyp with its thumbnail and the
+    blurred stretch as grey ticks on the strip."""
+    import cv2
+
+    from engine.overlay import SEG_COLOR
+    from real_clip import build
+
+    clip, _ = build(tmp_path / "withdrawal.mp4", data_dir, frames=PROCEDURE_END_FRAME + 1)
+    config = tmp_path / "edge.toml"
+    config.write_text("[alerts]\nedge_hint = true\n", encoding="utf-8")
+    shot = tmp_path / "procedure.png"
+    env = {**os.environ, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "view", str(clip), "--exit-after-frames", "100000", "--config", str(config),
+         "--screenshot", str(shot), "--settings", str(tmp_path / "settings.ini")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[0] > 400 and img.shape[1] > 600
+    near = lambda part, colour: np.all(np.abs(part.astype(int) - colour) < 30, axis=2).sum()  # noqa: E731
+    video = img[:-80, : img.shape[1] - 330]  # left of the findings dock, above the strip and controls
+    assert near(video, SEG_COLOR) > 200  # the polyp's outline and label, the count, the edge marker
+    dock = img[60:-60, img.shape[1] - 320:]
+    assert dock.std() > 25  # thumbnails in the findings list, not an empty panel
+    if os.environ.get("ENDOVIEW_UPDATE_SCREENSHOT"):
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copy(shot, ROOT / "docs" / "procedure.png")

@@ -74,7 +74,7 @@ def test_settings_the_configuration_would_refuse_are_logged_and_left_out(tmp_pat
         "setting 'backend': unknown backend 'cuda' (known: auto, onnxruntime, tensorrt, torch); using the "
         "configuration's",
         "setting 'layers': unknown layer(s) 'sparkles' left out (known: content_area, label, segmentation, "
-        "second_pass, stats, untrained, research_mark)",
+        "second_pass, stats, polyp_count, untrained, research_mark)",
         "setting 'smoothing': bad smoothing 'ema:7': EMA alpha must be in (0, 1], not 7.0; using the "
         "configuration's",
     ]

@@ -92,7 +92,7 @@ def test_a_bad_overlay_layer_is_one_line_naming_the_key_and_file(tmp_path, tiny_
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.splitlines() == [
         "endoview: error: c.toml: [overlay] layers: unknown layer 'foo' (known: content_area, label, "
-        "segmentation, second_pass, stats, untrained, research_mark)"]
+        "segmentation, second_pass, stats, polyp_count, untrained, research_mark)"]
     assert not out.exists()
 
 

@@ -232,9 +232,10 @@ def test_report_command_maps_an_annotated_clip_that_starts_later(tmp_path):
     log = write_log(tmp_path / "late.jsonl", rows)
     video = write_video(tmp_path / "late.avi", len(rows))  # its frame k shows level(k)
     from engine.procedure.thumbnails import track_thumbnails
+    from engine.sources import open_source
 
     s = summarize(rows)
-    thumbs = track_thumbnails(video, s, rows)
+    thumbs = track_thumbnails(video, s, rows, open_source=open_source)
     assert abs(float(np.median(thumbs[1])) - level(80 - 40)) < 6
     assert log.exists()
 
@@ -248,7 +249,7 @@ def test_report_command_maps_an_annotated_clip_that_starts_later(tmp_path):
     ("noindex.jsonl", '{"timestamp": 0}\n', "line 1: not a per-frame row"),
     ("binary.jsonl", b"\xff\xfe\x00\x81", "not a text file"),
     ("case.csv", "index,timestamp\n", "CSV log cannot be summarised"),
-    ("case.mp4", b"\x00\x00\x00\x18ftypmp42", "not a .jsonl log"),
+    ("case.mp4", b"\x00\x00\x00\x18ftypmp42", "cannot open video"),  # a video INPUT is analysed: this one is broken
     ("backwards.jsonl", '{"index": 0, "timestamp": 1.0}\n{"index": 1, "timestamp": 0.5}\n', "back in time"),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, capsys, name, content, message):
