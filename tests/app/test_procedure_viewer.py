@@ -45,7 +45,7 @@ class Blurred(ScriptedAnalyzer):
 
 def scripted(window, blob, bad=()):
     @contextlib.contextmanager
-    def open_analyzer(info):
+    def open_analyzer(info, bridge=None):
         yield Blurred(blob, bad)
 
     window.session._analyzer_for = open_analyzer
