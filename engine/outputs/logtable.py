@@ -17,12 +17,12 @@ pyarrow is imported only here, inside the functions that need it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import ExportError, ExtraMissingError
+from ..procedure.log import iter_log
 from ..files import check_output, replacing, write_error
 
 logger = logging.getLogger(__name__)
@@ -92,25 +92,17 @@ def flatten(row: dict, video: str) -> dict:
 
 
 def read_log(path: Path, video: str) -> list[dict]:
-    """The flattened rows of one JSONL log; ExportError naming the file and line if it is not one."""
+    """The flattened rows of one JSONL log, read by the one log reader
+    (:func:`engine.procedure.log.iter_log`: LogError naming the file and line if it is not one)."""
     path = Path(path)
     if path.suffix.lower() != ".jsonl":
         raise ExportError(f"only .jsonl logs can be merged (the CSV lacks fields): {path}")
     rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    rows.append(flatten(row, video))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise ExportError(f"{path}:{n}: not an endoview log row ({exc})") from None
-    except FileNotFoundError:
-        raise ExportError(f"log not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExportError(f"cannot read log {path}: {exc}") from None
+    for n, row in enumerate(iter_log(path), 1):
+        try:
+            rows.append(flatten(row, video))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportError(f"{path}: row {n}: not an endoview log row ({exc})") from None
     return rows
 
 

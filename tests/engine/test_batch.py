@@ -312,9 +312,9 @@ def test_logs_merge_into_one_parquet_with_flat_columns(tmp_path, pyarrow, capsys
     assert str(table.schema.field("polyp").type) == "bool" and str(table.schema.field("mask_area").type) == "int64"
     assert main(["logs", "merge", str(logs), "-o", str(out)]) == 1  # kept unless --force
     assert "output exists" in capsys.readouterr().err
-    (logs / "broken.jsonl").write_text('{"index": 0}\n{"index": \n')
+    (logs / "broken.jsonl").write_text(json.dumps(_row(0)) + '\n{"index": \n')  # line 2 cut short
     assert main(["logs", "merge", str(logs / "broken.jsonl"), "-o", str(tmp_path / "b.parquet")]) == 1
-    assert "broken.jsonl:2: not an endoview log row" in capsys.readouterr().err
+    assert "broken.jsonl, line 2: not JSON" in capsys.readouterr().err  # the one log reader's message
     assert not list(tmp_path.glob("*partial*")) and not (tmp_path / "b.parquet").exists()
 
 
