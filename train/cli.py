@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from .errors import DataError, TrainError
-from .options import (RAW, add_export_flags, add_export_target, apply_flags, int_list, print_export,
-                      read_config_file)
+from .options import (ALL_FOLDS, RAW, add_export_flags, add_export_target, apply_flags, fold_arg, int_list,
+                      print_export, read_config_file)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    "class folders) and Kvasir-SEG folders (its images are the polyp class)")
     c.add_argument("--split-csv", type=Path, help="official split file (file-name;class-name;split-index)")
     c.add_argument("--out", type=Path, help="run folder to write (with --cv: one sub-folder per run)")
-    c.add_argument("--fold", type=int, help="held-out split-index (default 0)")
+    c.add_argument("--fold", type=fold_arg, help="held-out split-index (default 0), or 'all': train on every "
+                   "fold and hold nothing out (the final model; its figures come from the cross-validation runs)")
     c.add_argument("--cv", type=int, metavar="N", help="train every fold 0..N-1 (hybrid and raw-only "
                    "baseline) and print the Table-1 mean rows")
     c.add_argument("--no-baseline", action="store_true", help="with --cv: skip the raw-only baseline")
@@ -159,6 +160,8 @@ def train_config_from_args(args: argparse.Namespace):
         raise TrainError(f"--heads: {err}") from None
     if "milestones" in values:
         values["milestones"] = tuple(values["milestones"])
+    if values.get("fold") == ALL_FOLDS:
+        values["fold"] = None
     return TrainConfig(**values)
 
 
@@ -172,6 +175,8 @@ def run_train(args: argparse.Namespace) -> int:
     main = int(os.environ.get("RANK", "0")) == 0
     try:
         if args.cv:
+            if cfg.fold is None:
+                raise TrainError("--cv trains each fold in turn; leave out --fold all")
             if args.cv < 2:
                 raise TrainError("--cv needs at least 2 folds")
             table = run_cross_validation(cfg, args.cv, baseline=not args.no_baseline, resume=args.resume,

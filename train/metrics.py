@@ -174,7 +174,10 @@ def plot_history(history: Sequence[dict], path: Path, title: str = "") -> Path |
             a2.plot(epochs, [r[k] for r in history], marker="o", label=k.replace("val_", ""))
     a2.set_xlabel("epoch")
     a2.set_ylim(-0.05, 1.05)
-    a2.legend(fontsize=7)
+    if a2.lines:
+        a2.legend(fontsize=7)
+    else:  # a run that holds nothing out (--fold all)
+        a2.text(0.5, 0.5, "nothing held out", ha="center", va="center", transform=a2.transAxes)
     a2.set_title("held-out fold, raw head")
     if title:
         fig.suptitle(title, fontsize=9)

@@ -24,6 +24,20 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+#: ``--fold all``: train on every fold (``TrainConfig.fold = None``)
+ALL_FOLDS = "all"
+
+
+def fold_arg(text: str) -> int | str:
+    """An argparse ``type``: a split-index, or ``all``."""
+    if text.strip().lower() == ALL_FOLDS:
+        return ALL_FOLDS
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a split-index or 'all', got {text!r}") from None
+
+
 def read_config_file(path, allowed: set[str]) -> dict:
     """A ``--config`` JSON object whose keys are all in ``allowed``; TrainError otherwise."""
     try:

@@ -60,7 +60,7 @@ class TrainConfig:
     data: str | list[str]  # one folder or several (train.data.load_dataset)
     split_csv: str
     out: str
-    fold: int = 0
+    fold: int | None = 0  # the held-out split-index; None: train on every fold, hold nothing out
     arch: str = "mobilenet_v3_large"
     heads: tuple[str, ...] = HEAD_NAMES
     epochs: int = PAPER["epochs"]
@@ -194,6 +194,10 @@ def train_classifier(cfg: TrainConfig, *, resume: bool = False, force: bool = Fa
         return _train(cfg, d, device, amp, out, ckpt)
 
 
+def _held_out(fold: int | None) -> str:
+    return "every fold trains (nothing held out)" if fold is None else f"held-out fold {fold}"
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -275,15 +279,18 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // d.world))
     data = load_dataset(cfg.data_roots, cfg.split_csv)
-    if cfg.fold not in data.folds:
+    if cfg.fold is None:  # the final model: every image trains, the figures come from cross-validation runs
+        train_samples, val_samples = list(data.samples), []
+    elif cfg.fold not in data.folds:
         raise TrainError(f"--fold {cfg.fold}: the split file's folds are {data.folds}")
-    train_samples, val_samples = data.not_fold(cfg.fold), data.fold(cfg.fold)
+    else:
+        train_samples, val_samples = data.not_fold(cfg.fold), data.fold(cfg.fold)
     per_rank = cfg.batch_size // d.world
     if len(train_samples) < cfg.batch_size:
         raise TrainError(f"only {len(train_samples)} training images for a batch of {cfg.batch_size}; "
                          "lower --batch-size")
     if d.main:
-        log.info("data %s, split %s, held-out fold %d\n%s", ", ".join(cfg.data_roots), cfg.split_csv, cfg.fold,
+        log.info("data %s, split %s, %s\n%s", ", ".join(cfg.data_roots), cfg.split_csv, _held_out(cfg.fold),
                  format_counts(data))
         log.info("train: %s; held out: %s", subset_summary(train_samples), subset_summary(val_samples))
 
@@ -434,7 +441,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
             history.append(row)
             write_csv(out / "log.csv", history)
             plot_history(history, out / "plots" / "history.png",
-                         title=f"{DISPLAY[cfg.arch]} heads={','.join(cfg.heads)} held-out fold {cfg.fold}")
+                         title=f"{DISPLAY[cfg.arch]} heads={','.join(cfg.heads)} {_held_out(cfg.fold)}")
             save_checkpoint(out / LAST, {
                 "arch": cfg.arch, "heads": {h: list(HEADS[h]) for h in cfg.heads},
                 "image_size": cfg.image_size, "inset": list(inset) if inset else None, "epoch": epoch,
