@@ -232,6 +232,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_bundle, evaluate_run, is_bundle, write_report
     from .metrics import format_per_class, plot_confusion, table1_header, table1_row
 
+    from .manifest import bundle_fold_note, fold_note
+
     model = Path(args.model).expanduser()
     bundle = is_bundle(model)
     data, split, fold = args.data, args.split_csv, args.fold
@@ -242,8 +244,14 @@ def run_eval(args: argparse.Namespace) -> int:
         data = data or ([cfg["data"]] if isinstance(cfg["data"], str) else cfg["data"])
         split = split or Path(cfg["split_csv"])
         fold = cfg["fold"] if fold is None else fold
+        if fold is None:
+            raise TrainError(f"{model} trained on every fold (--fold all) and held none out: give --fold")
     if data is None or split is None or fold is None:
         raise TrainError("eval of a bundle needs --data, --split-csv and --fold")
+    note = (bundle_fold_note(model, fold) if bundle
+            else fold_note(model.name, {"training": {"heldout_fold": cfg["fold"]}}, fold))
+    if note:
+        print(note, file=sys.stderr)
     ds = load_dataset(data, split)
     samples = ds.fold(fold)
     if not samples:

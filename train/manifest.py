@@ -1,8 +1,10 @@
 """What both ship steps (``python -m train.ship``, ``python -m train.seg.ship``) do to a manifest:
-machine paths made portable, strict JSON, and the exported bundle written again with new fields."""
+machine paths made portable, strict JSON, and the exported bundle written again with new fields;
+and what the evaluations read from one: which folds the model trained on (:func:`fold_note`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -102,3 +104,45 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def trained_on(training: dict[str, Any], fold: int) -> bool | None:
+    """Whether a model (its manifest's ``training`` section, or a run's ``{"heldout_fold": K}``)
+    was trained on the images of split-index ``fold``: True, False (its held-out fold) or None
+    when it does not say. ``trained_on_folds`` (a list) decides; else ``heldout_fold``: null means
+    every fold trained (``--fold all``), K means every fold but K; else ``trained_on_fold``."""
+    folds = training.get("trained_on_folds")
+    if isinstance(folds, list):
+        return fold in folds
+    if "heldout_fold" in training:
+        return training["heldout_fold"] is None or fold != training["heldout_fold"]
+    if isinstance(training.get("trained_on_fold"), int):
+        return fold == training["trained_on_fold"]
+    return None
+
+
+def fold_note(name: str, manifest: dict[str, Any], fold: int | None) -> str | None:
+    """The line an evaluation on split-index ``fold`` prints when the model trained on its images."""
+    training = manifest.get("training") or {}
+    if fold is None or not isinstance(training, dict) or not trained_on(training, fold):
+        return None
+    held = training.get("heldout_fold")
+    if held is not None:
+        where = f"its held-out fold is {held}"
+    elif {"table1_2fold", "kvasir_seg_2fold"} & set(manifest.get("metrics") or {}):
+        where = "it held no fold out; its manifest holds the cross-validation figures"
+    else:
+        where = "it held no fold out; the cross-validation runs of its recipe give the figures"
+    return f"note: {name} was trained on fold {fold}'s images: these are not held-out figures ({where})"
+
+
+def bundle_fold_note(bundle: str | os.PathLike[str], fold: int | None) -> str | None:
+    """:func:`fold_note` of the bundle in folder ``bundle`` (None when its manifest cannot be read:
+    loading the bundle for the evaluation says why)."""
+    try:
+        manifest = json.loads((Path(bundle).expanduser() / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    return fold_note(str(manifest.get("name") or Path(bundle).name), manifest, fold)

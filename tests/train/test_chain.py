@@ -42,20 +42,31 @@ def test_run_folder_contents(trained_run):
 def test_eval_run_and_bundle(trained_run, exported, synthetic, capsys, tmp_path):
     data, split = synthetic
     assert main(["eval", str(trained_run), "--workers", "0", "--json", "--out", str(tmp_path / "r")]) == 0
-    run_metrics = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    run_metrics = json.loads(out.out)
+    assert "note:" not in out.err  # the run's own held-out fold
     for key in ("macro_precision", "macro_recall", "macro_f1", "micro_precision", "micro_recall",
                 "micro_f1", "mcc", "per_class", "confusion_matrix"):
         assert key in run_metrics
     assert run_metrics["n"] == 46 and (tmp_path / "r" / "confusion.png").is_file()
     assert main(["eval", str(exported.bundle.path), "--data", str(data), "--split-csv", str(split), "--fold", "0",
                  "--workers", "0", "--json", "--out", str(tmp_path / "b")]) == 0
-    bundle_metrics = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    bundle_metrics = json.loads(out.out)
+    assert "note:" not in out.err
     # the deployed ONNX model and the torch checkpoint agree on every image
     assert bundle_metrics["confusion_matrix"] == run_metrics["confusion_matrix"]
     assert main(["eval", str(exported.bundle.path), "--data", str(data), "--split-csv", str(split), "--fold",
                  "1", "--workers", "0", "--out", str(tmp_path / "t")]) == 0
-    text = capsys.readouterr().out
-    assert "macro P" in text and "MCC" in text and "ulcerative-colitis-grade-3" in text
+    out = capsys.readouterr()
+    assert "macro P" in out.out and "MCC" in out.out and "ulcerative-colitis-grade-3" in out.out
+    # fold 1 trained this model: the figures are not held-out ones, and the command says so
+    assert out.err.splitlines().count(f"note: {exported.bundle.name} was trained on fold 1's images: these are "
+                                      "not held-out figures (its held-out fold is 0)") == 1
+    assert main(["eval", str(trained_run), "--fold", "1", "--workers", "0", "--json",
+                 "--out", str(tmp_path / "rt")]) == 0
+    assert ("note: mnv3 was trained on fold 1's images: these are not held-out figures (its held-out fold is 0)"
+            in capsys.readouterr().err.splitlines())
 
 
 def test_export_bundle_loads_in_engine_and_classifies_a_frame(exported, synthetic):

@@ -60,7 +60,17 @@ def test_eval_seg_with_negatives_reports_three_answers(data_dir, tmp_path, capsy
                "--fold", "1", "--limit", "6", "--negatives", str(negatives), "--classifier", str(cfg.bundle),
                "--out", str(out), "--json", "--no-progress"])
     assert rc == 0
-    m = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    m = json.loads(captured.out)
+    # a model trained on fold 1 (the final classifier, trained on every fold) is named in a note
+    from engine.bundle import load_bundle
+    from train.manifest import trained_on
+
+    for path in (cfg.segmenter, cfg.bundle):
+        b = load_bundle(path)
+        note = f"note: {b.name} was trained on fold 1's images"
+        noted = any(line.startswith(note) for line in captured.err.splitlines())
+        assert noted == bool(trained_on(b.manifest["training"], 1)), (b.name, captured.err)
     assert set(m["by_model"]) == {"segmenter", "classifier", "combined", "both_must_agree"}
     assert m["by_model"]["combined"]["sensitivity"] == m["by_model"]["classifier"]["sensitivity"]  # it decides
     for k in ("sensitivity", "specificity", "auroc"):

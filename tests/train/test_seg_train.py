@@ -128,9 +128,16 @@ def test_eval_seg_cli_json(seg_bundle, data_dir, capsys):
     kv = data_dir / "kvasir-seg"
     assert main(["eval-seg", str(seg_bundle.bundle.path), "--images", str(kv / "images"), "--masks",
                  str(kv / "masks"), "--fold", "1", "--limit", "3", "--json"]) == 0
-    m = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    m = json.loads(out.out)
     assert {"jaccard", "dice", "recall", "precision", "fps", "images"} <= set(m)
     assert m["images"] == 3 and 0 <= m["dice"] <= 1 and m["fps"] > 0
+    assert "note:" not in out.err  # fold 1 is the bundle's held-out fold
+    assert main(["eval-seg", str(seg_bundle.bundle.path), "--images", str(kv / "images"), "--masks",
+                 str(kv / "masks"), "--fold", "0", "--limit", "1", "--json"]) == 0
+    name = load_bundle(seg_bundle.bundle.path).name
+    assert capsys.readouterr().err.splitlines().count(
+        f"note: {name} was trained on fold 0's images: these are not held-out figures (its held-out fold is 1)") == 1
 
 
 def test_train_segment_is_a_train_subcommand(data_dir, tmp_path, capsys):

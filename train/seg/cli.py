@@ -265,6 +265,12 @@ def run_eval(args: argparse.Namespace) -> int:
         pairs = pairs[:args.limit]
     if args.classifier is not None and not args.negatives:
         raise TrainError("--classifier needs --negatives (image-level figures)")
+    from ..manifest import bundle_fold_note
+
+    for model in (args.bundle, args.classifier):
+        note = bundle_fold_note(model, args.fold) if model is not None else None
+        if note:
+            print(note, file=sys.stderr)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     m = evaluate_bundle(args.bundle, pairs, backend=args.backend, threads=args.threads, device=args.device,
                         progress=progress)
