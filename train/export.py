@@ -77,10 +77,11 @@ def _real_images(ckpt: dict[str, Any], images: Sequence[Path] | None, size: tupl
         cfg = ckpt["config"]
         try:
             ds = load_dataset(cfg["data"], cfg["split_csv"])
-            held = ds.fold(cfg["fold"]) or list(ds.samples)
+            held = (ds.fold(cfg["fold"]) if cfg["fold"] is not None else []) or list(ds.samples)
             step = max(1, len(held) // limit)
             paths = [s.path for s in held[::step]]
-            source = f"held-out fold {cfg['fold']} of {cfg['data']}"
+            source = (f"held-out fold {cfg['fold']} of {cfg['data']}" if cfg["fold"] is not None
+                      else f"training images (every fold; the run held none out) of {cfg['data']}")
         except TrainError as err:
             log.warning("no real images for the parity check (%s); pass --images DIR", err)
     inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
@@ -132,7 +133,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, name: str | None = None,
         cfg = ckpt["config"]
         arch = ckpt["arch"]
         heads_name = "hybrid" if len(ckpt["heads"]) > 1 else "raw-only"
-        bundle_name = name or f"{arch.replace('_', '-')}-hyperkvasir-{heads_name}-fold{cfg['fold']}"
+        fold = "allfolds" if cfg["fold"] is None else f"fold{cfg['fold']}"
+        bundle_name = name or f"{arch.replace('_', '-')}-hyperkvasir-{heads_name}-{fold}"
         heldout = {k: v for k, v in (ckpt.get("metrics") or {}).items()
                    if k not in ("confusion_matrix", "labels", "per_class")}
         bundle = write_bundle(

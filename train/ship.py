@@ -6,7 +6,7 @@ the raw-head-only baseline, each on both folds of the official HyperKvasir split
     python -m train.ship HYBRID_A HYBRID_B --baseline RAW_A RAW_B -o engine/assets/models/hyperkvasir-mnv3
 
 Run A holds out fold 1 (trained on fold 0) and is shipped; run B holds out fold 0. For each of the
-four runs the step:
+cross-validation runs the step:
 
 1. exports the trimmed model (:func:`train.export.export_run`: raw head only, ONNX, parity-checked);
 2. evaluates the bundle through the engine on its held-out fold (macro/micro precision, recall,
@@ -15,6 +15,13 @@ four runs the step:
    says "polyp") **on the run's training fold only**: the threshold with the largest sensitivity
    + specificity there, ties to the one nearest 0.5; then reports polyp-vs-rest sensitivity and
    specificity on the held-out fold at that point, and the AUROC.
+
+With ``--final RUN`` (a finished ``endoview train classify --fold all`` run of the hybrid runs'
+recipe, trained on every image of every fold) that run is exported and shipped instead of run A.
+Every figure stays the cross-validation runs' (the final model has no held-out images), and the
+manifest says so (``training.figures_from``, ``heldout_fold: null``, ``trained_on_folds``); its
+operating point is chosen by the same rule on its own training images, all of them, and recorded
+beside the cross-validation runs' (``metrics.operating_point``).
 
 The shipped bundle's manifest records the data (folders relative to the data root), the folds, both
 folds' figures for both variants with their means, whether the hybrid loss helped, the operating
@@ -33,6 +40,7 @@ import re
 import shlex
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,7 @@ import numpy as np
 from .errors import TrainError
 from .folders import check_bundle_target
 from .manifest import DATA_ROOT_VAR, REPO, data_root, json_safe, portable, rebundle
+from .options import ALL_FOLDS
 
 log = logging.getLogger("train.ship")
 
@@ -67,6 +76,10 @@ def choose_operating_point(scores: np.ndarray, positive: np.ndarray) -> dict[str
             best = (key, float(t), sens, spec)
     _, t, sens, spec = best
     return {"polyp": t, "training_fold_sensitivity": sens, "training_fold_specificity": spec}
+
+
+#: the operating point's rule, as the manifest states it
+RULE = "the threshold with the largest sensitivity + specificity on the training images (ties: nearest 0.5)"
 
 
 def _evaluate_run(run: Path, tmp: Path, tag: str, figures: Path | None, threads: int | None) -> dict[str, Any]:
@@ -139,11 +152,83 @@ RECIPE_KEYS = ("arch", "image_size", "epochs", "batch_size", "optimizer", "lr", 
                "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "seed", "inset")
 
 
+#: what a ``--final`` run must share with the cross-validation hybrid runs: the recipe, the heads, the data
+FINAL_KEYS = (*RECIPE_KEYS, "heads", "data", "split_csv")
+
+
+def _same_recipe_as(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg``'s FINAL_KEYS, the data folders and split file as resolved paths."""
+    out = {k: cfg.get(k) for k in FINAL_KEYS}
+    out["heads"] = list(out["heads"] or [])
+    data = out["data"] if isinstance(out["data"], list) else [out["data"]]
+    out["data"] = [str(Path(d).expanduser().resolve()) for d in data]
+    out["split_csv"] = str(Path(out["split_csv"]).expanduser().resolve())
+    return out
+
+
+def check_final(final: Path, hybrid: list[Path]) -> None:
+    """TrainError unless ``final`` is a finished ``--fold all`` run of the hybrid runs' recipe."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(final)
+    cfg = ckpt["config"]
+    if cfg["fold"] is not None:
+        raise TrainError(f"--final {final} holds out fold {cfg['fold']}: the final model is a run trained "
+                         f"with --fold {ALL_FOLDS}")
+    if ckpt["epoch"] < cfg["epochs"]:
+        raise TrainError(f"--final {final} has trained {ckpt['epoch']} of {cfg['epochs']} epochs; ship finished runs")
+    mine = _same_recipe_as(cfg)
+    for run in hybrid:
+        theirs = _same_recipe_as(load_checkpoint(run)["config"])
+        differ = [k for k in FINAL_KEYS if mine[k] != theirs[k]]
+        if differ:
+            shown = ", ".join(k if k in ("data", "split_csv") else f"{k} {mine[k]!r} (not {theirs[k]!r})"
+                              for k in differ)
+            raise TrainError(f"--final {final} was not trained with the recipe of the cross-validation run "
+                             f"{run}: {shown} differ; its figures would not describe the shipped model")
+
+
+def _final_run(run: Path, tmp: Path, threads: int | None) -> dict[str, Any]:
+    """Export the ``--fold all`` run and choose its operating point on its training images (all of them)."""
+    from engine.bundle import load_bundle
+
+    from .checkpoint import load_checkpoint
+    from .data import load_dataset
+    from .evaluate import bundle_probabilities
+    from .export import export_run
+    from .labels import RAW_CLASSES
+
+    ckpt = load_checkpoint(run)
+    cfg = ckpt["config"]
+    log.info("exporting %s (%s, trained on every fold)", run, ",".join(ckpt["heads"]))
+    rep = export_run(run, tmp / "final", torchscript=False, latency_runs=20, threads=threads, force=True)
+    bundle = load_bundle(rep.bundle.path)
+    ds = load_dataset(cfg["data"], cfg["split_csv"])
+    labels = list(bundle.labels)
+    probs, targets, desc = bundle_probabilities(bundle, ds.samples)
+    op = choose_operating_point(polyp_scores(probs, labels), targets == RAW_CLASSES.index("polyp"))
+    counts = Counter(RAW_CLASSES[i] for i in targets)
+    log.info("final: operating point %.2f chosen on its %d training images (every fold): sensitivity %.3f, "
+             "specificity %.3f there", op["polyp"], len(targets), op["training_fold_sensitivity"],
+             op["training_fold_specificity"])
+    return {
+        "tag": "hybrid-allfolds", "run": str(run), "heads": list(ckpt["heads"]), "heldout_fold": None,
+        "trained_on_folds": list(ds.folds), "epochs": int(ckpt["epoch"]), "bundle": rep.bundle.path,
+        "onnx_sha256": bundle.sha256("onnx"), "backend": desc, "images": len(targets),
+        "images_per_class": {c: counts[c] for c in labels if counts[c]},
+        "operating_point": {"polyp": op["polyp"], "sensitivity": op["training_fold_sensitivity"],
+                            "specificity": op["training_fold_specificity"]},
+        "wall_time_s": round(sum(r.get("train_s", 0.0) for r in ckpt["history"]), 1),
+        "config": cfg, "export": {"parity": rep.parity, "cpu_latency_ms": rep.latency_ms, "size": rep.size},
+    }
+
+
 def train_command(r: dict[str, Any]) -> str:
     cfg = r["config"]
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
     argv = ["endoview", "train", "classify", "--data", *data, "--split-csv", cfg["split_csv"],
-            "--fold", str(cfg["fold"]), "--heads", "all" if len(r["heads"]) > 1 else "raw", "--out", r["run"]]
+            "--fold", ALL_FOLDS if cfg["fold"] is None else str(cfg["fold"]),
+            "--heads", "all" if len(r["heads"]) > 1 else "raw", "--out", r["run"]]
     for key in ("arch", "weights", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
                 "schedule", "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "seed"):
         argv += [f"--{key.replace('_', '-')}", str(cfg[key])]
@@ -152,9 +237,15 @@ def train_command(r: dict[str, Any]) -> str:
     return shlex.join(argv)
 
 
-def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path | None = None,
-         name: str = "hyperkvasir-mnv3-lowergi", threads: int | None = None, force: bool = False) -> dict[str, Any]:
+def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, final: Path | None = None,
+         figures: Path | None = None, name: str = "hyperkvasir-mnv3-lowergi", threads: int | None = None,
+         force: bool = False) -> dict[str, Any]:
+    """Ship run A (held-out fold 1), or ``final`` (a ``--fold all`` run of the same recipe) with
+    the cross-validation runs' figures."""
     target = check_bundle_target(out, force=force)
+    if final is not None:
+        final = Path(final).expanduser().resolve()
+        check_final(final, [Path(h).expanduser().resolve() for h in hybrid])
     with tempfile.TemporaryDirectory(prefix="endoview-ship-") as tmp:
         rows = {"hybrid": [], "raw": []}
         for variant, runs in (("hybrid", hybrid), ("raw", baseline)):
@@ -174,6 +265,7 @@ def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path |
                                  f"not {folds}")
             rs.sort(key=lambda r: -r["heldout_fold"])  # run A (held-out fold 1, shipped) first
         a = rows["hybrid"][0]
+        shipped = _final_run(final, Path(tmp), threads) if final is not None else a
         means = {v: _mean(rs) for v, rs in rows.items() if len(rs) == 2}
         # the comparison on what both variants have: the 2-fold means, or held-out fold 1 alone
         both = "2-fold mean" if "raw" in means else "held-out fold 1"
@@ -190,30 +282,50 @@ def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path |
         data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
         root = data_root(data)
         prefixes = {root: DATA_ROOT_VAR, str(Path(a["run"]).parent): "runs", str(REPO): "."}
-        src = __import__("engine.bundle", fromlist=["load_bundle"]).load_bundle(a["bundle"])
+        if final is not None:
+            prefixes.setdefault(str(final.parent), "runs")
+        src = __import__("engine.bundle", fromlist=["load_bundle"]).load_bundle(shipped["bundle"])
 
         def fold_row(r):
             return {k: v for k, v in r.items() if k not in ("config", "bundle", "export")}
 
         training = dict(src.manifest.get("training", {}))
+        if final is None:
+            folds = {"heldout_fold": a["heldout_fold"], "trained_on_fold": a["trained_on_fold"]}
+            classes = {c: sum(int(r["support"]) for r in a["per_class"] if r["label"] == c)
+                       for c in (r["label"] for r in a["per_class"])}
+        else:
+            cv = " and ".join(f"{r['run']} (held-out fold {r['heldout_fold']})" for r in rows["hybrid"])
+            folds = {"heldout_fold": None, "trained_on_folds": shipped["trained_on_folds"],
+                     "figures_from": f"2-fold cross-validation of the same recipe: {cv}; the shipped model "
+                                     f"itself was trained on every fold and has no held-out figures"}
+            classes = shipped["images_per_class"]
+            training.pop("trained_on_fold", None)
+        runs = [{"role": ("shipped (this bundle)" if r is shipped else "cross-validation run"), "variant": v,
+                 "run": r["run"], "heldout_fold": r["heldout_fold"], "epochs": r["epochs"],
+                 "wall_time_s": r["wall_time_s"], "command": train_command(r)}
+                for v, rs in rows.items() for r in rs]
+        if final is not None:
+            runs.insert(0, {"role": "shipped (this bundle), trained on every fold", "variant": "hybrid",
+                            "run": shipped["run"], "heldout_fold": None,
+                            "trained_on_folds": shipped["trained_on_folds"], "epochs": shipped["epochs"],
+                            "wall_time_s": shipped["wall_time_s"], "command": train_command(shipped)})
         training.update(
             data=[os.path.relpath(str(Path(d).resolve()), root) for d in data], data_root=DATA_ROOT_VAR,
             split_csv=os.path.relpath(str(Path(cfg["split_csv"]).resolve()), root),
-            classes_with_data={c: sum(int(r["support"]) for r in a["per_class"] if r["label"] == c)
-                               for c in (r["label"] for r in a["per_class"])},
+            classes_with_data=classes,
             split="official HyperKvasir 2-fold split (2_fold_split.csv); Kvasir-SEG is the polyp class, mapped "
                   "to HyperKvasir ids by kvasirseg_to_hyperkvasir_uuid_by_bbox.csv",
-            heldout_fold=a["heldout_fold"], trained_on_fold=a["trained_on_fold"],
+            **folds,
             initialisation="random initialisation (no pretrained weights)",
             recipe={k: cfg[k] for k in RECIPE_KEYS},
-            runs=[{"role": ("shipped (this bundle)" if r is a else "cross-validation run"), "variant": v,
-                   "run": r["run"], "heldout_fold": r["heldout_fold"], "epochs": r["epochs"],
-                   "wall_time_s": r["wall_time_s"], "command": train_command(r)}
-                  for v, rs in rows.items() for r in rs],
-            reproduce={"train": [train_command(r) for rs in rows.values() for r in rs],
+            runs=runs,
+            reproduce={"train": [r["command"] for r in runs],
                        "ship": shlex.join(["python", "-m", "train.ship", *(r["run"] for r in rows["hybrid"]),
-                                           "--baseline", *(r["run"] for r in rows["raw"]), "-o", str(target),
-                                           *(["--figures", str(figures)] if figures else []), "--force"])},
+                                           "--baseline", *(r["run"] for r in rows["raw"]),
+                                           *(["--final", str(final)] if final is not None else []),
+                                           "-o", str(target), *(["--figures", str(figures)] if figures else []),
+                                           "--force"])},
         )
         metrics = dict(src.manifest.get("metrics", {}))
         metrics["table1_2fold"] = {
@@ -229,16 +341,39 @@ def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, figures: Path |
             metrics["table1_2fold"]["recipes_differ"] = differ
         metrics["heldout"] = {k: a[k] for k in TABLE1}
         metrics["polyp_vs_rest"] = a["polyp_vs_rest"]
+        if final is not None:
+            metrics["operating_point"] = {
+                "polyp": shipped["operating_point"]["polyp"], "rule": RULE,
+                "chosen_on": f"the shipped model's training images: all {shipped['images']} images of folds "
+                             + " and ".join(map(str, shipped["trained_on_folds"])),
+                "training_images": {k: shipped["operating_point"][k] for k in ("sensitivity", "specificity")},
+                "cross_validation_runs": [{"run": r["run"], "heldout_fold": r["heldout_fold"],
+                                           "polyp": r["polyp_vs_rest"]["operating_point"],
+                                           "chosen_on": f"training fold {r['trained_on_fold']}"}
+                                          for r in rows["hybrid"]],
+            }
         notes = (f"The paper's MobileNetV3-Large trained with the hybrid loss from random initialisation on the "
                  f"6 lower-GI HyperKvasir classes here ({sum(training['classes_with_data'].values())} held-out "
                  f"images), trimmed to the raw head. Held-out fold {a['heldout_fold']}: MCC {a['mcc']:.3f}, macro F1 "
                  f"{a['macro_f1']:.3f}; 2-fold mean MCC {means['hybrid']['mcc']:.3f} (raw-only baseline "
                  f"{compare[1]:.3f} on the {both}{', another recipe' if differ else ''}). It knows lower-GI classes only. Research use only, not a "
                  "diagnostic device.")
+        if final is not None:
+            by_fold = ", ".join(f"held-out fold {r['heldout_fold']} MCC {r['mcc']:.3f}" for r in rows["hybrid"])
+            notes = (f"The paper's MobileNetV3-Large trained with the hybrid loss from random initialisation on the "
+                     f"6 lower-GI HyperKvasir classes here, trimmed to the raw head. The shipped model was trained "
+                     f"on both folds (all {shipped['images']} images) and has no held-out figures: the figures here "
+                     f"are the 2-fold cross-validation estimates of the same recipe ({by_fold}; mean MCC "
+                     f"{means['hybrid']['mcc']:.3f}, raw-only baseline {compare[1]:.3f} on the {both}"
+                     f"{', another recipe' if differ else ''}). Its polyp operating point "
+                     f"({shipped['operating_point']['polyp']:.2f}) was chosen on its training images. It knows "
+                     "lower-GI classes only. Research use only, not a diagnostic device.")
+        op = a["polyp_vs_rest"]["operating_point"] if final is None else shipped["operating_point"]["polyp"]
         bundle = rebundle(src, target, name=name, training=json_safe(portable(training, prefixes)),
                           metrics=json_safe(portable(metrics, prefixes)), notes=notes, force=force,
-                          extra={"operating_point": {"polyp": a["polyp_vs_rest"]["operating_point"]}})
-    return {"bundle": str(bundle.path), "rows": rows, "means": means, "hybrid_loss_helps": hybrid_helps}
+                          extra={"operating_point": {"polyp": op}})
+    return {"bundle": str(bundle.path), "rows": rows, "means": means, "hybrid_loss_helps": hybrid_helps,
+            "final": shipped if final is not None else None}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -258,6 +393,13 @@ def format_report(report: dict[str, Any]) -> str:
             p = r["polyp_vs_rest"]
             lines.append(f"{r['tag']:<22} {p['operating_point']:>5.2f} {p['sensitivity']:>6.3f} "
                          f"{p['specificity']:>6.3f} {p['auroc']:>6.3f}")
+    final = report.get("final")
+    if final is not None:
+        p = final["operating_point"]
+        lines.append(f"shipped: {final['run']} (trained on every fold, {final['images']} images; no held-out "
+                     f"figures: the rows above are its recipe's cross-validation), operating point "
+                     f"{p['polyp']:.2f} chosen on its training images (sensitivity {p['sensitivity']:.3f}, "
+                     f"specificity {p['specificity']:.3f} there)")
     helps = report["hybrid_loss_helps"]
     lines.append("hybrid loss helps (MCC): " + ("not judged (the baseline had another recipe)" if helps is None
                                                   else "yes" if helps else "no"))
@@ -269,11 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import EndoviewError
 
     p = argparse.ArgumentParser(prog="python -m train.ship", description="Export the hybrid run that holds out "
-                                "fold 1 as the shipped classifier, with the 2-fold Table-1 comparison against the "
-                                "raw-only baseline in its manifest.")
+                                "fold 1 (or, with --final, the run of the same recipe trained on every fold) as the "
+                                "shipped classifier, with the 2-fold Table-1 comparison against the raw-only "
+                                "baseline in its manifest.")
     p.add_argument("hybrid", type=Path, nargs=2, metavar="HYBRID_RUN", help="the hybrid-loss runs (both folds)")
     p.add_argument("--baseline", type=Path, nargs="+", required=True, metavar="RAW_RUN",
                    help="the raw-head-only runs (both folds; at least the one holding out fold 1)")
+    p.add_argument("--final", type=Path, metavar="RUN", help="ship this finished 'train classify --fold all' run "
+                   "of the hybrid runs' recipe instead of run A; the figures stay the cross-validation runs'")
     p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
     p.add_argument("--figures", type=Path, help="folder for the confusion-matrix PNGs")
     p.add_argument("--name", default="hyperkvasir-mnv3-lowergi", help="bundle name")
@@ -283,15 +428,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = ship(args.hybrid, args.baseline, args.out, figures=args.figures, name=args.name,
-                      threads=args.threads, force=args.force)
+        report = ship(args.hybrid, args.baseline, args.out, final=args.final, figures=args.figures,
+                      name=args.name, threads=args.threads, force=args.force)
     except EndoviewError as exc:
         print(f"endoview: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "rows"} | {
-            "rows": {v: [{k: x for k, x in r.items() if k not in ("config", "bundle", "export")} for r in rs]
-                     for v, rs in report["rows"].items()}}, indent=2, default=str))
+        def brief(r):
+            return {k: x for k, x in r.items() if k not in ("config", "bundle", "export")}
+
+        print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "final")} | {
+            "rows": {v: [brief(r) for r in rs] for v, rs in report["rows"].items()},
+            "final": brief(report["final"]) if report["final"] else None}, indent=2, default=str))
     else:
         print(format_report(report))
     return 0
