@@ -25,8 +25,10 @@ TRAIN_EPILOG = """\
 Defaults are the paper's (He et al., EndoTect 2020): SGD lr 0.003, momentum 0.9, x0.1 after epochs
 10, 20, 30; 40 epochs; batch 128 (mobilenet_v3_large) / 32 (resnet152); hybrid loss over the
 raw, macro, oesophagus and ulcer heads. --fold K holds out the images with split-index K (they are
-evaluated each epoch); the others are trained on. Values: built-in defaults < --config FILE <
-command-line flags; the resolved configuration is saved as RUN_DIR/config.json.
+evaluated each epoch); the others are trained on. --fold all trains on every image and evaluates
+none: the final model, whose figures are its recipe's cross-validation runs' (python -m train.ship
+... --final RUN ships it with them). Values: built-in defaults < --config FILE < command-line
+flags; the resolved configuration is saved as RUN_DIR/config.json.
 
 examples:
   endoview train classify --data hyper-kvasir/labeled-images \\
@@ -34,6 +36,7 @@ examples:
   endoview train classify ... --arch resnet152 --weights resnet152-f82ba261.pth --out runs/r152-f0
   endoview train classify ... --heads raw --out runs/mnv3-raw-f0        # the paper's baseline
   endoview train classify ... --cv 2 --out runs/mnv3-cv                  # Table 1: both folds, hybrid and raw
+  endoview train classify ... --fold all --out runs/mnv3-all             # the final model: nothing held out
   endoview train classify ... --out runs/mnv3-f0 --resume --epochs 50
   torchrun --nproc-per-node 4 -m train train classify ... --out runs/mnv3-ddp
 """
@@ -42,7 +45,9 @@ EVAL_EPILOG = """\
 Prints the paper's Table 1 columns (macro and micro precision, recall, F1; MCC) and a per-class
 table, and writes the confusion matrix as PNG. A bundle is run by engine/'s backend (what the
 viewer runs); a run folder by torch from its last checkpoint. With a run folder, --data,
---split-csv and --fold default to the run's own.
+--split-csv and --fold default to the run's own. A model evaluated on a fold it was trained on (its
+manifest's training.heldout_fold / trained_on_folds say which) gets a note on stderr: those are not
+held-out figures.
 
 examples:
   endoview eval bundles/mnv3-f0 --data hyper-kvasir/labeled-images --split-csv 2_fold_split.csv --fold 0
@@ -87,7 +92,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    "class folders) and Kvasir-SEG folders (its images are the polyp class)")
     c.add_argument("--split-csv", type=Path, help="official split file (file-name;class-name;split-index)")
     c.add_argument("--out", type=Path, help="run folder to write (with --cv: one sub-folder per run)")
-    c.add_argument("--fold", type=fold_arg, help="held-out split-index (default 0), or 'all': train on every "
+    c.add_argument("--fold", type=fold_arg, metavar="{K,all}", help="held-out split-index (default 0), or 'all': train on every "
                    "fold and hold nothing out (the final model; its figures come from the cross-validation runs)")
     c.add_argument("--cv", type=int, metavar="N", help="train every fold 0..N-1 (hybrid and raw-only "
                    "baseline) and print the Table-1 mean rows")
