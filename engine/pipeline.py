@@ -125,7 +125,7 @@ class Analyzer:
                              untrained=self.untrained, fps=self._meter.tick(),
                              polyp=self.verdict(prediction, segmentation), models=self.models)
         if self.procedure is not None:
-            self.procedure(result)
+            self.procedure(result, inputs)  # the quality check starts from the inputs' shrunk field
         if self.second_pass is not None:
             if self.triggers is not None and self.triggers(result):
                 self.second_pass.request(frame, area)

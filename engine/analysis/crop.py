@@ -146,13 +146,22 @@ class ModelInputs:
             bh, bw = self._crop.shape[:2]
             f = _whole_factor(size, bw, bh)
             return _shrink(self._crop, f) if f >= 2 else self._crop
-        if self._half is None:
-            bh, bw = self._crop.shape[:2]
-            self._half = _shrink(self._crop[: bh // 2 * 2, : bw // 2 * 2], 2)
+        half = self.half
         f, rows, cols = plan
-        h, w = self._half.shape[:2]
+        h, w = half.shape[:2]
         # exactly the pixels the plain way averages, then the rest of the factor
-        return _shrink(self._half[: min(rows * f // 2, h), : min(cols * f // 2, w)], f // 2)
+        return _shrink(half[: min(rows * f // 2, h), : min(cols * f // 2, w)], f // 2)
+
+    @property
+    def half(self) -> np.ndarray:
+        """The field (BGR) averaged over 2 x 2 blocks, ``cv2.resize`` by a half (an odd last row or
+        column is averaged alone or dropped, as OpenCV rounds the size): computed once per frame,
+        the start of the even-factor model inputs (which never read that last row or column) and of
+        the image-quality check (engine.procedure.quality), so the full-resolution field is shrunk
+        once."""
+        if self._half is None:
+            self._half = _shrink(self._crop, 2)
+        return self._half
 
     def get(self, size, *, mask: bool = True,
             inset: tuple[float, float, float, float] | None = None) -> np.ndarray:

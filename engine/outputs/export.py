@@ -134,8 +134,10 @@ def annotate(source, output: Path | None, analyzer: Analyzer, *, overlay: Overla
                 t0 = time.perf_counter()
                 writer.write(image)
                 result.timings["encode"] = (time.perf_counter() - t0) * 1000.0
-            for log in log_writers:
-                log.write(result)
+            if log_writers:
+                row = result.to_log_row()  # once for the JSONL and the CSV log
+                for log in log_writers:
+                    log.write_row(row)
             for k, v in result.timings.items():
                 stage_ms.setdefault(k, []).append(v)
             frames += 1

@@ -42,7 +42,10 @@ class FrameLog:
         self.rows = 0
 
     def write(self, result: FrameResult) -> None:
-        row = result.to_log_row()
+        self.write_row(result.to_log_row())
+
+    def write_row(self, row: dict) -> None:
+        """Write one row of :meth:`FrameResult.to_log_row` (built once for every log of a frame)."""
         try:
             if self._writer is not None:
                 self._writer.writerow(self._csv_row(row))

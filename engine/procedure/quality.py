@@ -35,12 +35,34 @@ gives 5.1 .. 124 and two thirds of those frames are flagged (332 of every fourth
 darkened frame is usually blurred by this measure too (its detail shrinks with its brightness:
 1,847 of 2,009); :attr:`Quality.issue` names the first of dark, overexposed, blurred.
 
-Speed (one OpenCV thread, on a 2-core machine shared with a training job; the minimum is what an
+**The shrink.** The field is averaged by a whole factor with OpenCV's fast path, then anti-aliased
+(INTER_AREA) the rest of the way to 256 pixels. In the Analyzer the whole factor starts from the
+model inputs' 2 x 2 average of the field (``ModelInputs.half``, shared with the model inputs), so a
+frame's full-resolution field is shrunk once: a factor of 2 is that half itself, 4 is the half by 2,
+an odd factor (3, 5) is the half by 1 or 2 and a larger anti-aliased step.
+``scripts/quality_thresholds.py`` measures both ways on the same frames (the table above is its
+"direct" way, the shrink from the full field; the figures did not move). The shared way, at the
+images' own size: the 1,974 fields of factor 2 give the same pixels and measures, the 11 of factor 4
+sharpness within 0.4 % (sums rounded twice), the 19 of factor 5 (Kvasir-SEG's 1348 x 1070 fields) a
+sharpness 15 to 35 % higher (the field is averaged over 4 x 4 blocks instead of 5 x 5 before the
+last step), the 5 fields under 512 pixels (factor 1) are shrunk the direct way; every flag is the
+same except that 3 tripled frames are no longer blurred as well as overexposed (``issue`` is
+"overexposed" either way). Scaled to 1080 lines first (every fourth image; 479 of the 503 fields of
+factor 4, 21 of 5), the capsule frame reads 34.4 instead of 29.6 and is no longer blurred; nothing
+else changes. Scaled to 720 lines (477 of 503 fields of factor 3, as a 720p source or the 1280 x
+1024 demo clip has), sharpness reads 40 % higher (median) on the originals: strongly blurred copies
+stay at 6.4 at most (all flagged), the originals' lowest is the same 29.7, but 13 of 126 moderately
+blurred copies (sigma 0.4 %: 79 flagged instead of 92) and 33 of 503 darkened ones are no longer
+blurred.
+
+Speed (one OpenCV thread, on a 2-core machine shared with training jobs; the minimum is what an
 idle core gives): the measures on a 256-pixel crop take 0.25 ms (median 0.27 ms; a test holds
-them under 3 ms). :meth:`QualityChecker.check` on a whole 1348 x 1070 or 1920 x 1080 frame adds the
-crop's anti-aliased downscale: 2.5 ms at best (median 9 ms under that load). A pipeline that
-already keeps a 256-pixel copy of the field should pass it to :func:`measure` instead. Feed the
-measures a 256-pixel crop: at other sizes the sharpness threshold does not hold.
+them under 3 ms). :meth:`QualityChecker.check` on a whole frame adds the crop's downscale: from
+the full field of a Kvasir-SEG image scaled to 1080 lines (1270 x 1080), 2.9 ms in all (2.5 ms at
+best on a 1348 x 1070 frame when it was first measured, median 9 ms under a training job's load);
+from the shared half, 1.1 ms (plus 0.45 ms for the half itself, which the model inputs need
+anyway); at 720 lines (847 x 720), 1.9 ms vs 1.2 ms. Feed :func:`measure` a 256-pixel crop: at
+other sizes the sharpness threshold does not hold.
 """
 
 from __future__ import annotations
@@ -115,7 +137,10 @@ class Quality:
                    bool(d["blurred"]), bool(d["dark"]), bool(d["overexposed"]))
 
 
-def _shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+def _shrink(image: np.ndarray, size: int, interpolation: int, half=None) -> np.ndarray:
+    """``image`` at most ``size`` on its longest side. ``half``: a callable giving ``image``
+    averaged over 2 x 2 blocks (engine.analysis.crop.ModelInputs.half), the start instead of
+    ``image`` when the image is at least twice the target."""
     h, w = image.shape[:2]
     if max(h, w) <= size:
         return image
@@ -123,6 +148,9 @@ def _shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     target = (max(1, round(w * s)), max(1, round(h * s)))
     if interpolation == cv2.INTER_AREA:
         factor = min(w // target[0], h // target[1])
+        if half is not None and factor >= 2:  # the frame's shared 2 x 2 average, then the rest
+            image = half()
+            factor = min(image.shape[1] // target[0], image.shape[0] // target[1])
         if factor >= 2:  # OpenCV's fast whole-factor path first, as engine.analysis.crop does
             image = cv2.resize(image, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA)
     return cv2.resize(image, target, interpolation=interpolation)
@@ -207,13 +235,21 @@ class QualityChecker:
                 self._masks.popitem(last=False)
         return self._masks[key]
 
-    def check(self, image_bgr: np.ndarray, area: ContentArea | None = None) -> Quality:
-        """The quality of ``image_bgr`` (a whole frame) inside ``area`` (None: the whole frame)."""
+    def check(self, image_bgr: np.ndarray, area: ContentArea | None = None, inputs=None) -> Quality:
+        """The quality of ``image_bgr`` (a whole frame) inside ``area`` (None: the whole frame).
+
+        ``inputs``: the frame's :class:`engine.analysis.crop.ModelInputs` over ``area``; the
+        shrink then starts from its 2 x 2 average of the field (shared with the model inputs)
+        instead of the full-resolution field, when the field is at least twice the working size.
+        """
         image = np.asarray(image_bgr)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"frame must be H x W x 3 uint8, not {image.dtype} {image.shape}")
         if area is None:
             return assess(image, None, self.thresholds)
+        if inputs is not None and inputs.area is not area:
+            raise ValueError("the model inputs were made over another content area than the one given")
         x, y, w, h = area.bbox
-        small = _shrink(image[y:y + h, x:x + w], WORK_SIZE, cv2.INTER_AREA)
+        half = None if inputs is None else (lambda: inputs.half)
+        small = _shrink(image[y:y + h, x:x + w], WORK_SIZE, cv2.INTER_AREA, half)
         return measure(small, self._mask(area, small.shape[:2]), self.thresholds)

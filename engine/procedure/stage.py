@@ -2,7 +2,8 @@
 detections and tracks, attached to the :class:`engine.types.FrameResult`.
 
 - **quality** (:class:`.quality.QualityChecker`): the field cropped and shrunk to 256 pixels, on
-  every frame (with or without a model).
+  every frame (with or without a model), starting from the model inputs' shared 2 x 2 average of
+  the field when the Analyzer passes them.
 - **detections** (:func:`.tracking.detections_from_mask`), on frames whose verdict is positive
   only (the verdict decides, the mask shows where): the connected components of the segmenter's
   probabilities *at the model's size* over the content area's box (a fraction of a millisecond;
@@ -66,12 +67,14 @@ class ProcedureStage:
         """Confirmed polyp tracks so far."""
         return self.tracker.count if self.tracker is not None else 0
 
-    def __call__(self, result: FrameResult) -> FrameResult:
-        """Attach quality, detections, tracks and the polyp count to ``result`` (in place)."""
+    def __call__(self, result: FrameResult, inputs=None) -> FrameResult:
+        """Attach quality, detections, tracks and the polyp count to ``result`` (in place).
+        ``inputs``: the frame's :class:`engine.analysis.crop.ModelInputs`, whose shrunk field
+        the quality check starts from (None: it shrinks the frame itself)."""
         timings = result.timings
         if self.quality is not None:
             t0 = time.perf_counter()
-            result.quality = self.quality.check(result.frame.image, result.area)
+            result.quality = self.quality.check(result.frame.image, result.area, inputs)
             timings["quality"] = (time.perf_counter() - t0) * 1000.0
         if self.tracker is not None and result.polyp is not None:
             t0 = time.perf_counter()

@@ -44,6 +44,23 @@ def test_annotate_writes_every_frame_and_one_log_row_each(tmp_path, analyzer):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_each_frame_s_log_row_is_built_once_for_all_its_logs(tmp_path, analyzer, monkeypatch):
+    from engine.types import FrameResult
+
+    calls = []
+    to_log_row = FrameResult.to_log_row
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.frame.index)
+        return to_log_row(self, *args, **kwargs)
+
+    monkeypatch.setattr(FrameResult, "to_log_row", counted)
+    jl, csvp = tmp_path / "o.jsonl", tmp_path / "o.csv"
+    annotate(ListSource(12, fps=25.0), None, analyzer, overlay=None, logs=[jl, csvp])
+    assert calls == list(range(12))  # one row per frame, written to the JSONL and the CSV log
+    assert len(jl.read_text().splitlines()) == 12 and len(csvp.read_text().splitlines()) == 13
+
+
 def test_annotate_time_range(tmp_path, analyzer):
     src = ListSource(60, fps=30.0)
     report = annotate(src, tmp_path / "r.mp4", analyzer, overlay=None, logs=[tmp_path / "r.jsonl"],

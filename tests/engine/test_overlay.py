@@ -173,3 +173,47 @@ def test_segmenter_label_panel_is_cheap_on_1080p():
         layer.draw(img, r)
         times.append(time.perf_counter() - t0)
     assert sorted(times)[len(times) // 2] < 0.004  # median well under a millisecond when the CPU is free
+
+
+def test_the_mask_blend_is_unchanged_and_fills_its_colour_without_numpy_broadcasting():
+    """draw_mask blends the colour over the mask's box: the same pixels as the straightforward
+    fill (``fill[:] = color``, which numpy broadcasts pixel by pixel: most of the layer's time on
+    a 1080p frame), at a fraction of its cost."""
+    import time
+
+    import cv2
+
+    from engine.overlay import draw_mask, solid
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    mask = np.zeros((1080, 1920), bool)
+    cv2.ellipse(mask.view(np.uint8), (900, 500), (300, 220), 20, 0, 360, 1, -1)
+
+    def reference(image):
+        x0, y0, w, h = cv2.boundingRect(mask.view(np.uint8))
+        roi, mroi = image[y0:y0 + h, x0:x0 + w], np.ascontiguousarray(mask.view(np.uint8)[y0:y0 + h, x0:x0 + w])
+        fill = np.empty_like(roi)
+        fill[:] = SEG_COLOR
+        cv2.copyTo(cv2.addWeighted(roi, 0.7, fill, 0.3, 0), mroi, roi)
+        contours, _ = cv2.findContours(mroi, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(roi, contours, -1, SEG_COLOR, 3)
+        return image
+
+    got = frame.copy()
+    assert draw_mask(got, mask, SEG_COLOR, 0.3) is not None
+    assert np.array_equal(got, reference(frame.copy()))
+    assert np.array_equal(solid((2, 3, 3), (1, 2, 3)), np.array([[[1, 2, 3]] * 3] * 2, np.uint8))
+
+    def median_ms(fn):
+        times = []
+        for _ in range(15):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        return sorted(times)[7] * 1000
+
+    image = frame.copy()
+    slow = median_ms(lambda: reference(image))
+    fast = median_ms(lambda: draw_mask(image, mask, SEG_COLOR, 0.3))
+    assert fast < 0.6 * slow, (fast, slow)  # about a quarter of it here

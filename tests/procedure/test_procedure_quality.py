@@ -187,3 +187,77 @@ def test_a_field_box_larger_than_the_field_does_not_bring_the_rim_back():
     area = ContentArea((16, 6, 608, 488), "rectangle", poly, 1.0, (640, 500))
     q = QualityChecker().check(frame, area)
     assert q.blurred and q.sharpness < 10, q.to_dict()
+
+
+# ------------------------------------------- the shrink from the model inputs' shared half
+
+
+def _field_factor(area) -> int:
+    """The whole factor the direct path first averages the field by (see quality._shrink)."""
+    _, _, w, h = area.bbox
+    s = 256 / max(w, h)
+    return min(w // round(w * s), h // round(h * s))
+
+
+def test_the_shared_half_measures_as_the_direct_shrink_on_a_real_image(data_dir):
+    """The Analyzer's quality check starts from the model inputs' 2 x 2 average of the field. A
+    field twice the working size (a Kvasir-SEG image at its own size): the same pixels, the same
+    measures; scaled to 1080 lines (a whole factor of 4): within 1 % (the sums rounded twice)."""
+    from engine.analysis.crop import ModelInputs
+
+    files = sorted((data_dir / "kvasir-seg" / "images").glob("*.jpg"))
+    if not files:
+        pytest.skip(f"no Kvasir-SEG images under {data_dir}")
+    img = cv2.imread(str(files[0]))
+    checker = QualityChecker()
+    for lines, factor, rel in ((None, 2, 0.0), (1080, 4, 0.01)):
+        im = img if lines is None else cv2.resize(img, None, fx=lines / img.shape[0], fy=lines / img.shape[0])
+        area = detect_content_area(im)
+        assert _field_factor(area) == factor, (lines, area.bbox)
+        direct = checker.check(im, area)
+        shared = checker.check(im, area, ModelInputs(im, area))
+        assert shared.sharpness == pytest.approx(direct.sharpness, rel=rel, abs=1e-9), lines
+        assert shared.brightness == pytest.approx(direct.brightness, abs=0.5 if rel else 1e-9)
+        assert shared.clipped == pytest.approx(direct.clipped, abs=0.01 if rel else 1e-9)
+        assert (shared.blurred, shared.dark, shared.overexposed) == (direct.blurred, direct.dark, direct.overexposed)
+    with pytest.raises(ValueError, match="another content area"):
+        checker.check(img, detect_content_area(img), ModelInputs(img, ContentArea.full_frame(*img.shape[1::-1])))
+
+
+def test_the_analyzer_shrinks_the_full_size_field_once_per_frame(tmp_path, monkeypatch):
+    """Both 160-px model inputs and the quality check come from one 2 x 2 average of the
+    full-resolution field (before, the quality check shrank the field a second time)."""
+    from engine.analysis.classifier import Classifier
+    from engine.analysis.segmenter import Segmenter
+    from engine.backends import open_backend
+    from tiny_models import make_tiny_classifier_bundle, make_tiny_segmenter_bundle
+
+    from engine.pipeline import Analyzer
+    from engine.types import Frame
+
+    cls = make_tiny_classifier_bundle(tmp_path / "cls", size=(160, 160), torchscript=False)
+    seg = make_tiny_segmenter_bundle(tmp_path / "seg", size=(160, 160), torchscript=False)
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    poly = np.array([[660, 60], [1440, 60], [1710, 330], [1710, 750], [1440, 1020], [660, 1020],
+                     [390, 750], [390, 330]], np.int32)
+    field = synthetic_field((1080, 1920))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [poly], 255)
+    frame[mask > 0] = field[mask > 0]
+    with open_backend(cls, "onnxruntime") as b1, open_backend(seg, "onnxruntime") as b2:
+        analyzer = Analyzer(Classifier(cls, b1), segmenter=Segmenter(seg, b2))
+        first = analyzer(Frame(0, 0.0, frame, 0.0))  # the content area's first estimate
+        bh, bw = first.area.bbox[3], first.area.bbox[2]
+        assert _field_factor(first.area) >= 2 and bw >= 1000
+        sources = []
+        real_resize = cv2.resize
+
+        def counting(src, *args, **kwargs):
+            sources.append(np.shape(src)[:2])
+            return real_resize(src, *args, **kwargs)
+
+        monkeypatch.setattr(cv2, "resize", counting)
+        result = analyzer(Frame(1, 1 / 30, frame, 0.0))
+    full_size = [s for s in sources if s[0] >= bh and s[1] >= bw]
+    assert full_size == [(bh, bw)], sources
+    assert result.quality is not None and result.quality.ok
