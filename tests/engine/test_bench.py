@@ -28,10 +28,16 @@ def test_bench_reports_every_figure(tmp_path, tiny_bundle):
     assert all(v >= 0 for v in r["cpu_ms"].values()) and r["cpu_ms"]["decode"] > 0
     assert r["cpu_ms_per_frame"] == pytest.approx(sum(r["cpu_ms"].values()))
     assert r["floor_fps"] == pytest.approx(1000 * r["cores"] / r["cpu_ms_per_frame"])
+    # live mode's floor: the same stages without decoding and encoding (a capture card hands frames over)
+    live = sum(v for k, v in r["cpu_ms"].items() if k in ("crop", "resize", "classifier", "segmenter", "overlay"))
+    assert r["live_cpu_ms_per_frame"] == pytest.approx(live)
+    assert r["live_cpu_ms_per_frame"] < r["cpu_ms_per_frame"] - r["cpu_ms"]["decode"]
+    assert r["live_floor_fps"] == pytest.approx(1000 * r["cores"] / live)
     assert r["annotate_cpu_ms_per_frame"] > 0 and r["naive_cpu_ms_per_frame"] > 0
     assert r["added_latency_ms_p99"] >= r["added_latency_ms_p50"] > 0
     text = format_report(r)
     assert "annotate, pipelined" in text and "p99" in text and "CPU-ms" in text and "floor" in text
+    assert "live floor" in text
 
 
 def test_bench_command_json(tmp_path, tiny_bundle):
