@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from engine.bundle import load_bundle
 from train.cli import build_parser, main, train_config_from_args
 from train.errors import TrainError
 from train.manifest import fold_note, machine_paths, trained_on
-from train.ship import ship
+from train.ship import cv_operating_point, ship
 
 #: one step an epoch, one thread (two spin against each other on a busy 2-core machine): the ship
 #: step needs finished runs, not good ones
@@ -46,8 +47,16 @@ def shipped(runs, tmp_path_factory):
         mp.setattr("train.ship.REPO", out)
         mp.setattr("train.manifest.REPO", out)
         a = ship([runs["h1"], runs["h0"]], [runs["raw1"]], out / "a", threads=1)
-        final = ship([runs["h0"], runs["h1"]], [runs["raw1"]], out / "final", final=runs["all"], threads=1)
+        final = ship([runs["h0"], runs["h1"]], [runs["raw1"]], out / "final", final=runs["all"], threads=1,
+                     figures=out / "figures")
     return {k: (r, load_bundle(r["bundle"]).manifest) for k, r in (("a", a), ("final", final))}
+
+
+def test_the_final_operating_point_is_the_cross_validation_runs_on_the_grid():
+    assert cv_operating_point([0.35, 0.35]) == 0.35
+    assert cv_operating_point([0.3, 0.4]) == 0.35
+    assert cv_operating_point([0.3, 0.35]) == 0.35  # half-way: the higher of the two grid points
+    assert cv_operating_point([0.05, 0.95]) == 0.5
 
 
 def test_fold_all_trains_on_every_image_and_holds_nothing_out(runs, synthetic, tmp_path, capsys):
@@ -109,6 +118,10 @@ def test_ship_with_final_ships_the_run_trained_on_every_fold(shipped, runs, tmp_
     # the shipped model is the final run's export (parity-checked), not run A's
     run_a = mt["table1_2fold"]["hybrid"]["folds"][0]
     assert bundle.sha256("onnx") == report["final"]["onnx_sha256"] != run_a["onnx_sha256"]
+    # --figures: each cross-validation run's confusion matrix (and --final still names the final run)
+    figures = Path(report["bundle"]).parent / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "confusion-hybrid-heldout0.png", "confusion-hybrid-heldout1.png", "confusion-raw-heldout1.png"]
     assert t["run"] == "runs/all" and mt["parity"]["max_abs_diff"] <= 1e-4
     assert "every fold" in mt["parity"]["real_source"]
     assert t["heldout_fold"] is None and t["trained_on_folds"] == [0, 1] and "trained_on_fold" not in t
@@ -120,16 +133,23 @@ def test_ship_with_final_ships_the_run_trained_on_every_fold(shipped, runs, tmp_
     # every figure is the cross-validation runs', exactly as without --final, and the manifest says so
     for key in ("heldout", "polyp_vs_rest"):
         assert mt[key] == m_a["metrics"][key]
-    assert mt["table1_2fold"] == m_a["metrics"]["table1_2fold"]
+    def no_png(table):  # the figures' paths aside (only the --final step here writes --figures)
+        return {k: ({**v, "folds": [{f: x for f, x in r.items() if f != "confusion_png"} for r in v["folds"]]}
+                    if isinstance(v, dict) and "folds" in v else v) for k, v in table.items()}
+
+    assert no_png(mt["table1_2fold"]) == no_png(m_a["metrics"]["table1_2fold"])
     assert t["figures_from"] == ("2-fold cross-validation of the same recipe: runs/h1 (held-out fold 1) and "
                                  "runs/h0 (held-out fold 0); the shipped model itself was trained on every fold "
                                  "and has no held-out figures")
     assert "trained on both folds (all 92 images) and has no held-out figures" in m["notes"]
-    assert "cross-validation estimates" in m["notes"]
-    # the operating point: the same rule on the final run's own training images, the CV runs' beside it
+    assert "cross-validation estimates" in m["notes"] and "the cross-validation runs', each chosen" in m["notes"]
+    # the operating point: the cross-validation runs' (each chosen on its training fold), at which every
+    # figure was measured; the rule on the final run's own training images is recorded, not used
     op = mt["operating_point"]
-    assert 0 < m["operating_point"]["polyp"] == op["polyp"] < 1
-    assert op["chosen_on"] == "the shipped model's training images: all 92 images of folds 0 and 1"
+    cv = [f["polyp_vs_rest"]["operating_point"] for f in mt["table1_2fold"]["hybrid"]["folds"]]
+    assert 0 < m["operating_point"]["polyp"] == op["polyp"] == cv_operating_point(cv) < 1
+    assert op["chosen_on"].startswith("the cross-validation runs of the same recipe")
+    assert op["own_training_images"]["images"] == 92 and 0 < op["own_training_images"]["polyp"] < 1
     assert [(r["run"], r["polyp"], r["chosen_on"]) for r in op["cross_validation_runs"]] == [
         (f["run"], f["polyp_vs_rest"]["operating_point"], f"training fold {f['trained_on_fold']}")
         for f in mt["table1_2fold"]["hybrid"]["folds"]]
@@ -141,7 +161,7 @@ def test_ship_with_final_ships_the_run_trained_on_every_fold(shipped, runs, tmp_
     args = build_parser().parse_args(shlex.split(train[0])[1:])
     assert train_config_from_args(args).fold is None
     assert t["reproduce"]["ship"] == ("python -m train.ship runs/h1 runs/h0 --baseline runs/raw1 --final runs/all "
-                                      "-o ./final --force")
+                                      "-o ./final --figures ./figures --force")
     text = (bundle.path / "manifest.json").read_text()
     assert str(tmp_path_factory.getbasetemp()) not in text and machine_paths(m) == []
 
