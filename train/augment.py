@@ -83,9 +83,41 @@ def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
+def _draw_zoom(g: torch.Generator, n: int, zoom: float, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(zoom factor per image: log-uniform in [1, ``zoom``] on ``share`` of the batch, else 1;
+    a uniform draw in [0, 1) per image that picks the centre): always 3 x ``n`` draws from ``g``."""
+    on = torch.rand(n, generator=g) < share
+    factor = torch.exp(torch.rand(n, generator=g) * math.log(zoom))
+    pick = torch.rand(n, generator=g)
+    return torch.where(on, factor, torch.ones_like(factor)), pick
+
+
+def _zoom_about_field(theta: torch.Tensor, factor: torch.Tensor, pick: torch.Tensor,
+                      field: torch.Tensor) -> torch.Tensor:
+    """``theta`` (N x 2 x 3, output -> input as F.affine_grid reads it) followed by a zoom in by
+    ``factor`` about a point of the visible field (``field``: N x H x W bool, in the output frame
+    of ``theta``): the ``pick`` quantile of its pixels in raster order, the centre of the frame
+    when the field is empty. The point stays where it is, so the zoomed window (1/factor of each
+    side) always lies inside the frame. One resampling: the zoom is composed into ``theta``."""
+    n, h, w = field.shape
+    flat = field.reshape(n, -1)
+    counts = flat.sum(1)
+    rank = (pick * counts).long().clamp(max=(counts - 1).clamp(min=0)) + 1
+    index = torch.searchsorted(flat.long().cumsum(1), rank[:, None]).squeeze(1).clamp(max=h * w - 1)
+    row, col = torch.div(index, w, rounding_mode="floor"), index % w
+    centre = torch.stack([(2 * col + 1) / w - 1, (2 * row + 1) / h - 1], 1).float()  # align_corners=False
+    centre[counts == 0] = 0.0
+    # output u -> centre + (u - centre) / factor -> theta: linear part / factor, offset moved
+    a, t = theta[:, :, :2], theta[:, :, 2]
+    inv = (1 / factor).view(n, 1, 1)
+    offset = t + (a @ (centre * (1 - inv.view(n, 1)))[:, :, None])[:, :, 0]
+    return torch.cat([a * inv, offset[:, :, None]], 2)
+
+
 def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torch.Tensor,
                   g: torch.Generator, *, inset: tuple[float, float, float, float] | None = None,
-                  blur: float = 0.0, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  blur: float = 0.0, strength: float = 1.0, zoom: float = 1.0,
+                  zoom_share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch (uint8 N x H x W x 3 images, uint8 N x H x W masks or None, uint8 N x H x W fields)
     -> (float NCHW 0..255, float N1HW mask or None), on the whole batch in torch.
 
@@ -95,8 +127,10 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     learning from random initialisation on a thousand images needs milder ones, or it learns
     nothing in the steps a CPU affords). The visible field travels with the image and is applied again at the end (black outside
     it, as at inference); with ``inset`` the scope-guide box is black again too, where the model
-    will always see it black. Every draw comes from ``g``: the same generator state gives the same
-    batch.
+    will always see it black. With ``zoom`` > 1, ``zoom_share`` of the batch is also zoomed in
+    (:func:`_zoom_about_field`), whatever ``strength``; with ``zoom`` = 1 nothing is drawn for it
+    and the batch is what it was before the option existed. Every draw comes from ``g``: the same
+    generator state gives the same batch.
     """
     n = images.shape[0]
     x = images.permute(0, 3, 1, 2).float()
@@ -119,6 +153,11 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if zoom > 1:
+        factor, pick = _draw_zoom(g, n, zoom, zoom_share)
+        moved = F.grid_sample(y[:, 1:], grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+        theta = _zoom_about_field(theta, factor, pick, moved[:, 0])
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mask, field = (y[:, :1] > 0.5).float(), (y[:, 1:] > 0.5).float()

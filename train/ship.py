@@ -96,7 +96,7 @@ def _evaluate_run(run: Path, tmp: Path, tag: str, figures: Path | None, threads:
     from .seg.detect_eval import auroc
 
     ckpt = load_checkpoint(run)
-    cfg = ckpt["config"]
+    cfg = run_config(ckpt)
     if ckpt["epoch"] < cfg["epochs"]:
         raise TrainError(f"{run} has trained {ckpt['epoch']} of {cfg['epochs']} epochs; ship finished runs")
     log.info("exporting %s (%s, held-out fold %d)", run, ",".join(ckpt["heads"]), cfg["fold"])
@@ -151,7 +151,22 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 #: what makes two classifier runs comparable (the heads and the fold aside)
 RECIPE_KEYS = ("arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
-               "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "seed", "inset")
+               "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "zoom", "zoom_share", "seed",
+               "inset")
+
+#: recipe settings added after runs had been trained: a run whose config lacks one trained with its default
+ADDED_LATER = ("zoom", "zoom_share")
+
+
+def run_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """``ckpt["config"]`` (a checkpoint's, or a shipped run's row's): the run's training configuration,
+    the settings it predates filled with their defaults (what it trained with)."""
+    import dataclasses
+
+    from .trainer import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ADDED_LATER}
+    return {**defaults, **ckpt["config"]}
 
 
 #: what a ``--final`` run must share with the cross-validation hybrid runs: the recipe, the heads, the data
@@ -173,7 +188,7 @@ def check_final(final: Path, hybrid: list[Path]) -> None:
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(final)
-    cfg = ckpt["config"]
+    cfg = run_config(ckpt)
     if cfg["fold"] is not None:
         raise TrainError(f"--final {final} holds out fold {cfg['fold']}: the final model is a run trained "
                          f"with --fold {ALL_FOLDS}")
@@ -181,7 +196,7 @@ def check_final(final: Path, hybrid: list[Path]) -> None:
         raise TrainError(f"--final {final} has trained {ckpt['epoch']} of {cfg['epochs']} epochs; ship finished runs")
     mine = _same_recipe_as(cfg)
     for run in hybrid:
-        theirs = _same_recipe_as(load_checkpoint(run)["config"])
+        theirs = _same_recipe_as(run_config(load_checkpoint(run)))
         differ = [k for k in FINAL_KEYS if mine[k] != theirs[k]]
         if differ:
             shown = ", ".join(k if k in ("data", "split_csv") else f"{k} {mine[k]!r} (not {theirs[k]!r})"
@@ -208,7 +223,7 @@ def _final_run(run: Path, tmp: Path, threads: int | None) -> dict[str, Any]:
     from .labels import RAW_CLASSES
 
     ckpt = load_checkpoint(run)
-    cfg = ckpt["config"]
+    cfg = run_config(ckpt)
     log.info("exporting %s (%s, trained on every fold)", run, ",".join(ckpt["heads"]))
     rep = export_run(run, tmp / "final", torchscript=False, latency_runs=20, threads=threads, force=True)
     bundle = load_bundle(rep.bundle.path)
@@ -233,13 +248,14 @@ def _final_run(run: Path, tmp: Path, threads: int | None) -> dict[str, Any]:
 
 
 def train_command(r: dict[str, Any]) -> str:
-    cfg = r["config"]
+    cfg = run_config(r)
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
     argv = ["endoview", "train", "classify", "--data", *data, "--split-csv", cfg["split_csv"],
             "--fold", ALL_FOLDS if cfg["fold"] is None else str(cfg["fold"]),
             "--heads", "all" if len(r["heads"]) > 1 else "raw", "--out", r["run"]]
     for key in ("arch", "weights", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
-                "schedule", "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "seed"):
+                "schedule", "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "zoom",
+                "zoom_share", "seed"):
         argv += [f"--{key.replace('_', '-')}", str(cfg[key])]
     if not cfg.get("inset", True):
         argv.append("--no-inset")

@@ -87,6 +87,10 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: none); it is validated and exported
     blur: float = 0.3  # share of each batch blurred
     augment_strength: float = 0.5  # scales the affine and photometric ranges (train.augment.batch_augment)
+    # zoom-in against the close-up shortcut (polyp images are close-ups, polyp-free ones wide views):
+    # zoom_share of each batch zoomed in by a log-uniform factor in [1, zoom]; 1: off
+    zoom: float = 1.0
+    zoom_share: float = 0.5
     # batch-norm running-statistics momentum: torchvision's MobileNetV3 uses 0.01, tuned for long
     # ImageNet runs; over a thousand steps its running statistics lag so far behind the weights that the
     # model in eval mode answers one class. None keeps the architecture's own.
@@ -139,6 +143,10 @@ class TrainConfig:
             raise TrainError(f"--augment-strength must be in [0, 1], not {self.augment_strength}")
         if not 0 <= self.blur <= 1:
             raise TrainError(f"--blur must be in [0, 1], not {self.blur}")
+        if not 1 <= self.zoom <= 4:
+            raise TrainError(f"--zoom must be in [1, 4] (1: off), not {self.zoom}")
+        if not 0 <= self.zoom_share <= 1:
+            raise TrainError(f"--zoom-share must be in [0, 1], not {self.zoom_share}")
         if self.warmup_epochs < 0:
             raise TrainError(f"--warmup-epochs must be >= 0, not {self.warmup_epochs}")
 
@@ -244,7 +252,8 @@ def recalibrate_bn(model: torch.nn.Module, arrays: dict[str, np.ndarray], device
         for i in range(0, n - b + 1, b):
             idx = order[i:i + b]
             xb, _ = batch_augment(images[idx], None, fields[idx], g, inset=inset, blur=cfg.blur,
-                                  strength=cfg.augment_strength)
+                                  strength=cfg.augment_strength, zoom=cfg.zoom,
+                                  zoom_share=cfg.zoom_share)
             model(normalize(xb.to(device)).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
@@ -386,7 +395,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch - 1, step, steps)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][d.rank * per_rank:(d.rank + 1) * per_rank]
             xb, _ = batch_augment(images_t[idx], None, fields_t[idx], g, inset=inset, blur=cfg.blur,
-                                  strength=cfg.augment_strength)
+                                  strength=cfg.augment_strength, zoom=cfg.zoom,
+                                  zoom_share=cfg.zoom_share)
             x = normalize(xb.to(device, non_blocking=True))
             y = labels_t[idx].to(device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
