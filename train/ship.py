@@ -43,6 +43,7 @@ import shlex
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,35 +85,69 @@ def choose_operating_point(scores: np.ndarray, positive: np.ndarray) -> dict[str
 RULE = "the threshold with the largest sensitivity + specificity on the training images (ties: nearest 0.5)"
 
 
-def _evaluate_run(run: Path, tmp: Path, tag: str, figures: Path | None, threads: int | None) -> dict[str, Any]:
+@dataclass
+class _Exported:
+    """A finished run exported to a bundle (trimmed, ONNX, parity-checked), with its data set."""
+
+    run: Path
+    ckpt: dict[str, Any]
+    cfg: dict[str, Any]
+    report: Any  # train.export.ExportReport
+    bundle: Any  # engine.bundle.Bundle
+    data: Any  # train.data.Dataset
+
+    def fields(self, backend: str) -> dict[str, Any]:
+        """The row fields every exported run has."""
+        r = self.report
+        return {"run": str(self.run), "heads": list(self.ckpt["heads"]), "epochs": int(self.ckpt["epoch"]),
+                "bundle": r.bundle.path, "onnx_sha256": self.bundle.sha256("onnx"), "backend": backend,
+                "wall_time_s": round(sum(h.get("train_s", 0.0) for h in self.ckpt["history"]), 1),
+                "config": self.cfg, "export": {"parity": r.parity, "cpu_latency_ms": r.latency_ms, "size": r.size}}
+
+    def training_point(self, samples) -> tuple[dict[str, float], np.ndarray, str]:
+        """The operating point the rule gives on ``samples`` (the run's training images), their
+        RAW_CLASSES targets and the backend's description."""
+        from .evaluate import bundle_probabilities
+        from .labels import RAW_CLASSES
+
+        probs, targets, desc = bundle_probabilities(self.bundle, samples)
+        scores = polyp_scores(probs, list(self.bundle.labels))
+        return choose_operating_point(scores, targets == RAW_CLASSES.index("polyp")), targets, desc
+
+
+def _export(run: Path, dest: Path, threads: int | None) -> _Exported:
     from engine.bundle import load_bundle
 
     from .checkpoint import load_checkpoint
     from .data import load_dataset
-    from .evaluate import bundle_probabilities, metrics_from_probs
     from .export import export_run
-    from .labels import RAW_CLASSES
-    from .metrics import plot_confusion
-    from .seg.detect_eval import auroc
 
     ckpt = load_checkpoint(run)
     cfg = run_config(ckpt)
     if ckpt["epoch"] < cfg["epochs"]:
         raise TrainError(f"{run} has trained {ckpt['epoch']} of {cfg['epochs']} epochs; ship finished runs")
-    log.info("exporting %s (%s, held-out fold %d)", run, ",".join(ckpt["heads"]), cfg["fold"])
-    rep = export_run(run, tmp / tag, torchscript=False, latency_runs=20, threads=threads, force=True)
-    bundle = load_bundle(rep.bundle.path)
-    ds = load_dataset(cfg["data"], cfg["split_csv"])
+    held = f"held-out fold {cfg['fold']}" if cfg["fold"] is not None else "trained on every fold"
+    log.info("exporting %s (%s, %s)", run, ",".join(ckpt["heads"]), held)
+    rep = export_run(run, dest, torchscript=False, latency_runs=20, threads=threads, force=True)
+    return _Exported(run, ckpt, cfg, rep, load_bundle(rep.bundle.path), load_dataset(cfg["data"], cfg["split_csv"]))
+
+
+def _evaluate_run(run: Path, tmp: Path, tag: str, figures: Path | None, threads: int | None) -> dict[str, Any]:
+    from .evaluate import bundle_probabilities, metrics_from_probs
+    from .labels import RAW_CLASSES
+    from .metrics import plot_confusion
+    from .seg.detect_eval import auroc
+
+    ex = _export(run, tmp / tag, threads)
+    cfg, bundle, ds = ex.cfg, ex.bundle, ex.data
     labels = list(bundle.labels)
-    held, train = ds.fold(cfg["fold"]), ds.not_fold(cfg["fold"])
+    held = ds.fold(cfg["fold"])
     p_held, t_held, desc = bundle_probabilities(bundle, held)
-    p_train, t_train, _ = bundle_probabilities(bundle, train)
+    op, _, _ = ex.training_point(ds.not_fold(cfg["fold"]))
     to_bundle = np.array([labels.index(RAW_CLASSES[i]) for i in t_held])
     m = metrics_from_probs(p_held, to_bundle, labels)
-    polyp = labels.index("polyp")
-    op = choose_operating_point(polyp_scores(p_train, labels), t_train == RAW_CLASSES.index("polyp"))
     s_held = polyp_scores(p_held, labels)
-    pos = to_bundle == polyp
+    pos = to_bundle == labels.index("polyp")
     said = s_held >= op["polyp"]
     present = [i for i, r in enumerate(m["per_class"]) if r["support"] or r["predicted"]]
     png = None
@@ -124,9 +159,8 @@ def _evaluate_run(run: Path, tmp: Path, tag: str, figures: Path | None, threads:
              "sensitivity %.3f, specificity %.3f", tag, cfg["fold"], m["mcc"], m["macro_f1"], op["polyp"],
              float(said[pos].mean()), float((~said[~pos]).mean()))
     return {
-        "tag": tag, "run": str(run), "heads": list(ckpt["heads"]), "heldout_fold": int(cfg["fold"]),
-        "trained_on_fold": 1 - int(cfg["fold"]), "epochs": int(ckpt["epoch"]), "bundle": rep.bundle.path,
-        "onnx_sha256": bundle.sha256("onnx"), "backend": desc, "images": len(held),
+        "tag": tag, **ex.fields(desc), "heldout_fold": int(cfg["fold"]), "trained_on_fold": 1 - int(cfg["fold"]),
+        "images": len(held),
         **{k: float(m[k]) for k in TABLE1},
         "per_class": [m["per_class"][i] for i in present],
         "confusion_matrix": {"labels": [labels[i] for i in present],
@@ -137,8 +171,6 @@ def _evaluate_run(run: Path, tmp: Path, tag: str, figures: Path | None, threads:
                           "sensitivity": float(said[pos].mean()), "specificity": float((~said[~pos]).mean()),
                           "auroc": auroc(s_held, pos)},
         "confusion_png": str(png) if png else None,
-        "wall_time_s": round(sum(r.get("train_s", 0.0) for r in ckpt["history"]), 1),
-        "config": cfg, "export": {"parity": rep.parity, "cpu_latency_ms": rep.latency_ms, "size": rep.size},
     }
 
 
@@ -213,37 +245,20 @@ def cv_operating_point(ops: list[float]) -> float:
 
 
 def _final_run(run: Path, tmp: Path, threads: int | None) -> dict[str, Any]:
-    """Export the ``--fold all`` run and choose its operating point on its training images (all of them)."""
-    from engine.bundle import load_bundle
-
-    from .checkpoint import load_checkpoint
-    from .data import load_dataset
-    from .evaluate import bundle_probabilities
-    from .export import export_run
+    """Export the ``--fold all`` run; what the operating point's rule gives on its training images
+    (all of them) is recorded beside the one shipped."""
     from .labels import RAW_CLASSES
 
-    ckpt = load_checkpoint(run)
-    cfg = run_config(ckpt)
-    log.info("exporting %s (%s, trained on every fold)", run, ",".join(ckpt["heads"]))
-    rep = export_run(run, tmp / "final", torchscript=False, latency_runs=20, threads=threads, force=True)
-    bundle = load_bundle(rep.bundle.path)
-    ds = load_dataset(cfg["data"], cfg["split_csv"])
-    labels = list(bundle.labels)
-    probs, targets, desc = bundle_probabilities(bundle, ds.samples)
-    op = choose_operating_point(polyp_scores(probs, labels), targets == RAW_CLASSES.index("polyp"))
+    ex = _export(run, tmp / "final", threads)
+    op, targets, desc = ex.training_point(ex.data.samples)
     counts = Counter(RAW_CLASSES[i] for i in targets)
-    log.info("final: operating point %.2f chosen on its %d training images (every fold): sensitivity %.3f, "
-             "specificity %.3f there", op["polyp"], len(targets), op["training_fold_sensitivity"],
-             op["training_fold_specificity"])
+    log.info("final: on its %d training images (every fold) the rule gives %.2f: sensitivity %.3f, specificity "
+             "%.3f there", len(targets), op["polyp"], op["training_fold_sensitivity"], op["training_fold_specificity"])
     return {
-        "tag": "hybrid-allfolds", "run": str(run), "heads": list(ckpt["heads"]), "heldout_fold": None,
-        "trained_on_folds": list(ds.folds), "epochs": int(ckpt["epoch"]), "bundle": rep.bundle.path,
-        "onnx_sha256": bundle.sha256("onnx"), "backend": desc, "images": len(targets),
-        "images_per_class": {c: counts[c] for c in labels if counts[c]},
+        "tag": "hybrid-allfolds", **ex.fields(desc), "heldout_fold": None, "trained_on_folds": list(ex.data.folds),
+        "images": len(targets), "images_per_class": {c: counts[c] for c in ex.bundle.labels if counts[c]},
         "operating_point": {"polyp": op["polyp"], "sensitivity": op["training_fold_sensitivity"],
                             "specificity": op["training_fold_specificity"]},
-        "wall_time_s": round(sum(r.get("train_s", 0.0) for r in ckpt["history"]), 1),
-        "config": cfg, "export": {"parity": rep.parity, "cpu_latency_ms": rep.latency_ms, "size": rep.size},
     }
 
 

@@ -151,6 +151,11 @@ class TrainConfig:
             raise TrainError(f"--warmup-epochs must be >= 0, not {self.warmup_epochs}")
 
     @property
+    def augment_options(self) -> dict[str, float]:
+        """``train.augment.batch_augment``'s settings of this recipe (training and the batch-norm recalibration)."""
+        return {"blur": self.blur, "strength": self.augment_strength, "zoom": self.zoom, "zoom_share": self.zoom_share}
+
+    @property
     def data_roots(self) -> list[str]:
         """``data`` as a list of folders (one folder, or several combined)."""
         return [self.data] if isinstance(self.data, str) else [str(d) for d in self.data]
@@ -251,9 +256,7 @@ def recalibrate_bn(model: torch.nn.Module, arrays: dict[str, np.ndarray], device
         order = torch.randperm(n, generator=g)
         for i in range(0, n - b + 1, b):
             idx = order[i:i + b]
-            xb, _ = batch_augment(images[idx], None, fields[idx], g, inset=inset, blur=cfg.blur,
-                                  strength=cfg.augment_strength, zoom=cfg.zoom,
-                                  zoom_share=cfg.zoom_share)
+            xb, _ = batch_augment(images[idx], None, fields[idx], g, inset=inset, **cfg.augment_options)
             model(normalize(xb.to(device)).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
@@ -394,9 +397,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch - 1, step, steps)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][d.rank * per_rank:(d.rank + 1) * per_rank]
-            xb, _ = batch_augment(images_t[idx], None, fields_t[idx], g, inset=inset, blur=cfg.blur,
-                                  strength=cfg.augment_strength, zoom=cfg.zoom,
-                                  zoom_share=cfg.zoom_share)
+            xb, _ = batch_augment(images_t[idx], None, fields_t[idx], g, inset=inset, **cfg.augment_options)
             x = normalize(xb.to(device, non_blocking=True))
             y = labels_t[idx].to(device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)

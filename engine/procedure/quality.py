@@ -45,8 +45,8 @@ the half, its blocks would straddle the 2 x 2 pairs and read sharpness 15 to 40 
 thresholds above were not set for (measured with ``scripts/quality_thresholds.py``, which runs both
 ways on the same frames; the table above is its "direct" way). With the even-only rule, at the
 images' own size the 1,974 fields of factor 2 give the same measures and the 11 of factor 4 a
-sharpness within 0.4 %; every flag is the same. Scaled to 1080 lines first (every fourth image, 503 fields, as a
-1080p source has them): no frame's flags differ in any of the five sets (originals, the three
+sharpness within 0.4 %; every flag is the same. Scaled to 1080 lines first (every fourth image,
+503 fields, as a 1080p source has them): no frame's flags differ in any of the five sets (originals, the three
 degradations, the weaker blur), sharpness within 2.8 % (median 0.05 % on the originals),
 brightness within 0.3 grey levels.
 
@@ -56,8 +56,8 @@ them under 3 ms). :meth:`QualityChecker.check` on a whole frame adds the crop's 
 the full field of a Kvasir-SEG image scaled to 1080 lines (1270 x 1080), 2.9 ms in all (2.5 ms at
 best on a 1348 x 1070 frame when it was first measured, median 9 ms under a training job's load);
 from the shared half, 1.1 ms (plus 0.45 ms for the half itself, which the model inputs need
-anyway); at 720 lines (847 x 720), 1.9 ms vs 1.2 ms. Feed :func:`measure` a 256-pixel crop: at
-other sizes the sharpness threshold does not hold.
+anyway); at 720 lines (847 x 720, an odd factor) 1.9 ms, from the field itself. Feed
+:func:`measure` a 256-pixel crop: at other sizes the sharpness threshold does not hold.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class QualityChecker:
 
         ``inputs``: the frame's :class:`engine.analysis.crop.ModelInputs` over ``area``; the
         shrink then starts from its 2 x 2 average of the field (shared with the model inputs)
-        instead of the full-resolution field, when the field is at least twice the working size.
+        instead of the full-resolution field, when the whole factor to the working size is even.
         """
         image = np.asarray(image_bgr)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
