@@ -128,7 +128,8 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     nothing in the steps a CPU affords). The visible field travels with the image and is applied again at the end (black outside
     it, as at inference); with ``inset`` the scope-guide box is black again too, where the model
     will always see it black. With ``zoom`` > 1, ``zoom_share`` of the batch is also zoomed in
-    (:func:`_zoom_about_field`), whatever ``strength``; with ``zoom`` = 1 nothing is drawn for it
+    (:func:`_zoom_about_field`) about a point of the image's mask where it has a non-empty one (a
+    polyp stays in view), else of its field, whatever ``strength``; with ``zoom`` = 1 nothing is drawn for it
     and the batch is what it was before the option existed. Every draw comes from ``g``: the same
     generator state gives the same batch.
     """
@@ -155,8 +156,11 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     if zoom > 1:
         factor, pick = _draw_zoom(g, n, zoom, zoom_share)
-        moved = F.grid_sample(y[:, 1:], grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
-        theta = _zoom_about_field(theta, factor, pick, moved[:, 0])
+        moved = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+        # about a point of the polyp where the image has one (a zoom away from it would keep the
+        # label "polyp" on bare mucosa: the close-up shortcut itself), else of the visible field
+        has_polyp = moved[:, 0].flatten(1).any(1).view(n, 1, 1)
+        theta = _zoom_about_field(theta, factor, pick, torch.where(has_polyp, moved[:, 0], moved[:, 1]))
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -125,7 +125,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--augment-strength", type=float, help="scale of the affine and photometric augmentation "
                    "ranges, 0..1 (default 0.5; the segmenter trains with 1)")
     c.add_argument("--zoom", type=float, metavar="MAX", help="zoom in part of each batch by a factor drawn "
-                   "log-uniformly from [1, MAX] about a random point of the visible field, 1..4, whatever "
+                   "log-uniformly from [1, MAX] about a random point of the polyp (Kvasir-SEG's mask) or, in an "
+                   "image without one, of the visible field, 1..4, whatever "
                    "--augment-strength (default 1: off); against the close-up shortcut (scripts/zoom_check.py)")
     c.add_argument("--zoom-share", type=float, metavar="P", help="share of each batch zoomed in with --zoom, "
                    "0..1 (default 0.5)")

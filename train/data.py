@@ -48,7 +48,7 @@ from engine.analysis.crop import blank_inset, model_input
 from .errors import DataError
 from .images import cached_arrays, progress_range, read_bgr
 from .labels import RAW_CLASSES
-from .seg.data import SegSample, load_kvasir_seg
+from .seg.data import SegSample, load_kvasir_seg, load_pair
 from .split import read_split
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class Sample:
     path: Path
     label: str  # a RAW_CLASSES name
     fold: int
+    mask: Path | None = None  # Kvasir-SEG's polyp mask of this image, where there is one
 
     @property
     def index(self) -> int:
@@ -184,9 +185,9 @@ def is_kvasir_seg(root: str | os.PathLike[str]) -> bool:
     return ((base / "images").is_dir() and (base / "masks").is_dir()) or (base / "kvasir-seg" / "images").is_dir()
 
 
-def _kvasir_seg_images(root: Path, split_csv: str | os.PathLike[str]) -> dict[str, tuple[Path, str]]:
-    """Kvasir-SEG as HyperKvasir's polyp class: ``<hyperkvasir id>.jpg -> (path, "polyp")``."""
-    return {f"{s.uuid}.jpg": (s.image, "polyp") for s in load_kvasir_seg(root, split_csv=split_csv)}
+def _kvasir_seg_images(root: Path, split_csv: str | os.PathLike[str]) -> dict[str, tuple[Path, str, Path | None]]:
+    """Kvasir-SEG as HyperKvasir's polyp class: ``<hyperkvasir id>.jpg -> (path, "polyp", mask path)``."""
+    return {f"{s.uuid}.jpg": (s.image, "polyp", s.mask) for s in load_kvasir_seg(root, split_csv=split_csv)}
 
 
 def as_roots(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[Path, ...]:
@@ -204,15 +205,18 @@ def load_dataset(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     """Match the images under one or several roots with ``split_csv``; DataError on any disagreement."""
     split = read_split(split_csv)
     paths = as_roots(roots)
-    images: dict[str, tuple[Path, str]] = {}
+    images: dict[str, tuple[Path, str, Path | None]] = {}
     for root in paths:
-        found = _kvasir_seg_images(root, split_csv) if is_kvasir_seg(root) else scan_images(root)
-        for name, (path, label) in found.items():
+        if is_kvasir_seg(root):
+            found = _kvasir_seg_images(root, split_csv)
+        else:
+            found = {name: (path, label, None) for name, (path, label) in scan_images(root).items()}
+        for name, (path, label, mask) in found.items():
             if name in images:
                 raise DataError(f"{name} is in two data folders: {images[name][0]} and {path}")
-            images[name] = (path, label)
+            images[name] = (path, label, mask)
     samples = []
-    for name, (path, label) in sorted(images.items()):
+    for name, (path, label, mask) in sorted(images.items()):
         row = split.get(name)
         if row is None:
             raise DataError(
@@ -224,7 +228,7 @@ def load_dataset(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                 f"{path} lies in a {path.parent.name!r} folder (class {label}) but the split file "
                 f"{split_csv} says {row.label}"
             )
-        samples.append(Sample(path, label, row.fold))
+        samples.append(Sample(path, label, row.fold, mask))
     missing = Counter(r.label for n, r in split.items() if n not in images)
     if missing:
         log.info("%d of the %d images listed in %s are not under %s (%s)", sum(missing.values()),
@@ -290,13 +294,15 @@ def load_model_input(path: Path, size: tuple[int, int], *, with_mask: bool = Fal
 
 def load_arrays(samples: Sequence[Sample], size: tuple[int, int], *,
                 inset: tuple[float, float, float, float] | None = None, cache_dir: Path | None = None,
-                progress: bool = False) -> dict[str, np.ndarray]:
+                progress: bool = False, masks: bool = False) -> dict[str, np.ndarray]:
     """Every sample's model input and field mask, decoded once: ``images`` N x H x W x 3 uint8,
-    ``fields`` N x H x W uint8 (0/1), ``labels`` N int64 (raw class index).
+    ``fields`` N x H x W uint8 (0/1), ``labels`` N int64 (raw class index); with ``masks`` also
+    ``masks`` N x H x W uint8 (0/1): the polyp mask through the same crop and resize, empty for an
+    image without one (the zoom augmentation keeps a polyp in view with it).
 
     With ``cache_dir`` the arrays are saved there, keyed by the files, the size and the inset.
     """
-    h = hashlib.sha256(f"{tuple(size)}:{inset}".encode())
+    h = hashlib.sha256(f"{tuple(size)}:{inset}{':masks' if masks else ''}".encode())
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path.name}:{s.label}:{s.fold}:{st.st_size}:{int(st.st_mtime)}".encode())
@@ -306,11 +312,19 @@ def load_arrays(samples: Sequence[Sample], size: tuple[int, int], *,
         n = len(samples)
         out = {"images": np.zeros((n, *size, 3), np.uint8), "fields": np.zeros((n, *size), np.uint8),
                "labels": np.array([s.index for s in samples], np.int64)}
+        if masks:
+            out["masks"] = np.zeros((n, *size), np.uint8)
         for i in progress_range(n, f"decode {size[0]}x{size[1]}", progress):
-            out["images"][i], out["fields"][i] = load_model_input(samples[i].path, size, with_mask=True, inset=inset)
+            s = samples[i]
+            if masks:
+                pair = SegSample(s.path.stem, s.path, s.mask, s.fold, s.path.stem)
+                out["images"][i], out["masks"][i], out["fields"][i] = load_pair(pair, size, inset)
+            else:
+                out["images"][i], out["fields"][i] = load_model_input(s.path, size, with_mask=True, inset=inset)
         return out
 
-    return cached_arrays(path, ("images", "fields", "labels"), decode)
+    keys = ("images", "fields", "labels", "masks") if masks else ("images", "fields", "labels")
+    return cached_arrays(path, keys, decode)
 
 
 def subset_summary(samples: Sequence[Sample]) -> str:

@@ -88,7 +88,8 @@ class TrainConfig:
     blur: float = 0.3  # share of each batch blurred
     augment_strength: float = 0.5  # scales the affine and photometric ranges (train.augment.batch_augment)
     # zoom-in against the close-up shortcut (polyp images are close-ups, polyp-free ones wide views):
-    # zoom_share of each batch zoomed in by a log-uniform factor in [1, zoom]; 1: off
+    # zoom_share of each batch zoomed in by a log-uniform factor in [1, zoom], about a point of the
+    # polyp in a polyp image (the masks are loaded for it), of the field in the rest; 1: off
     zoom: float = 1.0
     zoom_share: float = 0.5
     # batch-norm running-statistics momentum: torchvision's MobileNetV3 uses 0.01, tuned for long
@@ -249,6 +250,7 @@ def recalibrate_bn(model: torch.nn.Module, arrays: dict[str, np.ndarray], device
         m.momentum = None  # cumulative average
     model.train()
     images, fields = torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["fields"])
+    masks = torch.from_numpy(arrays["masks"]) if "masks" in arrays else None
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 999_999)
     inset = SCOPE_GUIDE_INSET if cfg.inset else None
     n, b = len(images), int(cfg.batch_size)
@@ -256,7 +258,8 @@ def recalibrate_bn(model: torch.nn.Module, arrays: dict[str, np.ndarray], device
         order = torch.randperm(n, generator=g)
         for i in range(0, n - b + 1, b):
             idx = order[i:i + b]
-            xb, _ = batch_augment(images[idx], None, fields[idx], g, inset=inset, **cfg.augment_options)
+            xb, _ = batch_augment(images[idx], None if masks is None else masks[idx], fields[idx], g, inset=inset,
+                                  **cfg.augment_options)
             model(normalize(xb.to(device)).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
@@ -310,7 +313,9 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
     inset = SCOPE_GUIDE_INSET if cfg.inset else None
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else out / "data-cache"
     t0 = time.perf_counter()
-    train_a = load_arrays(train_samples, size, inset=inset, cache_dir=cache, progress=cfg.progress and d.main)
+    # the polyp masks only for the zoom (about a point of the polyp); without it the arrays of before
+    train_a = load_arrays(train_samples, size, inset=inset, cache_dir=cache, progress=cfg.progress and d.main,
+                          masks=cfg.zoom > 1)
     val_a = load_arrays(val_samples, size, inset=inset, cache_dir=cache, progress=cfg.progress and d.main) \
         if val_samples else None
     if d.main:
@@ -365,6 +370,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
     steps = full_steps if cfg.steps_per_epoch is None else min(cfg.steps_per_epoch, full_steps)
     images_t = torch.from_numpy(train_a["images"])
     fields_t = torch.from_numpy(train_a["fields"])
+    masks_t = torch.from_numpy(train_a["masks"]) if "masks" in train_a else None
     labels_t = torch.from_numpy(train_a["labels"])
     if d.main:
         (out / "config.json").write_text(json.dumps({
@@ -397,7 +403,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch - 1, step, steps)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][d.rank * per_rank:(d.rank + 1) * per_rank]
-            xb, _ = batch_augment(images_t[idx], None, fields_t[idx], g, inset=inset, **cfg.augment_options)
+            xb, _ = batch_augment(images_t[idx], None if masks_t is None else masks_t[idx], fields_t[idx], g,
+                                  inset=inset, **cfg.augment_options)
             x = normalize(xb.to(device, non_blocking=True))
             y = labels_t[idx].to(device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)

@@ -172,3 +172,23 @@ def test_a_run_with_zoom_trains_and_records_it(synthetic, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["zoom"], cfg["zoom_share"]) == (2.0, 0.5)
     assert math.isfinite(json.loads((out / "summary.json").read_text())["metrics"]["mcc"])
+
+
+def test_zoom_keeps_a_small_polyp_in_view_and_centres_the_rest_on_the_field():
+    # a small polyp in a corner of a full field: zoomed in 4x about a random point of the field it
+    # would leave the view in most images (and the label "polyp" would sit on bare mucosa); about
+    # a point of its mask, it stays in view in every one
+    n, side = 32, 64
+    images = torch.full((n, side, side, 3), 100, dtype=torch.uint8)
+    fields = torch.ones(n, side, side, dtype=torch.uint8)
+    masks = torch.zeros(n, side, side, dtype=torch.uint8)
+    masks[:, 4:10, 4:10] = 1
+    images[:, 4:10, 4:10] = 255
+    g = torch.Generator().manual_seed(8)
+    x, mask = batch_augment(images, masks, fields, g, strength=0.0, zoom=4.0, zoom_share=1.0)
+    assert torch.all(mask.flatten(1).sum(1) > 0)
+    assert torch.all((x.min(1).values > 177).flatten(1).sum(1) > 0)  # the white polyp pixels too
+    # the same batch without masks: zoomed about points of the field, the corner mostly leaves the view
+    x, _ = batch_augment(images, None, fields, torch.Generator().manual_seed(8), strength=0.0, zoom=4.0,
+                         zoom_share=1.0)
+    assert int(((x.min(1).values > 177).flatten(1).sum(1) > 0).sum()) < n // 2

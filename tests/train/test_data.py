@@ -205,3 +205,26 @@ def test_decoded_arrays_blank_the_inset_in_image_and_field(data_dir, split_csv, 
     assert a["images"][:, :y0].any() and list(a["labels"]) == [RAW_CLASSES.index("polyp")] * 5
     again = load_arrays(samples, (64, 64), inset=SCOPE_GUIDE_INSET, cache_dir=tmp_path)  # from the cache
     assert np.array_equal(again["images"], a["images"]) and len(list(tmp_path.glob("*.npz"))) == 1
+
+
+def test_decoded_arrays_carry_the_polyp_masks_when_asked(data_dir, split_csv, tmp_path):
+    """For the zoom: Kvasir-SEG's masks through the same crop and resize as the images (the seg
+    trainer's own pairs), empty for a polyp-free image; without ``masks`` the arrays of before."""
+    from engine.analysis.crop import SCOPE_GUIDE_INSET
+    from train.data import load_arrays
+    from train.seg.data import load_kvasir_seg, load_pair
+
+    ds = load_dataset(shared_roots(data_dir), split_csv)
+    polyps = [s for s in ds.samples if s.label == "polyp"][:3]
+    clean = [s for s in ds.samples if s.label == "normal-cecum"][:2]
+    assert all(s.mask is not None and s.mask.parent.name == "masks" for s in polyps)
+    assert all(s.mask is None for s in clean)
+    a = load_arrays(polyps + clean, (64, 64), inset=SCOPE_GUIDE_INSET, cache_dir=tmp_path, masks=True)
+    plain = load_arrays(polyps + clean, (64, 64), inset=SCOPE_GUIDE_INSET, cache_dir=tmp_path)
+    assert "masks" not in plain and len(list(tmp_path.glob("*.npz"))) == 2  # two cache files
+    assert np.array_equal(a["images"], plain["images"]) and np.array_equal(a["fields"], plain["fields"])
+    assert a["masks"][:3].reshape(3, -1).any(1).all() and not a["masks"][3:].any()
+    pair = next(p for p in load_kvasir_seg(shared_roots(data_dir)[1], split_csv=split_csv) if p.image == polyps[0].path)
+    _, mask, _ = load_pair(pair, (64, 64), SCOPE_GUIDE_INSET)
+    assert np.array_equal(a["masks"][0].astype(bool), mask)
+    assert not np.any(a["masks"] & (1 - a["fields"]))  # inside the field only
