@@ -37,7 +37,9 @@ def cached_arrays(path: Path | None, keys: Sequence[str], build) -> dict[str, np
     out = build()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
+        # one temporary file per process: the ranks of a torchrun job decode together, and a shared
+        # name let one rank rename the file away under another
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **out)
         os.replace(tmp, path)
     return out

@@ -228,3 +228,33 @@ def test_decoded_arrays_carry_the_polyp_masks_when_asked(data_dir, split_csv, tm
     _, mask, _ = load_pair(pair, (64, 64), SCOPE_GUIDE_INSET)
     assert np.array_equal(a["masks"][0].astype(bool), mask)
     assert not np.any(a["masks"] & (1 - a["fields"]))  # inside the field only
+
+
+
+def test_two_processes_caching_the_same_arrays_do_not_rename_each_others_file(tmp_path, monkeypatch):
+    """The ranks of a torchrun job decode the same images into one cache file. Here rank 2 writes
+    and renames between rank 1's write and rename: with one shared temporary name, rank 1's rename
+    found its file gone (the race test_ddp hit); each process now writes its own."""
+    import os
+
+    from train.images import cached_arrays
+
+    path = tmp_path / "cache" / "arrays.npz"
+    real_replace = os.replace
+    sources = []
+
+    def replace(src, dst):
+        sources.append(Path(src).name)
+        if len(sources) == 1:  # rank 1 is about to rename: rank 2 writes and renames first
+            monkeypatch.setattr(os, "getpid", lambda: 2)
+            cached_arrays(path, ["x"], lambda: {"x": np.arange(3)})
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    monkeypatch.setattr(os, "replace", replace)
+    out = cached_arrays(path, ["x"], lambda: {"x": np.arange(3)})
+    assert out["x"].tolist() == [0, 1, 2]
+    with np.load(path) as z:
+        assert z["x"].tolist() == [0, 1, 2]
+    assert len(sources) == 2 and sources[0] != sources[1]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["arrays.npz"]  # no temporary file left
