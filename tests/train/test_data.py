@@ -230,7 +230,6 @@ def test_decoded_arrays_carry_the_polyp_masks_when_asked(data_dir, split_csv, tm
     assert not np.any(a["masks"] & (1 - a["fields"]))  # inside the field only
 
 
-
 def test_two_processes_caching_the_same_arrays_do_not_rename_each_others_file(tmp_path, monkeypatch):
     """The ranks of a torchrun job decode the same images into one cache file. Here rank 2 writes
     and renames between rank 1's write and rename: with one shared temporary name, rank 1's rename
