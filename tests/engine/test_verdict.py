@@ -57,11 +57,22 @@ def result(p=None, s=None, verdict=True) -> FrameResult:
 @pytest.mark.parametrize("p_polyp, seg_present, expected", [
     (0.9, True, True),
     (0.3, True, False),   # the classifier decides: a segmenter's mask alone is no polyp
-    (0.9, False, True),   # ... and a polyp the segmenter does not see is still one
+    (0.9, False, False),  # ... and the segmenter must have something to show: an empty mask vetoes
     (0.1, False, False),
 ])
-def test_with_both_models_the_classifier_decides(p_polyp, seg_present, expected):
+def test_with_both_models_the_classifier_decides_and_the_mask_must_not_be_empty(p_polyp, seg_present, expected):
     assert Verdict(0.5)(prediction(p_polyp), segmentation(seg_present)) is expected
+
+
+def test_any_mask_pixel_is_enough_the_presence_rule_is_not_asked():
+    """One pixel over the segmenter's threshold lets the classifier's polyp through, even where the
+    segmenter's own presence rule (peak and area) says no."""
+    mask = np.zeros((40, 60), bool)
+    mask[5, 7] = True
+    weak = SegmentationResult(mask, 0.55, "polyp", "seg", 1.0, 0.55, detected=False)
+    assert not weak.present
+    assert Verdict(0.5)(prediction(0.9), weak) is True
+    assert Verdict(0.5)(prediction(0.4), weak) is False
 
 
 def test_one_model_alone_decides_alone():

@@ -9,9 +9,11 @@ answers (segmenter, classifier, combined verdict) it reports:
 - **sensitivity**: the share of polyp images called "polyp"; **specificity**: the share of
   polyp-free images not called "polyp" (both at the models' own operating points);
 - **AUROC** of a continuous score: the segmenter's peak probability, the classifier's probability
-  of the polyp classes (the verdict's score too: with both models the classifier decides), and for
-  the stricter rule "both must agree" (reported beside, not what the viewer runs) the smaller of
-  the two, each divided by its own operating point;
+  of the polyp classes, for the verdict (the classifier decides, the segmenter must have a mask)
+  the smaller of the classifier's probability over its operating point and the segmenter's peak
+  over its mask threshold, and for the stricter rule "both must agree" (the segmenter's presence
+  rule instead of any mask; reported beside, not what the viewer runs) the smaller of the two
+  scores, each divided by its own operating point;
 - **false alarms per minute** at 25 frames per second: (1 - specificity) x 25 x 60, what a
   polyp-free stretch of video would show if its frames looked like these images;
 
@@ -149,14 +151,17 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
         answers["classifier"] = {**rates(np.array([r["clf"] for r in rows]), positive),
                                  "auroc": auroc(clf_score, positive), "score": "probability of the polyp classes",
                                  "operating_point": clf.operating_point}
-        combined = clf_score / clf.operating_point  # engine.analysis.verdict: with both, the classifier decides
+        clf_rel = clf_score / clf.operating_point
+        # engine.analysis.verdict: the classifier decides, the segmenter must have a mask to show
+        combined = np.minimum(clf_rel, seg_score / seg.threshold)
         both_agree = np.array([r["seg"] and r["clf"] for r in rows])
         answers["combined"] = {**rates(np.array([r["combined"] for r in rows]), positive),
                                "auroc": auroc(combined, positive),
-                               "score": "classifier P(polyp) / its operating point (the verdict's rule: the "
-                                        "classifier decides, the segmenter localises)", "rule": "engine.verdict"}
+                               "score": "min of the classifier's P(polyp) / its operating point and the segmenter's "
+                                        "peak / its mask threshold (the verdict's rule: the classifier decides, "
+                                        "the segmenter must have a mask)", "rule": "engine.verdict"}
         answers["both_must_agree"] = {**rates(both_agree, positive),
-                                      "auroc": auroc(np.minimum(seg_score / op_seg, combined), positive),
+                                      "auroc": auroc(np.minimum(seg_score / op_seg, clf_rel), positive),
                                       "score": "min of the two scores over their operating points",
                                       "rule": "segmenter presence rule AND classifier (not the viewer's rule)"}
         curves["classifier"] = (clf_score, clf.operating_point)
