@@ -99,7 +99,7 @@ def test_real_window_screenshot_shows_the_video_and_the_overlay(xvfb_display, da
 #: of view by the right edge (the shipped classifier, trained with the zoom augmentation, last finds it
 #: on frame 524 with its box on the field's right edge; the tracker keeps it as missing, the orange
 #: "last seen here" marker, for 12 frames; this was 523 and 540 with earlier classifiers)
-PROCEDURE_END_FRAME = 527
+PROCEDURE_END_FRAME = 533
 
 
 def test_procedure_screenshot_shows_the_count_the_edge_marker_and_the_polyp_list(xvfb_display, data_dir, tmp_path):
