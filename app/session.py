@@ -48,6 +48,8 @@ def describe(exc: BaseException) -> str:
     """One line for the user: our own errors as they are, anything else as an internal error."""
     if isinstance(exc, EndoviewError):
         return str(exc)
+    # the traceback goes to the log (the viewer's log file, pytest's captured log) for the report
+    logger.error("internal error: %r", exc, exc_info=(type(exc), exc, exc.__traceback__))
     return f"internal error: {exc!r} (please report it)"
 
 

@@ -136,3 +136,26 @@ def test_live_view_export_and_second_pass_together_then_close_within_2_s(qtbot, 
     print(f"close: {elapsed:.2f} s, all endoview threads gone after {total:.2f} s")
     assert elapsed < 2.0 and not left and total < 2.0, (elapsed, total, left)
     assert not (tmp_path / "last.mp4").exists() or (tmp_path / "last.mp4").stat().st_size > 0
+
+
+def test_an_internal_error_is_one_line_for_the_user_and_a_traceback_in_the_log(caplog):
+    from app.session import describe
+    from engine.errors import EndoviewError
+
+    def deep():
+        raise SystemError("bad argument to internal function")
+
+    try:
+        deep()
+    except SystemError as exc:
+        caught = exc
+    with caplog.at_level("ERROR", logger="app.session"):
+        line = describe(caught)
+    assert line.startswith("internal error: SystemError(") and "\n" not in line
+    logged = [r for r in caplog.records if r.exc_info]
+    assert logged and logged[0].exc_info[1] is caught  # where it came from, for the report
+    assert "in deep" in caplog.text
+
+    caplog.clear()
+    assert describe(EndoviewError("the clip is truncated")) == "the clip is truncated"
+    assert not caplog.records  # our own errors are the message itself, no traceback
