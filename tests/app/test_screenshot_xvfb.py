@@ -97,9 +97,9 @@ def test_real_window_screenshot_shows_the_video_and_the_overlay(xvfb_display, da
 
 #: the last frame of the procedure screenshot's clip: a few frames after the third sharp polyp slid out
 #: of view by the right edge (the shipped classifier, trained with the zoom augmentation, last finds it
-#: on frame 530 with its box on the field's right edge; the tracker keeps it as missing, the orange
-#: "last seen here" marker, for 12 frames; this was 524, 523 and 540 with earlier classifiers)
-PROCEDURE_END_FRAME = 533
+#: on frame 533 with its box on the field's right edge; the tracker keeps it as missing, the orange
+#: "last seen here" marker, for 12 frames; this was 524, 523, 540 and 533 with earlier models)
+PROCEDURE_END_FRAME = 536
 
 
 def test_procedure_screenshot_shows_the_count_the_edge_marker_and_the_polyp_list(xvfb_display, data_dir, tmp_path):
