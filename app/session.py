@@ -49,7 +49,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, EndoviewError):
         return str(exc)
     # the traceback goes to the log (the viewer's log file, pytest's captured log) for the report
-    logger.error("internal error: %r", exc, exc_info=(type(exc), exc, exc.__traceback__))
+    logger.error("internal error: %r", exc, exc_info=exc)
     return f"internal error: {exc!r} (please report it)"
 
 
