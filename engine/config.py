@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .backends import BACKENDS
+from .backends import BACKENDS, PRECISIONS
 from .analysis.classifier import make_smoother
 from .errors import EndoviewError
 from .overlay import LAYER_TYPES, STYLES
@@ -52,6 +52,9 @@ class Config:
     #: ``bundle`` is itself a segment bundle)
     segmenter: Path | None
     backend: str
+    #: "auto": onnxruntime on the CPU runs a bundle's int8 model (formats "onnx-int8") where it has
+    #: one; "fp32": always the exported graph
+    precision: str
     smoothing: str
     reestimate_every: int
     layers: tuple[str, ...]
@@ -148,6 +151,12 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _precision(value: Any) -> str:
+    if _text(value) not in PRECISIONS:
+        raise ValueError(f"unknown precision {value!r} (known: {', '.join(PRECISIONS)})")
+    return value
+
+
 def _style(value: Any) -> str:
     if _text(value) not in STYLES:
         raise ValueError(f"unknown display style {value!r} (known: {', '.join(STYLES)})")
@@ -168,6 +177,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("model", "bundle"): ("bundle", _path),
     ("model", "segmenter"): ("segmenter", _optional_path),
     ("model", "backend"): ("backend", _backend),
+    ("model", "precision"): ("precision", _precision),
     ("second_pass", "bundle"): ("second_pass", _optional_path),
     ("second_pass", "every_n"): ("second_pass_every", _count(0)),
     ("second_pass", "hold_seconds"): ("second_pass_hold", _seconds),

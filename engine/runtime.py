@@ -30,7 +30,8 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
 
     ``still``: the source is a set of unrelated images, so temporal smoothing is off.
     ``model=False``: content area only (no classifier, e.g. ``--no-model``).
-    ``backend_options``: passed to both models' backends (e.g. ``threads=`` for onnxruntime).
+    ``backend_options``: passed to both models' backends (e.g. ``threads=`` for onnxruntime);
+    onnxruntime also gets ``config.precision`` (int8 models on the CPU where a bundle has them).
     ``on_second_pass``: called with each second-pass result, from the second pass's own thread.
     A bundle with task "segment" gives an Analyzer that runs the segmenter on every frame; a
     classify bundle runs with ``config.segmenter`` beside it (both on every frame, one verdict).
@@ -43,7 +44,9 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
         return
     bundle = load_bundle(Path(config.bundle))
     with contextlib.ExitStack() as stack:
-        options = backend_options or {}
+        options = dict(backend_options or {})
+        if config.backend in ("auto", "onnxruntime"):  # the int8 models are onnxruntime's, on the CPU
+            options.setdefault("precision", config.precision)
         backend = stack.enter_context(open_backend(bundle, config.backend, **options))
         logger.info("model %s on %s", bundle.name, backend.description)
         worker = (stack.enter_context(open_second_pass(config, on_result=on_second_pass))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "Backend",
     "TensorSpec",
     "available_backends",
@@ -42,6 +43,11 @@ BACKENDS: dict[str, str] = {
     "tensorrt": "engine.backends.tensorrt.backend:TensorRTBackend",
     "torch": "engine.backends.torch:TorchBackend",
 }
+
+#: ``precision`` of the onnxruntime backend (and of the config's ``[model] precision``): "auto" runs
+#: a bundle's int8 model (``formats["onnx-int8"]``, onnxruntime's static quantization) on the CPU
+#: where the bundle has one, the exported graph otherwise; "fp32" always the exported graph.
+PRECISIONS = ("auto", "fp32")
 
 _NOT_INSTALLED = {
     "tensorrt": "TensorRT is not installed (pip install 'endoview[gpu]' on a machine with an NVIDIA GPU)",

@@ -40,10 +40,13 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
 class OnnxRuntimeBackend(Backend):
     """Options: ``threads`` (intra-op threads, default all cores), ``providers`` (explicit list),
     ``spin`` (let idle worker threads busy-wait; default off, because in the pipeline the decode
-    and encode threads need those cores more than the model needs the last microsecond)."""
+    and encode threads need those cores more than the model needs the last microsecond),
+    ``precision`` (:data:`engine.backends.PRECISIONS`: "auto", the default, runs the bundle's int8
+    model on the CPU where it has one, the exported graph on a GPU or without one; "fp32" always
+    the exported graph)."""
 
     name: ClassVar[str] = "onnxruntime"
-    option_names: ClassVar[frozenset[str]] = frozenset({"threads", "providers", "spin"})
+    option_names: ClassVar[frozenset[str]] = frozenset({"threads", "providers", "spin", "precision"})
 
     def __init__(self, bundle: Bundle, *, device: str | None = None, **options: Any) -> None:
         super().__init__(bundle, device=device, **options)
@@ -52,6 +55,12 @@ class OnnxRuntimeBackend(Backend):
         threads = options.get("threads")
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise BackendError(f"onnxruntime threads must be a non-negative integer (0 = all cores), not {threads!r}")
+        precision = options.get("precision") or "auto"
+        if precision not in ("auto", "fp32"):
+            raise BackendError(f"onnxruntime precision must be auto or fp32, not {precision!r}")
+        self._precision = precision
+        #: the model running: "int8" (the bundle's "onnx-int8" file) or "fp32"; set when entered
+        self.precision: str | None = None
         self._session: Any = None
         self._providers: list[str] = []
         self._version = ""
@@ -69,7 +78,8 @@ class OnnxRuntimeBackend(Backend):
     def description(self) -> str:
         version = self._version or _version("onnxruntime")
         provs = self._providers or ["not loaded"]
-        return f"onnxruntime {version} ({provs[0]})"
+        int8 = ", int8" if self.precision == "int8" else ""
+        return f"onnxruntime {version} ({provs[0]}{int8})"
 
     @property
     def runs_on(self) -> str | None:
@@ -100,6 +110,9 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         providers = self._choose_providers(ort.get_available_providers())
+        # int8 (QDQ, uint8 activations) is a CPU model: on CUDA the exported graph runs
+        int8 = self._precision == "auto" and self.bundle.has("onnx-int8") and providers[0] == "CPUExecutionProvider"
+        self._path = self.bundle.file("onnx-int8" if int8 else "onnx")
         opts = ort.SessionOptions()
         threads = self.options.get("threads")
         opts.intra_op_num_threads = threads if threads else (os.cpu_count() or 1)
@@ -140,12 +153,14 @@ class OnnxRuntimeBackend(Backend):
         self._session = session
         self._providers = session.get_providers()
         self._version = ort.__version__
-        log.info("onnxruntime session for %s on %s (%d threads)", self.bundle.name, self._providers[0],
-                 opts.intra_op_num_threads)
+        self.precision = "int8" if int8 else "fp32"
+        log.info("onnxruntime session for %s on %s (%d threads, %s)", self.bundle.name, self._providers[0],
+                 opts.intra_op_num_threads, self._path.name)
 
     def _deactivate(self) -> None:
         self._session = None
         self._providers = []
+        self.precision = None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..backends import PRECISIONS
 from ..config import Config, load_config
 
 
@@ -21,6 +22,9 @@ def add_model_options(p) -> None:
                         f"{d.segmenter or 'none'}); 'none' for the classifier alone")
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
                    help=f"inference backend (default from the config: {d.backend})")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="auto: onnxruntime on the CPU runs a bundle's int8 model where it has one; fp32: "
+                        f"always the exported model (default from the config: {d.precision})")
     g.add_argument("--smoothing", metavar="SPEC",
                    help=f"off, window:N or ema:ALPHA (default from the config: {d.smoothing})")
     g.add_argument("--no-model", action="store_true", help="content area only, no model")
@@ -54,11 +58,12 @@ def source_options(args) -> dict:
 
 
 #: Config field -> the flag that sets it (a bad value is reported under the flag's name)
-FLAGS = {"bundle": "--model", "segmenter": "--segmenter", "backend": "--backend", "smoothing": "--smoothing",
+FLAGS = {"bundle": "--model", "segmenter": "--segmenter", "backend": "--backend", "precision": "--precision", "smoothing": "--smoothing",
          "outline": "--outline", "second_pass": "--second-pass"}
 
 
 def config_from_args(args) -> Config:
     return load_config(args.config).override(
-        FLAGS, bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend, smoothing=args.smoothing, outline=args.outline,
+        FLAGS, bundle=args.model, segmenter=getattr(args, "segmenter", None), backend=args.backend,
+        precision=getattr(args, "precision", None), smoothing=args.smoothing, outline=args.outline,
         second_pass=getattr(args, "second_pass", None))

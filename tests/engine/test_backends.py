@@ -364,7 +364,7 @@ def test_unknown_backend_lists_names(classifier: Bundle) -> None:
 
 
 def test_unknown_option(classifier: Bundle) -> None:
-    with pytest.raises(BackendError, match=r"the onnxruntime backend has no option\(s\) fp16 \(it takes: providers, spin, threads\)"):
+    with pytest.raises(BackendError, match=r"the onnxruntime backend has no option\(s\) fp16 \(it takes: precision, providers, spin, threads\)"):
         open_backend(classifier, "onnxruntime", fp16=True)
 
 

@@ -235,6 +235,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--backend", default="onnxruntime", help="engine backend (default onnxruntime)")
     p.add_argument("--threads", type=int, help="backend CPU threads")
+    p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                   help="onnxruntime: auto (default) runs a bundle's int8 model on the CPU where it has one, as "
+                   "the viewer does; fp32 the exported model")
     p.add_argument("--device", help="instances bundles (Cascade Mask R-CNN): cpu or cuda (default: cuda when "
                    "available)")
     p.add_argument("--negatives", type=Path, nargs="+", metavar="DIR",
@@ -273,7 +276,7 @@ def run_eval(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     m = evaluate_bundle(args.bundle, pairs, backend=args.backend, threads=args.threads, device=args.device,
-                        progress=progress)
+                        progress=progress, precision=args.precision)
     if args.fold is not None:
         m["fold"] = args.fold
     detection = None
@@ -283,7 +286,8 @@ def run_eval(args: argparse.Namespace) -> int:
         negatives = detect_eval.image_files(args.negatives, _fold_file_names(args) if args.fold is not None else None)
         detection = detect_eval.evaluate_detection(args.bundle, [p.image for p in pairs], negatives,
                                                    classifier=args.classifier, backend=args.backend,
-                                                   threads=args.threads, progress=progress)
+                                                   threads=args.threads, progress=progress,
+                                                   precision=args.precision)
         roc = args.roc or (args.out.with_name("roc.png") if args.out else None)
         if roc is not None:
             detection["roc_png"] = str(detect_eval.plot_roc(

@@ -43,6 +43,7 @@ from engine.types import Frame
 from ..data import IMAGE_SUFFIXES
 from ..errors import DataError
 from ..images import read_bgr
+from .evaluate import backend_options
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def rates(decided: np.ndarray, positive: np.ndarray) -> dict[str, float]:
 
 def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], negatives: Sequence[Path], *,
                        classifier: str | os.PathLike[str] | None = None, backend: str = "onnxruntime",
-                       threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+                       threads: int | None = None, progress: bool = False,
+                       precision: str | None = None) -> dict[str, Any]:
     """The figures above; the top-level ``sensitivity``, ``specificity`` and ``auroc`` are the
     combined verdict's (what the viewer shows), or the segmenter's without a classifier."""
     if not positives or not negatives:
@@ -116,7 +118,7 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
     clf_bundle = load_bundle(classifier) if classifier is not None else None
     if clf_bundle is not None and clf_bundle.task != "classify":
         raise BundleError(f"--classifier needs a classify bundle; {clf_bundle.path} has task {clf_bundle.task!r}")
-    options = {"threads": threads} if threads else {}
+    options = backend_options(backend, threads, precision)
     paths = [(p, True) for p in positives] + [(p, False) for p in negatives]
     rows: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:

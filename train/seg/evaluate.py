@@ -78,18 +78,29 @@ def find_pairs(images: str | os.PathLike[str], masks: str | os.PathLike[str],
     return pairs
 
 
+def backend_options(backend: str, threads: int | None, precision: str | None) -> dict[str, Any]:
+    """The engine backend's options for an evaluation: ``threads`` where given, and onnxruntime's
+    ``precision`` (auto: the bundle's int8 model on the CPU where it has one, as the viewer runs)."""
+    options: dict[str, Any] = {"threads": threads} if threads else {}
+    if precision is not None and backend in ("auto", "onnxruntime"):
+        options["precision"] = precision
+    return options
+
+
 def evaluate_bundle(bundle_dir: str | os.PathLike[str], pairs: list[Pair], *, backend: str = "onnxruntime",
-                    threads: int | None = None, progress: bool = False, device: str | None = None) -> dict[str, Any]:
-    """Table 2's columns for a segment bundle (the real-time segmenter, on an engine backend) or an
-    instances bundle (the Cascade Mask R-CNN through MMDetection; ``device`` cpu/cuda)."""
+                    threads: int | None = None, progress: bool = False, device: str | None = None,
+                    precision: str | None = None) -> dict[str, Any]:
+    """Table 2's columns for a segment bundle (the real-time segmenter, on an engine backend;
+    ``precision``: see :func:`backend_options`) or an instances bundle (the Cascade Mask R-CNN
+    through MMDetection; ``device`` cpu/cuda)."""
     bundle = load_bundle(bundle_dir)
     if bundle.task not in ("segment", "instances"):
         raise BundleError(f"eval-seg needs a segment or instances bundle; {bundle.path} has task {bundle.task!r}")
     with contextlib.ExitStack() as stack:
         if bundle.task == "segment":
-            options = {"threads": threads} if threads else {}
-            be = stack.enter_context(open_backend(bundle, backend, **options))
+            be = stack.enter_context(open_backend(bundle, backend, **backend_options(backend, threads, precision)))
             predict, info = _segmenter(Segmenter(bundle, be))
+            info["model_precision"] = getattr(be, "precision", None) or "fp32"  # "precision" is a metric
         else:
             if threads:
                 import torch
@@ -163,8 +174,9 @@ def format_table(m: dict[str, Any], title: str) -> str:
            f"{m['precision']:>9.3f} {m['fps']:>7.1f}")
     size = m["input_size"]
     at = f"{size[0]}x{size[1]}" if isinstance(size, (list, tuple)) else size
+    kind = f", {m['model_precision']} model" if m.get("model_precision") == "int8" else ""
     return "\n".join([head, row, f"(whole per-frame path: {m['fps_pipeline']:.1f} FPS; inference "
-                                 f"{m['inference_ms']:.2f} ms, {at})"])
+                                 f"{m['inference_ms']:.2f} ms, {at}{kind})"])
 
 
 def write_json(m: dict[str, Any], path: Path) -> None:
