@@ -1,8 +1,10 @@
 """Live mode (DESIGN.md, "Threads and pacing"): the video is never held back for the model.
 
 :class:`LiveRunner` runs a capture thread that keeps only the newest frame (stale frames are
-counted as dropped) and an analysis thread that always takes the newest one, with callbacks for
-the painter; a capture device that disappears is reopened with backoff.
+counted as dropped) and two analysis threads, the first taking the newest frame each time and the
+second finishing the frame before it (the two halves of :class:`engine.pipeline.Analyzer`, so two
+frames are in analysis at once), with callbacks for the painter; a capture device that disappears
+is reopened with backoff.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ class LiveRunner:
     """Live mode: the video is never held back for the model.
 
     A capture thread reads the source as fast as it delivers and hands each frame to
-    ``on_frame(frame)`` at once (the painter) and to a one-slot mailbox; the analysis thread
-    always takes the newest frame, so stale frames are dropped (counted), never queued. Each
+    ``on_frame(frame)`` at once (the painter) and to a one-slot mailbox; the analysis always takes
+    the newest frame, so stale frames are dropped (counted), never queued. The analysis runs in two
+    threads: the first half of a frame (content area, model inputs, classifier) in one while the
+    other finishes the frame before it (segmenter, verdict, procedure, overlay, ``on_result``). Each
     finished result goes to ``on_result(result, image)`` where ``image`` is the frame with the
     overlay drawn when an overlay is given (added latency = arrival to that point).
     A capture device that disappears is reported through ``on_status`` and reopened with
@@ -76,6 +80,7 @@ class LiveRunner:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._slot = LatestSlot()
+        self._handoff = LatestSlot()  # one started analysis, from the first half's thread to the second's
         self._threads: list[threading.Thread] = []
         self._meter = RateMeter(60)
         self.finished = threading.Event()
@@ -84,16 +89,18 @@ class LiveRunner:
     def start(self) -> LiveRunner:
         self._threads = [
             threading.Thread(target=self._capture, name="endoview-capture", daemon=True),
-            threading.Thread(target=self._analyse, name="endoview-analyse", daemon=True),
+            threading.Thread(target=self._start_half, name="endoview-analyse", daemon=True),
+            threading.Thread(target=self._finish_half, name="endoview-analyse-finish", daemon=True),
         ]
         for t in self._threads:
             t.start()
         return self
 
     def stop(self, timeout: float = JOIN_TIMEOUT_S) -> bool:
-        """Ask both threads to stop and wait at most ``timeout``; True when both ended."""
+        """Ask the threads to stop and wait at most ``timeout``; True when all ended."""
         self._stop.set()
         self._slot.close()
+        self._handoff.close()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -128,6 +135,7 @@ class LiveRunner:
             self.on_error(exc)
         self._stop.set()
         self._slot.close()
+        self._handoff.close()
         self.finished.set()
 
     def _read(self):
@@ -183,12 +191,29 @@ class LiveRunner:
             return
         self._slot.close()
 
-    def _analyse(self) -> None:
+    def _start_half(self) -> None:
+        """The first half of each frame's analysis (content area, model inputs, classifier), handed
+        to the second half's thread; the next frame is taken only once that thread took this one,
+        so the newest frame is always the one analysed and at most one waits between the halves."""
         try:
-            # this thread runs the analyzer, so it sets its mode: border re-estimates off the live path
+            # this thread runs the field tracker, so it sets its mode: border re-estimates off the live path
             self.analyzer.set_background(True)
             for frame in self._slot:
-                result = self.analyzer(frame)
+                self._handoff.put(self.analyzer.start(frame))
+                while not self._handoff.wait_empty(0.1) and not self._stop.is_set():
+                    pass
+        except BaseException as exc:  # noqa: BLE001 - reported, never lost
+            self._fail(exc)
+            return
+        finally:
+            self.analyzer.set_background(False)
+            self._handoff.close()
+
+    def _finish_half(self) -> None:
+        try:
+            for started in self._handoff:
+                frame = started.frame
+                result = self.analyzer.finish(started)
                 image = None
                 if self.overlay is not None:
                     t0 = time.perf_counter()
@@ -207,7 +232,6 @@ class LiveRunner:
         except BaseException as exc:  # noqa: BLE001 - reported, never lost
             self._fail(exc)
             return
-        finally:
-            self.analyzer.set_background(False)
-        self.stats.dropped = self._slot.dropped
-        self.finished.set()
+        if self.error is None:
+            self.stats.dropped = self._slot.dropped
+            self.finished.set()

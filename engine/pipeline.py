@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .analysis.classifier import Classifier
@@ -33,7 +34,7 @@ from .analysis.verdict import DEFAULT_OPERATING_POINT, Verdict
 from .errors import EndoviewError, PipelineError
 from .procedure.stage import ProcedureStage
 from .slots import JOIN_TIMEOUT_S
-from .types import Frame, FrameResult
+from .types import ContentArea, Frame, FrameResult, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,17 @@ class RateMeter:
         return (len(self._times) - 1) / span if span > 0 else None
 
 
+@dataclass
+class Started:
+    """A frame between the two halves of its analysis (:meth:`Analyzer.start`, :meth:`Analyzer.finish`)."""
+
+    frame: Frame
+    timings: dict[str, float]
+    area: ContentArea
+    inputs: ModelInputs
+    prediction: Prediction | None
+
+
 class Analyzer:
     """Content area -> model input -> classifier and/or segmenter for one frame, with timings.
 
@@ -69,7 +81,8 @@ class Analyzer:
     "classifier" / "segmenter" time each model.
     ``procedure``: the procedure stage (engine.procedure.stage: quality, polyp detections and tracks
     on every result); by default one is made (tracking only with a model), False for none.
-    Not thread-safe: one Analyzer per analysis thread.
+    Not thread-safe: one Analyzer per analysis thread, or its two halves (:meth:`start`,
+    :meth:`finish`) in two threads, each in frame order.
     """
 
     def __init__(self, classifier: Classifier | None, *, tracker: ContentAreaTracker | None = None,
@@ -100,11 +113,19 @@ class Analyzer:
         return self.classifier if self.classifier is not None else self.segmenter
 
     def __call__(self, frame: Frame, timings: dict[str, float] | None = None) -> FrameResult:
+        return self.finish(self.start(frame, timings))
+
+    def start(self, frame: Frame, timings: dict[str, float] | None = None) -> Started:
+        """The first half of a frame's analysis: its content area, the model inputs and the
+        classifier. :meth:`finish` does the rest; the two may run in two threads, each half in
+        frame order (live mode overlaps them on consecutive frames), since the state they keep is
+        their own: the field tracker and the classifier's smoothing here, the segmenter's
+        smoothing, the verdict, the procedure stage and the second pass there."""
         timings = {} if timings is None else timings
         t0 = time.perf_counter()
         area = self.tracker.update(frame.image, frame.index)
         timings["crop"] = ms_since(t0)
-        prediction = segmentation = None
+        prediction = None
         inputs = ModelInputs(frame.image, area, self._input_sizes)  # both models' inputs, one shared shrink
         if self.classifier is not None:
             t0 = time.perf_counter()
@@ -112,6 +133,13 @@ class Analyzer:
             timings["resize"] = ms_since(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = timings["classifier"] = prediction.latency_ms
+        return Started(frame, timings, area, inputs, prediction)
+
+    def finish(self, started: Started) -> FrameResult:
+        """The second half (see :meth:`start`): the segmenter, the verdict, the procedure stage
+        and the second pass's trigger."""
+        frame, timings, area, inputs = started.frame, started.timings, started.area, started.inputs
+        segmentation = None
         if self.segmenter is not None:
             t0 = time.perf_counter()
             x = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
@@ -121,6 +149,7 @@ class Analyzer:
             timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms
             timings["segmenter"] = segmentation.latency_ms
             timings["mask"] = ms_since(t0) - segmentation.latency_ms
+        prediction = started.prediction
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
                              untrained=self.untrained, fps=self._meter.tick(),
                              polyp=self.verdict(prediction, segmentation), models=self.models)
@@ -327,12 +356,13 @@ def analysed_frames(source, analyzer: Analyzer, *, start: int = 0, end: int | No
 
     def analyse(item):
         frame, timings = item
-        return analyzer(frame, timings)
+        return analyzer.start(frame, timings)
 
     def drawn(result):
         return result, draw(result)
 
-    stages = [("analyse", analyse)] + ([("overlay", drawn)] if draw is not None else [])
+    # the analysis's two halves in two threads: one frame's classifier beside the frame before it's segmenter
+    stages = [("analyse", analyse), ("finish", analyzer.finish)] + ([("overlay", drawn)] if draw is not None else [])
     items = run_stages(frames, stages, maxsize=maxsize, stop=stop) if threads else _in_turn(frames, stages, stop)
     pacer = Pacer(speed() if callable(speed) else speed) if speed is not None else None
     with contextlib.closing(items):

@@ -53,9 +53,9 @@ class ScriptedAnalyzer(Analyzer):
     def __init__(self, blob, **kw):
         super().__init__(None, segmenter=ScriptedSegmenter(blob), smooth=False, **kw)
 
-    def __call__(self, frame, timings=None):
-        self.segmenter.index = frame.index
-        return super().__call__(frame, timings)
+    def finish(self, started):
+        self.segmenter.index = started.frame.index
+        return super().finish(started)
 
 
 @contextlib.contextmanager

@@ -36,9 +36,9 @@ class Blurred(ScriptedAnalyzer):
         super().__init__(blob)
         self.bad = set(bad)
 
-    def __call__(self, frame, timings=None):
-        result = super().__call__(frame, timings)
-        bad = frame.index in self.bad
+    def finish(self, started):
+        result = super().finish(started)
+        bad = result.frame.index in self.bad
         result.quality = Quality(3.0 if bad else 300.0, 90.0, 0.0, blurred=bad, dark=False, overexposed=False)
         return result
 

@@ -168,7 +168,7 @@ def test_one_bad_video_does_not_stop_the_others_and_a_rerun_resumes(tmp_path, me
     assert "Traceback" not in r.stderr
     # two jobs share the cores: each onnxruntime session gets half of them
     threads = max(1, (os.cpu_count() or 1) // 2)
-    assert r.stderr.count(f"CPUExecutionProvider ({threads} threads)") == 2, r.stderr
+    assert r.stderr.count(f"CPUExecutionProvider ({threads} threads, ") == 2, r.stderr
     rows = summary_rows(r.stdout)
     assert rows["one.mp4"][1:3] == ["done", "24"] and rows["two.mkv"][1:3] == ["done", "24"]
     assert rows["truncated.mp4"][1] == "failed" and "incomplete" in " ".join(rows["truncated.mp4"])

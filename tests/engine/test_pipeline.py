@@ -168,9 +168,9 @@ def test_latest_slot_iterates_the_newest_items_until_closed():
 
 def test_live_runner_drops_stale_frames_and_reports_results():
     class SlowAnalyzer(Analyzer):
-        def __call__(self, frame, timings=None):
+        def start(self, frame, timings=None):
             time.sleep(0.02)
-            return super().__call__(frame, timings)
+            return super().start(frame, timings)
 
     painted, results = [], []
     src = ListSource(60, delay=0.002)
@@ -193,15 +193,19 @@ def test_live_runner_sets_the_analyzers_background_mode_from_its_analysis_thread
     class Watched(Analyzer):
         def __init__(self):
             super().__init__(None)
-            self.calls, self.during = [], []
+            self.calls, self.during, self.finishing = [], [], []
 
         def set_background(self, on):
             self.calls.append((threading.get_ident(), threading.current_thread().name, on))
             super().set_background(on)
 
-        def __call__(self, frame, timings=None):
+        def start(self, frame, timings=None):
             self.during.append((threading.get_ident(), self.tracker.background))
-            return super().__call__(frame, timings)
+            return super().start(frame, timings)
+
+        def finish(self, started):
+            self.finishing.append(threading.get_ident())
+            return super().finish(started)
 
     analyzer = Watched()
     runner = LiveRunner(ListSource(20), analyzer)
@@ -213,40 +217,54 @@ def test_live_runner_sets_the_analyzers_background_mode_from_its_analysis_thread
     assert [(ident, name, on) for ident, name, on in analyzer.calls] == [
         (*analysing, "endoview-analyse", True), (*analysing, "endoview-analyse", False)]
     assert threading.get_ident() not in analysing and not analyzer.tracker.background
+    # the second half of each frame runs in a thread of its own, every frame that started
+    assert len(set(analyzer.finishing)) == 1 and set(analyzer.finishing).isdisjoint(analysing)
+    assert len(analyzer.finishing) == len(analyzer.during) == runner.stats.analysed
 
 
-def test_live_runner_reconnects_a_lost_device_with_backoff():
-    statuses = []
-    src = ListSource(30, lose_at=10, missing_reopens=2)
-    runner = LiveRunner(src, Analyzer(None), on_status=statuses.append, backoff=(0.01, 0.02))
+def test_live_runner_overlaps_the_two_halves_and_keeps_the_order():
+    """While one frame is finished, the next one is started (two frames in analysis at once), the
+    results come out in order, and none is dropped in lockstep."""
+    spans = {"start": [], "finish": []}
+
+    class Halves(Analyzer):
+        def start(self, frame, timings=None):
+            t0 = time.perf_counter()
+            time.sleep(0.02)
+            spans["start"].append((t0, time.perf_counter()))
+            return super().start(frame, timings)
+
+        def finish(self, started):
+            t0 = time.perf_counter()
+            time.sleep(0.02)
+            spans["finish"].append((t0, time.perf_counter()))
+            return super().finish(started)
+
+    results = []
+    runner = LiveRunner(ListSource(30), Halves(None), lockstep=True,
+                        on_result=lambda r, img: results.append(r.frame.index))
     with runner:
         assert runner.wait(10)
-    assert runner.error is None
-    assert src.reopens == 3 and runner.stats.reconnects == 1
-    assert runner.stats.frames_in == 30
-    assert any("stopped delivering frames" in s for s in statuses)
-    assert any("still waiting" in s for s in statuses)
-    assert any("is back" in s for s in statuses)
-
-
-def test_live_runner_carries_errors_and_stops():
-    errors = []
-    src = ListSource(30, fail_at=5)
-    runner = LiveRunner(src, Analyzer(None), on_error=errors.append)
-    with runner:
-        assert runner.wait(5)
-    assert isinstance(runner.error, SourceError) and errors == [runner.error]
+    assert runner.error is None and results == list(range(30))  # lockstep: none dropped, in order
+    overlapping = sum(1 for a0, a1 in spans["start"] for b0, b1 in spans["finish"] if a0 < b1 and b0 < a1)
+    assert overlapping >= 20, "the first half of a frame should run while the frame before it is finished"
 
 
 def test_live_runner_analysis_error_is_reported():
     class Broken(Analyzer):
-        def __call__(self, frame, timings=None):
+        def start(self, frame, timings=None):
             raise RuntimeError("model crashed")
 
-    runner = LiveRunner(ListSource(10), Broken(None))
-    with runner:
-        assert runner.wait(5)
-    assert isinstance(runner.error, RuntimeError)
+    class BrokenLater(Analyzer):
+        def finish(self, started):
+            raise RuntimeError("segmenter crashed")
+
+    for analyzer in (Broken(None), BrokenLater(None)):
+        runner = LiveRunner(ListSource(10), analyzer)
+        with runner:
+            assert runner.wait(5)
+        assert isinstance(runner.error, RuntimeError)
+        assert runner.stop(2.0)  # both analysis threads ended
 
 
 def test_live_runner_stop_is_bounded_on_an_endless_source():

@@ -268,9 +268,9 @@ def test_deidentify_leaves_nothing_outside_the_field_on_kvasir_images(tmp_path, 
     areas = {}
 
     class Recording(Analyzer):
-        def __call__(self, frame, timings=None):
-            result = super().__call__(frame, timings)
-            areas[frame.index] = result.area
+        def finish(self, started):
+            result = super().finish(started)
+            areas[result.frame.index] = result.area
             return result
 
     analyzer = Recording(None, tracker=ContentAreaTracker(every=1, tolerance=0.0, confirm=1))
