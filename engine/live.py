@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -81,6 +82,7 @@ class LiveRunner:
         self._stop = threading.Event()
         self._slot = LatestSlot()
         self._handoff = LatestSlot()  # one started analysis, from the first half's thread to the second's
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="endoview-segment")
         self._threads: list[threading.Thread] = []
         self._meter = RateMeter(60)
         self.finished = threading.Event()
@@ -198,6 +200,8 @@ class LiveRunner:
         try:
             # this thread runs the field tracker, so it sets its mode: border re-estimates off the live path
             self.analyzer.set_background(True)
+            self.analyzer.set_pool(self._pool)  # the segmenter beside the classifier: lower latency
+            self.analyzer.warm_up()
             for frame in self._slot:
                 self._handoff.put(self.analyzer.start(frame))
                 while not self._handoff.wait_empty(0.1) and not self._stop.is_set():
@@ -207,6 +211,8 @@ class LiveRunner:
             return
         finally:
             self.analyzer.set_background(False)
+            self.analyzer.set_pool(None)
+            self._pool.shutdown(wait=False)  # a run still going ends by itself
             self._handoff.close()
 
     def _finish_half(self) -> None:

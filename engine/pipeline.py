@@ -23,8 +23,11 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from .analysis.classifier import Classifier
 from .analysis.crop import ModelInputs
@@ -71,6 +74,9 @@ class Started:
     area: ContentArea
     inputs: ModelInputs
     prediction: Prediction | None
+    #: the segmenter's input and its model run, started beside the classifier (:meth:`Analyzer.set_pool`)
+    segmenter_input: np.ndarray | None = None
+    segmenter_run: Future | None = None
 
 
 class Analyzer:
@@ -106,6 +112,7 @@ class Analyzer:
                              "version": (getattr(m.bundle, "manifest", None) or {}).get("created")}
                             for m in (classifier, segmenter) if m is not None)
         self._meter = RateMeter()
+        self._pool: Executor | None = None
 
     @property
     def model(self) -> Classifier | Segmenter | None:
@@ -125,15 +132,21 @@ class Analyzer:
         t0 = time.perf_counter()
         area = self.tracker.update(frame.image, frame.index)
         timings["crop"] = ms_since(t0)
-        prediction = None
+        prediction = x_seg = run = None
         inputs = ModelInputs(frame.image, area, self._input_sizes)  # both models' inputs, one shared shrink
+        pool = self._pool
+        if pool is not None and self.segmenter is not None and self.classifier is not None:
+            t0 = time.perf_counter()
+            x_seg = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
+            timings["resize"] = ms_since(t0)
+            run = pool.submit(self.segmenter.probabilities, x_seg)  # beside the classifier
         if self.classifier is not None:
             t0 = time.perf_counter()
             x = inputs.get(self.classifier.input_size, inset=self.classifier.bundle.inset)
-            timings["resize"] = ms_since(t0)
+            timings["resize"] = timings.get("resize", 0.0) + ms_since(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = timings["classifier"] = prediction.latency_ms
-        return Started(frame, timings, area, inputs, prediction)
+        return Started(frame, timings, area, inputs, prediction, x_seg, run)
 
     def finish(self, started: Started) -> FrameResult:
         """The second half (see :meth:`start`): the segmenter, the verdict, the procedure stage
@@ -141,11 +154,15 @@ class Analyzer:
         frame, timings, area, inputs = started.frame, started.timings, started.area, started.inputs
         segmentation = None
         if self.segmenter is not None:
+            computed = None
+            if started.segmenter_run is not None:
+                x, computed = started.segmenter_input, started.segmenter_run.result()
+            else:
+                t0 = time.perf_counter()
+                x = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
+                timings["resize"] = timings.get("resize", 0.0) + ms_since(t0)
             t0 = time.perf_counter()
-            x = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
-            timings["resize"] = timings.get("resize", 0.0) + ms_since(t0)
-            t0 = time.perf_counter()
-            segmentation = self.segmenter.segment(x, area, smooth=self.smooth)
+            segmentation = self.segmenter.segment(x, area, smooth=self.smooth, computed=computed)
             timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms
             timings["segmenter"] = segmentation.latency_ms
             timings["mask"] = ms_since(t0) - segmentation.latency_ms
@@ -160,6 +177,20 @@ class Analyzer:
                 self.second_pass.request(frame, area)
             result.second_pass = self.second_pass.latest
         return result
+
+    def warm_up(self) -> None:
+        """Run each model once on a black input, outside any frame: a backend's first run
+        allocates (ONNX Runtime's arenas), which the first live frame should not wait for."""
+        for m in (self.classifier, self.segmenter):
+            if m is not None:
+                m.backend.run({m.input_name: np.zeros((1, *m.input_size, 3), np.uint8)})
+
+    def set_pool(self, pool: Executor | None) -> None:
+        """With a pool (one worker, so the runs keep their order), :meth:`start` runs the
+        segmenter's model there beside the classifier and :meth:`finish` takes its answer: a
+        frame's analysis then takes about the longer of the two models rather than both (live
+        mode's latency). None (the default): both in the calling threads."""
+        self._pool = pool
 
     def set_background(self, on: bool) -> None:
         """Live mode (True): the content area's periodic re-estimates run in a background worker,

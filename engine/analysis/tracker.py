@@ -4,6 +4,8 @@ crop does not jitter, optionally computed in a background worker (live mode)."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +16,20 @@ from engine.types import ContentArea
 __all__ = ["ContentAreaTracker"]
 
 logger = logging.getLogger(__name__)
+
+
+#: niceness of the background re-estimates' thread: the analysis of the frames comes first
+BACKGROUND_NICENESS = 10
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux: a thread's id is a process id for
+    ``setpriority``), so a periodic re-estimate waits for the frame being analysed instead of
+    delaying it; elsewhere, or where it is not allowed, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+    except (AttributeError, OSError) as exc:
+        logger.debug("content area: background priority not lowered (%s)", exc)
 
 
 class ContentAreaTracker:
@@ -110,7 +126,8 @@ class ContentAreaTracker:
         if self._background:
             if self._future is None:  # one at a time: a busy worker skips this round
                 if self._executor is None:
-                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="endoview-content-area")
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="endoview-content-area",
+                                                        initializer=lower_priority)
                 self._future = self._executor.submit(self._estimate, image.copy())
             return self.current
         self._consider(self._estimate(image))
