@@ -32,7 +32,7 @@ class ScriptedSegmenter:
         self.backend = SimpleNamespace(description="test")
         self.index = 0
 
-    def segment(self, x, area, smooth=True):
+    def segment(self, x, area, smooth=True, computed=None):
         h, w = MODEL
         prob = np.zeros(MODEL, np.float32)
         spec = self.blob(self.index)

@@ -35,9 +35,22 @@ def test_bench_reports_every_figure(tmp_path, tiny_bundle):
     assert r["live_floor_fps"] == pytest.approx(1000 * r["cores"] / live)
     assert r["annotate_cpu_ms_per_frame"] > 0 and r["naive_cpu_ms_per_frame"] > 0
     assert r["added_latency_ms_p99"] >= r["added_latency_ms_p50"] > 0
+    # live figures count the frames after a one-second warm-up (the first frames find the field)
+    assert r["live_warmup_frames"] == 30 and r["live_frames_in"] == round(30 * 0.3)
     text = format_report(r)
     assert "annotate, pipelined" in text and "p99" in text and "CPU-ms" in text and "floor" in text
-    assert "live floor" in text
+    assert "live floor" in text and "after the first 30 frames" in text
+
+
+def test_live_run_counts_only_the_frames_after_the_warm_up(tmp_path, tiny_bundle):
+    from engine.tools.bench import CaptureBuffer, live_run
+
+    clip = write_demo_clip(tmp_path / "clip.mp4", width=160, height=128, fps=30, frames=10)
+    config = load_config().override(bundle=tiny_bundle.path, segmenter=NO_SEGMENTER)
+    buffer = CaptureBuffer(clip, frames=12)
+    r = live_run(buffer, config, pace=None, warmup=5)  # lockstep: every frame offered is analysed
+    assert (r["frames_in"], r["analysed"], r["dropped"], r["warmup_frames"]) == (12, 12, 0, 5)
+    assert r["latency_ms"]["n"] == 12 and buffer.frames == 12  # the buffer is left as it was
 
 
 def test_bench_command_json(tmp_path, tiny_bundle):

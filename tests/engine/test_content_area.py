@@ -324,6 +324,27 @@ def test_tracker_background_mode_estimates_off_the_caller_thread():
     assert not [t for t in threading.enumerate() if t.name.startswith("endoview-content-area")]
 
 
+def test_the_background_re_estimates_run_at_a_lower_priority():
+    """A re-estimate waits for the frame being analysed (Linux: per-thread niceness)."""
+    import os
+    import threading
+
+    from engine.analysis.tracker import BACKGROUND_NICENESS
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no setpriority here")
+    width, height = 320, 240
+    image, _ = _frame(width, height, _octagon(width, height))
+    tracker = ContentAreaTracker(every=1, confirm=1)
+    tracker.set_background(True)
+    tracker.update(image, 0)
+    tracker.update(image, 1)  # a periodic re-estimate: starts the worker
+    niceness = tracker._executor.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < niceness  # the caller is left as it was
+    tracker.set_background(False)
+
+
 # ------------------------------------------------------------------- model inputs of one frame
 
 MODEL_SIZES = [(128, 128), (160, 160)]  # the default classifier's and segmenter's inputs

@@ -317,3 +317,36 @@ def test_live_runner_survives_an_unplugged_capture_card():
     assert runner.stats.frames_in == 40 and runner.stats.reconnects == 1
     assert any("is back" in s for s in statuses)
     assert results[-1] == 39  # indices keep counting across the reconnect
+
+
+def test_the_segmenter_runs_beside_the_classifier_with_a_pool_and_gives_the_same_answer(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tiny_models import make_tiny_classifier_bundle, make_tiny_segmenter_bundle
+
+    from engine.analysis.classifier import Classifier
+    from engine.analysis.segmenter import Segmenter
+    from engine.backends import open_backend
+    from engine.types import Frame
+
+    clf_b = make_tiny_classifier_bundle(tmp_path / "c", labels=("normal", "polyp"), size=(32, 32), torchscript=False)
+    seg_b = make_tiny_segmenter_bundle(tmp_path / "s", size=(32, 32), torchscript=False)
+    image = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
+    with open_backend(clf_b, "onnxruntime") as cb, open_backend(seg_b, "onnxruntime") as sb:
+        analyzer = Analyzer(Classifier(clf_b, cb), segmenter=Segmenter(seg_b, sb), smooth=False)
+        runs = []
+        probabilities = analyzer.segmenter.probabilities
+        analyzer.segmenter.probabilities = lambda x: runs.append(threading.current_thread().name) or probabilities(x)
+        analyzer.warm_up()  # each model once, outside any frame
+        plain = analyzer(Frame(0, 0.0, image, time.perf_counter()))
+        with ThreadPoolExecutor(1, thread_name_prefix="pool") as pool:
+            analyzer.set_pool(pool)
+            started = analyzer.start(Frame(1, 0.1, image, time.perf_counter()))
+            assert started.segmenter_run is not None  # already under way beside the classifier
+            pooled = analyzer.finish(started)
+            analyzer.set_pool(None)
+    assert runs[0] == threading.current_thread().name and runs[1].startswith("pool")
+    assert np.array_equal(plain.segmentation.mask, pooled.segmentation.mask)
+    assert plain.segmentation.peak == pooled.segmentation.peak and plain.polyp == pooled.polyp
+    assert "segmenter" in pooled.timings and "resize" in pooled.timings
+
