@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine.bundle import MANIFEST, load_bundle
+from engine.errors import EndoviewError
 from engine.files import replacing
 
 from .data import load_dataset, load_model_input
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         q = quantize_bundle(args.bundle, args.data, args.split_csv, heldout=args.fold, images=args.images,
                             seed=args.seed, evaluate=args.evaluate, classifier=args.classifier,
                             threads=args.threads, progress=not args.no_progress and sys.stderr.isatty())
-    except (TrainError, DataError) as exc:
+    except EndoviewError as exc:  # a missing or foreign bundle, missing data: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: q[k] for k in ("file", "calibration", "agreement_on_calibration_images", "heldout")

@@ -111,3 +111,15 @@ def test_quantizing_the_shipped_segmenter_on_its_training_fold(data_dir, tmp_pat
     close = agreement(bundle.file("onnx"), bundle.file("onnx-int8"), inputs, bundle.input_name,
                       bundle.outputs["mask"])
     assert close["same_mask_pixels"] > 0.98 and close["mean_abs_difference"] < 0.02
+
+
+def test_the_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    from train.quantize import main
+
+    assert main([str(tmp_path / "nothing"), "--data", str(tmp_path), "--split-csv", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model bundle not found") and "Traceback" not in err and err.count("\n") == 1
+    seg = make_tiny_segmenter_bundle(tmp_path / "s", torchscript=False)  # no held-out fold in its manifest
+    assert main([str(seg.path), "--data", str(tmp_path), "--split-csv", str(tmp_path / "s.csv")]) == 2
+    assert "give --fold K" in capsys.readouterr().err
+
