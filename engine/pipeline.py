@@ -74,8 +74,7 @@ class Started:
     area: ContentArea
     inputs: ModelInputs
     prediction: Prediction | None
-    #: the segmenter's input and its model run, started beside the classifier (:meth:`Analyzer.set_pool`)
-    segmenter_input: np.ndarray | None = None
+    #: the segmenter's model run, started beside the classifier (:meth:`Analyzer.set_pool`)
     segmenter_run: Future | None = None
 
 
@@ -132,21 +131,21 @@ class Analyzer:
         t0 = time.perf_counter()
         area = self.tracker.update(frame.image, frame.index)
         timings["crop"] = ms_since(t0)
-        prediction = x_seg = run = None
+        prediction = run = None
         inputs = ModelInputs(frame.image, area, self._input_sizes)  # both models' inputs, one shared shrink
         pool = self._pool
         if pool is not None and self.segmenter is not None and self.classifier is not None:
             t0 = time.perf_counter()
-            x_seg = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
+            x = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)
             timings["resize"] = ms_since(t0)
-            run = pool.submit(self.segmenter.probabilities, x_seg)  # beside the classifier
+            run = pool.submit(self.segmenter.probabilities, x)  # beside the classifier
         if self.classifier is not None:
             t0 = time.perf_counter()
             x = inputs.get(self.classifier.input_size, inset=self.classifier.bundle.inset)
             timings["resize"] = timings.get("resize", 0.0) + ms_since(t0)
             prediction = self.classifier.predict(x, smooth=self.smooth)
             timings["inference"] = timings["classifier"] = prediction.latency_ms
-        return Started(frame, timings, area, inputs, prediction, x_seg, run)
+        return Started(frame, timings, area, inputs, prediction, run)
 
     def finish(self, started: Started) -> FrameResult:
         """The second half (see :meth:`start`): the segmenter, the verdict, the procedure stage
@@ -154,9 +153,9 @@ class Analyzer:
         frame, timings, area, inputs = started.frame, started.timings, started.area, started.inputs
         segmentation = None
         if self.segmenter is not None:
-            computed = None
+            x = computed = None
             if started.segmenter_run is not None:
-                x, computed = started.segmenter_input, started.segmenter_run.result()
+                computed = started.segmenter_run.result()
             else:
                 t0 = time.perf_counter()
                 x = inputs.get(self.segmenter.input_size, inset=self.segmenter.bundle.inset)

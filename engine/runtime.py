@@ -11,7 +11,7 @@ from .analysis.classifier import Classifier, make_smoother
 from .analysis.second_pass import ClassifierPass, SecondPassWorker, Triggers
 from .analysis.segmenter import Segmenter
 from .analysis.tracker import ContentAreaTracker
-from .backends import open_backend
+from .backends import open_backend, precision_option
 from .bundle import load_bundle
 from .config import Config
 from .errors import BundleError
@@ -44,9 +44,7 @@ def open_analyzer(config: Config, *, still: bool = False, model: bool = True,
         return
     bundle = load_bundle(Path(config.bundle))
     with contextlib.ExitStack() as stack:
-        options = dict(backend_options or {})
-        if config.backend in ("auto", "onnxruntime"):  # the int8 models are onnxruntime's, on the CPU
-            options.setdefault("precision", config.precision)
+        options = {**precision_option(config.backend, config.precision), **(backend_options or {})}
         backend = stack.enter_context(open_backend(bundle, config.backend, **options))
         logger.info("model %s on %s", bundle.name, backend.description)
         worker = (stack.enter_context(open_second_pass(config, on_result=on_second_pass))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import logging
 import shlex
@@ -29,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.bundle import MANIFEST, load_bundle
+from engine.bundle import MANIFEST, load_bundle, sha256_file
 from engine.errors import EndoviewError
 from engine.files import replacing
+from engine.types import POLYP_CLASSES
 
 from .data import load_dataset, load_model_input
 from .errors import DataError, TrainError
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 INT8_FILE = "model-int8.onnx"
 METHOD = ("onnxruntime static quantization: QDQ, int8 weights per output channel, uint8 activations, "
           "MinMax calibration")
-#: the polyp classes: a segmenter's held-out positives (every other class is polyp-free)
-POLYP = ("polyp", "dyed-lifted-polyps")
 
 
 def calibration_set(samples, heldout: int, n: int, seed: int) -> list:
@@ -59,6 +57,7 @@ def calibration_set(samples, heldout: int, n: int, seed: int) -> list:
 
 def quantize_onnx(src: Path, dst: Path, inputs: list[np.ndarray], input_name: str) -> None:
     """Write the int8 (QDQ) model of ``src`` to ``dst``, calibrated on ``inputs`` (H x W x 3 uint8)."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -74,8 +73,6 @@ def quantize_onnx(src: Path, dst: Path, inputs: list[np.ndarray], input_name: st
     with tempfile.TemporaryDirectory(prefix="endoview-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre))  # shape inference and graph clean-up first, as advised
-        import onnx
-
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
@@ -129,9 +126,9 @@ def evaluate_heldout(bundle_dir: Path, samples, heldout: int, *, classifier: Pat
     from .seg.evaluate import Pair, evaluate_bundle
 
     held = [s for s in samples if s.fold == heldout]
-    pairs = [Pair(s.path, s.mask) for s in held if s.mask is not None]
-    positives = [s.path for s in held if s.label in POLYP]
-    negatives = [s.path for s in held if s.label not in POLYP]
+    pairs = [Pair(s.path, s.mask) for s in held if s.mask is not None]  # the polyps (Kvasir-SEG's masks)
+    positives = [p.image for p in pairs]
+    negatives = [s.path for s in held if s.label not in POLYP_CLASSES]
     if not pairs or not negatives:
         raise DataError(f"--evaluate needs polyp images with masks and polyp-free images in fold {heldout}")
     out: dict[str, Any] = {"fold": heldout, "polyp_images": len(positives), "negative_images": len(negatives)}
@@ -195,7 +192,7 @@ def quantize_bundle(bundle_dir: str | Path, data: list[str], split_csv: str | Pa
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     manifest = dict(bundle.manifest)
-    manifest["files"] = {**manifest["files"], INT8_FILE: _sha256(bundle.path / INT8_FILE)}
+    manifest["files"] = {**manifest["files"], INT8_FILE: sha256_file(bundle.path / INT8_FILE)}
     manifest["formats"] = {**manifest["formats"], "onnx-int8": INT8_FILE}
     _write_manifest(bundle.path, manifest, info, data, split_csv)
     if evaluate:  # the bundle now has both models
@@ -216,14 +213,6 @@ def _write_manifest(folder: Path, manifest: dict[str, Any], info: dict[str, Any]
     out = {**manifest, "quantization": json_safe(portable(info, prefixes))}
     with replacing(folder / MANIFEST, force=True, what="manifest", error=TrainError) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 EPILOG = """\

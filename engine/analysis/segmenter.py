@@ -81,10 +81,11 @@ class Segmenter:
             raise BackendError(f"model {self.name} returned a mask of shape {prob.shape}, not 1 x 1 x {h} x {w}")
         return prob.reshape(h, w), latency
 
-    def segment(self, model_input: np.ndarray, area: ContentArea, *, smooth: bool = True,
+    def segment(self, model_input: np.ndarray | None, area: ContentArea, *, smooth: bool = True,
                 computed: tuple[np.ndarray, float] | None = None) -> SegmentationResult:
         """The frame's segmentation; ``computed``: what :meth:`probabilities` already returned for
-        ``model_input`` (run in another thread), so only the rest is done here."""
+        the frame's model input (run in another thread; ``model_input`` may then be None), so only
+        the rest is done here."""
         prob, latency = computed if computed is not None else self.probabilities(model_input)
         if smooth and not isinstance(self.smoother, NoSmoothing):
             if not area.same_as(self._area):

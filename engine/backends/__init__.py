@@ -35,6 +35,7 @@ __all__ = [
     "available_backends",
     "backend_class",
     "open_backend",
+    "precision_option",
 ]
 
 #: name -> "module:Class"; modules are imported on demand (they import nothing heavy at the top).
@@ -48,6 +49,12 @@ BACKENDS: dict[str, str] = {
 #: a bundle's int8 model (``formats["onnx-int8"]``, onnxruntime's static quantization) on the CPU
 #: where the bundle has one, the exported graph otherwise; "fp32" always the exported graph.
 PRECISIONS = ("auto", "fp32")
+
+
+def precision_option(backend: str, precision: str | None) -> dict[str, str]:
+    """The ``precision`` option for ``backend`` (a name, or auto): only onnxruntime takes it, since
+    the int8 models are onnxruntime's on the CPU; {} for the other backends or no precision."""
+    return {"precision": precision} if precision is not None and backend in ("auto", "onnxruntime") else {}
 
 _NOT_INSTALLED = {
     "tensorrt": "TensorRT is not installed (pip install 'endoview[gpu]' on a machine with an NVIDIA GPU)",

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engine.backends import PRECISIONS
 from engine.backends.base import Backend, TensorSpec, parse_device
 from engine.bundle import Bundle
 from engine.errors import BackendError, BackendUnavailable
@@ -56,8 +57,8 @@ class OnnxRuntimeBackend(Backend):
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise BackendError(f"onnxruntime threads must be a non-negative integer (0 = all cores), not {threads!r}")
         precision = options.get("precision") or "auto"
-        if precision not in ("auto", "fp32"):
-            raise BackendError(f"onnxruntime precision must be auto or fp32, not {precision!r}")
+        if precision not in PRECISIONS:
+            raise BackendError(f"onnxruntime precision must be {' or '.join(PRECISIONS)}, not {precision!r}")
         self._precision = precision
         #: the model running: "int8" (the bundle's "onnx-int8" file) or "fp32"; set when entered
         self.precision: str | None = None

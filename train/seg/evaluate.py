@@ -25,7 +25,7 @@ from engine.analysis.content_area import detect_content_area
 from engine.analysis.crop import model_input
 from engine.analysis.instances import InstancePass
 from engine.analysis.segmenter import Segmenter
-from engine.backends import open_backend
+from engine.backends import open_backend, precision_option
 from engine.bundle import load_bundle
 from engine.errors import BundleError
 from engine.types import Frame
@@ -81,10 +81,7 @@ def find_pairs(images: str | os.PathLike[str], masks: str | os.PathLike[str],
 def backend_options(backend: str, threads: int | None, precision: str | None) -> dict[str, Any]:
     """The engine backend's options for an evaluation: ``threads`` where given, and onnxruntime's
     ``precision`` (auto: the bundle's int8 model on the CPU where it has one, as the viewer runs)."""
-    options: dict[str, Any] = {"threads": threads} if threads else {}
-    if precision is not None and backend in ("auto", "onnxruntime"):
-        options["precision"] = precision
-    return options
+    return {**({"threads": threads} if threads else {}), **precision_option(backend, precision)}
 
 
 def evaluate_bundle(bundle_dir: str | os.PathLike[str], pairs: list[Pair], *, backend: str = "onnxruntime",
