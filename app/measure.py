@@ -5,9 +5,9 @@ the overlay on in the real window, while a 5 ms QTimer records how late the even
 (the longest stall; target < 50 ms). The window's analysed frame rate in live mode is compared
 with ``engine.tools.bench.live_run`` (the figures ``endoview bench`` prints for live mode) fed from the
 same in-memory capture buffer: offered at 240 frames/s (more than it can take), and paced at the
-clip's rate
-(target: the window costs at most 10%). Replay mode's
-shown frame rate is printed too. Figures, not a test: they depend on the machine and its load.
+clip's rate (target: the window costs at most 10%). Both count from the end of the same warm-up:
+the model loaded, the first frame analysed and one second more. Replay mode's shown frame rate
+is printed too. Figures, not a test: they depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from pathlib import Path
 
 from engine.tools.bench import CaptureBuffer, live_run, make_bench_clip
 
+from engine.commands.common import add_model_options, config_from_args
+
 #: frames/s offered to live mode, more than it can analyse: both runs drop the rest as stale
 OFFERED_FPS = 240
-from engine.commands.common import add_model_options, config_from_args
+#: seconds after the first analysed frame that no figure counts, in the window and in bench's runs
+WARMUP_S = 1.0
 
 
 class StallMeter:
@@ -54,7 +57,7 @@ def run_window(clip, config, *, live: bool, pace, seconds: float) -> dict:
     import contextlib
 
     import numpy as np
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.session import Session
@@ -74,21 +77,34 @@ def run_window(clip, config, *, live: bool, pace, seconds: float) -> dict:
         while session.info is None and not session.state.error:
             app.processEvents()
             time.sleep(0.005)
-        meter = StallMeter()
-        t0, painted0 = time.perf_counter(), window.video.painted
         player = session.player
-        while not player.finished.is_set() and time.perf_counter() - t0 < seconds and player.playing:
-            app.processEvents()
-            time.sleep(0.001)
+
+        def serve(until) -> None:
+            """Run the event loop, as the app does, until ``until()`` or the player stops."""
+            loop, check = QEventLoop(), QTimer()
+            check.timeout.connect(lambda: (player.finished.is_set() or not player.playing or until()) and loop.quit())
+            check.start(10)
+            loop.exec()
+            check.stop()
+
+        # as bench's live figures: counted from the end of a warm-up (the model loaded, the first
+        # frames analysed, WARMUP_S more), not from the moment the source opened
+        serve(lambda: player.stats().analysed > 0)
+        warm = time.perf_counter() + WARMUP_S
+        serve(lambda: time.perf_counter() >= warm)
+        meter = StallMeter()
+        t0, painted0, analysed0 = time.perf_counter(), window.video.painted, player.stats().analysed
+        serve(lambda: time.perf_counter() - t0 >= seconds)
         elapsed = time.perf_counter() - t0
         meter.stop()
         stats = player.stats()
+        analysed = stats.analysed - analysed0
         painted = window.video.painted - painted0
         window._closing_confirmed = True
         window.close()
     stalls = np.asarray(meter.stalls or [0.0])
     return {"mode": "live" if live else "replay", "pace": pace, "seconds": elapsed,
-            "analysed_fps": stats.analysed / elapsed, "painted_fps": painted / elapsed,
+            "analysed": analysed, "analysed_fps": analysed / elapsed, "painted_fps": painted / elapsed,
             "dropped": stats.dropped, "stall_max_ms": float(stalls.max()),
             "stall_p99_ms": float(np.percentile(stalls, 99)), "error": session.state.error}
 
@@ -108,15 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
         with open_source(clip) as source:
             fps = source.info.fps
-        buffer = CaptureBuffer(clip, frames=round(OFFERED_FPS * args.seconds))
-        runs = {"bench_live_capacity": live_run(buffer, config, pace=OFFERED_FPS)}
-        buffer.rewind()
-        runs["window_live_capacity"] = run_window(buffer, config, live=True, pace=OFFERED_FPS,
-                                                  seconds=2 * args.seconds)
-        buffer.frames = round(fps * args.seconds)
-        runs["bench_live_paced"] = live_run(buffer, config, pace=fps)
-        buffer.rewind()
-        runs["window_live_paced"] = run_window(buffer, config, live=True, pace=fps, seconds=2 * args.seconds)
+        runs = {}
+        for name, pace in (("capacity", OFFERED_FPS), ("paced", fps)):
+            # the window's run is offered a second more than it counts, for its warm-up
+            buffer = CaptureBuffer(clip, frames=round(pace * (args.seconds + 2 * WARMUP_S)))
+            runs[f"window_live_{name}"] = run_window(buffer, config, live=True, pace=pace, seconds=args.seconds)
+            buffer.frames = round(pace * args.seconds)
+            runs[f"bench_live_{name}"] = live_run(buffer, config, pace=pace, warmup=round(pace * WARMUP_S))
         runs["window_replay"] = run_window(clip, config, live=False, pace=None, seconds=args.seconds)
     if args.json:
         print(json.dumps(runs, indent=2, default=str))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
+from PySide6.QtCore import QObject, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap, QRegion
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QSlider, QToolButton, QWidget)
 
 from engine.overlay import SEG_COLOR, class_color
-from engine.player import SPEEDS
+from engine.player import SPEEDS, fit_size
 from engine.procedure.findings import clock
 from engine.timeline import Timeline
 from engine.types import absent_label
@@ -28,6 +28,42 @@ def timecode(index: int, fps: float) -> str:
     return f"{int(m):02d}:{s:05.2f}"
 
 
+class Coalesced:
+    """Calls ``apply()`` at once, then at most once every ``interval_ms`` however often it is
+    asked; the last request is never lost (it runs when the interval ends). For what follows the
+    playing frame (the time code, the slider, the strip's playhead): a reader cannot follow 60
+    updates a second, and each costs a repaint the analysis pays for on 2 cores."""
+
+    def __init__(self, apply, interval_ms: int = 66, parent: QObject | None = None) -> None:
+        self._apply = apply
+        self._pending = False
+        self._timer = QTimer(parent)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._due)
+
+    def request(self, now: bool = False) -> None:
+        """``now``: apply at once whatever came before (paused: a seek or a step shows where it went)."""
+        if now:
+            self.stop()
+        elif self._timer.isActive():
+            self._pending = True
+            return
+        self._apply()
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Drop a pending request (the widget is closing)."""
+        self._timer.stop()
+        self._pending = False
+
+    def _due(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._apply()
+            self._timer.start()
+
+
 class VideoView(QWidget):
     """Paints the newest BGR picture (overlay already drawn by engine.overlay), scaled to fit."""
 
@@ -44,17 +80,19 @@ class VideoView(QWidget):
         self.painted = 0
 
     def set_image(self, image: np.ndarray | None) -> None:
-        """Show ``image`` (H x W x 3 uint8 BGR) without copying it: the QImage wraps its buffer,
+        """Show ``image`` (H x W x 3 uint8 BGR, or H x W x 4 BGRA: the player's pictures for the
+        screen, which Qt paints as they are) without copying it: the QImage wraps its buffer,
         which this view keeps alive until the next picture (copied only when its rows are not
         packed pixels, e.g. a strided slice)."""
-        if image is not None and (image.strides[1:] != (3, 1) or image.dtype != np.uint8):
+        if image is not None and (image.strides[1:] != (image.shape[2], 1) or image.dtype != np.uint8):
             image = np.ascontiguousarray(image, dtype=np.uint8)
         self._array = image  # QImage shares this buffer: keep it alive
         if image is None:
             self._image = None
         else:
-            h, w = image.shape[:2]
-            self._image = QImage(image.data, w, h, image.strides[0], QImage.Format.Format_BGR888)
+            h, w, channels = image.shape
+            fmt = QImage.Format.Format_RGB32 if channels == 4 else QImage.Format.Format_BGR888
+            self._image = QImage(image.data, w, h, image.strides[0], fmt)
         self.update()
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
@@ -64,20 +102,24 @@ class VideoView(QWidget):
     def target_rect(self) -> QRect:
         if self._image is None:
             return self.rect()
-        w, h = self._image.width(), self._image.height()
-        scale = min(self.width() / w, self.height() / h)
-        tw, th = max(1, int(w * scale)), max(1, int(h * scale))
+        tw, th = fit_size((self._image.width(), self._image.height()), (self.width(), self.height()))
         return QRect((self.width() - tw) // 2, (self.height() - th) // 2, tw, th)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
         painter = QPainter(self)
-        painter.fillRect(self.rect(), Qt.GlobalColor.black)
         if self._image is None:
+            painter.fillRect(self.rect(), Qt.GlobalColor.black)
             painter.setPen(QColor(170, 170, 170))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.HINT)
         else:
             target = self.target_rect()
-            if target.size() == self._image.size():  # pre-scaled by the player: a plain copy
+            w, h = self._image.width(), self._image.height()
+            if abs(target.width() - w) <= 2 and abs(target.height() - h) <= 2:
+                # pre-scaled by the player (a pixel or two off while the view is resized): a plain copy
+                target = QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+            for margin in QRegion(self.rect()).subtracted(QRegion(target)):  # the black bars only
+                painter.fillRect(margin, Qt.GlobalColor.black)
+            if target.size() == self._image.size():
                 painter.drawImage(target.topLeft(), self._image)
             else:
                 painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
@@ -119,10 +161,12 @@ class TimelineStrip(QWidget):
         self._version = -1
         self.setFixedHeight(16)
         self._colors: list[QColor] = []
+        self._runs: QPixmap | None = None  # the coloured runs, drawn again only when they change
+        self._runs_key: tuple | None = None
         self.setToolTip(self.TOOLTIP)
 
     def set_timeline(self, timeline: Timeline | None) -> None:
-        self.timeline, self._version = timeline, -1
+        self.timeline, self._version, self._runs_key = timeline, -1, None
         self._colors = [qcolor(c) for c in strip_colors(timeline.labels)] if timeline is not None else []
         if timeline is not None and is_segmenter_labels(timeline.labels):
             no, yes = timeline.labels
@@ -133,6 +177,8 @@ class TimelineStrip(QWidget):
         self.update()
 
     def refresh(self) -> None:
+        """Take the timeline's new frames (the window calls this a few times a second: the
+        playhead moves with every frame, the colours need not)."""
         if self.timeline is not None and self.timeline.version != self._version:
             self._version = self.timeline.version
             self.update()
@@ -140,11 +186,13 @@ class TimelineStrip(QWidget):
     def _x(self, index: int, n: int) -> int:
         return round(index * self.width() / max(1, n))
 
-    def paintEvent(self, event) -> None:  # noqa: N802
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(45, 45, 45))
-        n = self.state.frame_count or 0
+    def _draw_runs(self, n: int) -> QPixmap:
+        """The strip's colours: one rectangle per run of frames of one class, the unusable ones
+        ticked below, for the timeline as of the last ``refresh``."""
+        pixmap = QPixmap(self.size())
+        pixmap.fill(QColor(45, 45, 45))
         if self.timeline is not None and n:
+            painter = QPainter(pixmap)
             for start, end, cls in self.timeline.runs():
                 if 0 <= cls < len(self._colors):
                     x0, x1 = self._x(start, n), self._x(end + 1, n)
@@ -153,6 +201,16 @@ class TimelineStrip(QWidget):
             for start, end in self.timeline.unusable_runs():
                 x0, x1 = self._x(start, n), self._x(end + 1, n)
                 painter.fillRect(x0, self.height() - tick, max(1, x1 - x0), tick, self.UNUSABLE)
+            painter.end()
+        return pixmap
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        n = self.state.frame_count or 0
+        key = (self._version, n, self.width(), self.height(), id(self.timeline))
+        if key != self._runs_key:  # repaints for the playhead alone reuse the colours
+            self._runs, self._runs_key = self._draw_runs(n), key
+        painter = QPainter(self)
+        painter.drawPixmap(0, 0, self._runs)
         if n:
             painter.setPen(QPen(QColor(255, 255, 255), 2))
             x = self._x(max(0, self.state.position), n)
@@ -269,6 +327,7 @@ class ControlBar(QWidget):
         self.second.toggled.connect(lambda on: setattr(state, "second_pass", on))
         self.rec.clicked.connect(lambda: self.record.emit())
         self.whole.clicked.connect(lambda: self.analyse.emit())
+        self._position = Coalesced(self._show_position, parent=self)
         state.subscribe(self.sync)
         for name in ("speed", "loop", "overlay", "second_pass", "playing", "live", "frame_count", "recording"):
             self.sync(name, getattr(state, name))
@@ -304,10 +363,8 @@ class ControlBar(QWidget):
             for w in (self.back, self.forward, self.slider, self.speed, self.loop, self.whole):
                 w.setEnabled(not s.live)
             self.rec.setEnabled(s.live)
-        elif name == "position" and not self.slider.isSliderDown():
-            with _Blocked(self.slider):
-                self.slider.setValue(max(0, value))
-            self.time.setText(f"{timecode(value, s.fps)} / {timecode((s.frame_count or 0) - 1, s.fps)}")
+        elif name == "position":
+            self._position.request(now=not s.playing)
         elif name == "frame_count":
             self.slider.setRange(0, max(0, (value or 1) - 1))
         elif name == "speed":
@@ -321,8 +378,16 @@ class ControlBar(QWidget):
             with _Blocked(self.second):
                 self.second.setChecked(bool(value))
 
+    def _show_position(self) -> None:
+        s = self.state
+        if not self.slider.isSliderDown():
+            with _Blocked(self.slider):
+                self.slider.setValue(max(0, s.position))
+        self.time.setText(f"{timecode(s.position, s.fps)} / {timecode((s.frame_count or 0) - 1, s.fps)}")
+
     def close_sync(self) -> None:
         self.state.unsubscribe(self.sync)
+        self._position.stop()
 
 
 class _Blocked:

@@ -18,7 +18,7 @@ from engine.config import Config, ConfigError
 from .dialogs import ExportDialog, SettingsDialog, SourceDialog
 from .session import Session
 from .settings import Settings, save_settings, shown_layers
-from .widgets import ControlBar, FindingsList, JobBar, TimelineStrip, VideoView
+from .widgets import Coalesced, ControlBar, FindingsList, JobBar, TimelineStrip, VideoView
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.controls.record.connect(session.toggle_recording)
         self.controls.analyse.connect(session.analyse_whole)
         self.job.cancel.connect(lambda: [session.cancel(n) for n in ("export", "analyse")])
+        self._playhead = Coalesced(self.strip.update, parent=self)
         self.state.subscribe(self._on_state)
         self.timer = QTimer(self)
         self.timer.setInterval(250)
@@ -238,7 +239,9 @@ class MainWindow(QMainWindow):
         elif name in ("progress", "exporting", "analysing"):
             what = "Exporting" if self.state.exporting else "Analysing"
             self.job.show_progress(what, self.state.progress)
-        elif name in ("position", "mark_in", "mark_out"):
+        elif name == "position":
+            self._playhead.request(now=not self.state.playing)
+        elif name in ("mark_in", "mark_out"):
             self.strip.update()
         elif name == "frozen":
             self.refresh()
@@ -315,6 +318,7 @@ class MainWindow(QMainWindow):
         self._deadline.stop()
         self.controls.close_sync()
         self.state.unsubscribe(self._on_state)
+        self._playhead.stop()
         self.session.shutdown()
         s = self.session.settings.with_(speed=self.state.speed, loop=self.state.loop)
         save_settings(self.qsettings, s)

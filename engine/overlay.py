@@ -38,6 +38,25 @@ def _scale(image: np.ndarray) -> float:
     return max(0.55, min(image.shape[0], image.shape[1] * 0.75) / 720.0)
 
 
+def _geometry(image: np.ndarray, result: FrameResult) -> tuple[float, float]:
+    """Factors from the result's frame coordinates (field, boxes, tracks) to ``image``'s pixels:
+    (1, 1) when the overlay is drawn on the frame itself, less on a picture scaled for the screen
+    (the player draws the overlay after scaling, at the screen's size)."""
+    w, h = result.frame.size
+    return image.shape[1] / w, image.shape[0] / h
+
+
+def _point(x: float, y: float, fx: float, fy: float) -> tuple[float, float]:
+    """A pixel of the frame -> the image's (pixel centres map to pixel centres, so the frame's
+    last column is the image's last)."""
+    return (x + 0.5) * fx - 0.5, (y + 0.5) * fy - 0.5
+
+
+def _scaled_boxes(boxes, fx: float, fy: float) -> list:
+    """(x, y, w, h) boxes in frame coordinates -> the image's."""
+    return [(*_point(x, y, fx, fy), w * fx, h * fy) for x, y, w, h in boxes]
+
+
 def _panel(image: np.ndarray, x: int, y: int, w: int, h: int, alpha: float = 0.55) -> None:
     """Darken a rectangle in place (only that region is touched: cheap on 1080p)."""
     H, W = image.shape[:2]
@@ -70,7 +89,8 @@ class ContentAreaOutline(Layer):
     name = "content_area"
 
     def draw(self, image, result, shown_index):
-        poly = result.area.polygon.reshape(-1, 1, 2).astype(np.int32)
+        fx, fy = _geometry(image, result)
+        poly = ((result.area.polygon.reshape(-1, 1, 2) + 0.5) * (fx, fy) - 0.5).round().astype(np.int32)
         cv2.polylines(image, [poly], True, GREEN, max(1, round(2 * _scale(image))), cv2.LINE_AA)
 
 
@@ -165,9 +185,10 @@ class SecondPass(Layer):
             for m in sp.masks:
                 self._mask(image, m)
         if sp.boxes is not None:
+            fx, fy = _geometry(image, result)
             scores = sp.scores if sp.scores is not None else [None] * len(sp.boxes)
             for box, score in zip(sp.boxes, scores):
-                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                x1, y1, x2, y2 = (int(round(v)) for v in (*_point(*box[:2], fx, fy), *_point(*box[2:], fx, fy)))
                 cv2.rectangle(image, (x1, y1), (x2, y2), self.color, max(1, round(2 * s)))
                 if score is not None:
                     _text(image, f"{score:.2f}", (x1, max(12, y1 - 4)), 0.5 * s, self.color)
@@ -216,7 +237,8 @@ class Segmentation(Layer):
         else:
             boxes = [t.bbox for t in tracks] or [d.bbox for d in result.detections or ()] or \
                 ([seg.bbox] if seg.bbox is not None else [])
-            box = draw_boxes(image, boxes, self.color, max(1, round(2 * s)))
+            box = draw_boxes(image, _scaled_boxes(boxes, *_geometry(image, result)), self.color,
+                             max(1, round(2 * s)))
         if box is None:
             return
         x0, y0, x1, y1 = box
@@ -337,10 +359,12 @@ class EdgeHint(Layer):
 
         field = result.area.bbox
         s = _scale(image)
+        fx, fy = _geometry(image, result)
+        shown_field = tuple(round(v) for v in _scaled_boxes([field], fx, fy)[0])
         for gone, group in ((False, tracks.tracks), (True, tracks.missing)):
             for t in group:
                 for edge in touching_edges(t.bbox, field):
-                    self._marker(image, field, t.bbox, edge, s * (1.4 if gone else 1.0),
+                    self._marker(image, shown_field, _scaled_boxes([t.bbox], fx, fy)[0], edge, s * (1.4 if gone else 1.0),
                                  EDGE_HINT_GONE if gone else EDGE_HINT_SEEN, f"{t.id}" if gone else "")
 
     @staticmethod

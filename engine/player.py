@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 import cv2
@@ -51,7 +51,7 @@ class Shown:
     result: FrameResult | None
     image: np.ndarray
     overlaid: bool
-    screen: np.ndarray | None = None  # ``image`` scaled to fit the screen, when one was asked for
+    screen: np.ndarray | None = None  # for the screen, when a size was asked for: see Player.picture
 
     def annotated(self, overlay: Overlay) -> np.ndarray:
         """The picture with ``overlay`` drawn (reuses ``image`` when it has it already)."""
@@ -227,18 +227,22 @@ class Player:
                 self.on_playing(playing)
 
     def picture(self, frame: Frame, result: FrameResult | None) -> Shown:
-        """The frame with the overlay drawn, and scaled for the screen when a size is set (here,
-        with OpenCV, so the GUI thread only copies pixels)."""
+        """The picture for the screen. Without a screen size: the frame with the overlay drawn.
+        With one (the window's view): the frame scaled to fit it and the overlay drawn on that, at
+        the screen's size (a 1080p frame in a 1000-pixel view: a quarter of the pixels to draw and
+        no full-size copy), as BGRA, which Qt paints without converting it (``Shown.screen``);
+        here, off the GUI thread, so the GUI thread only copies pixels. ``Shown.image`` is then the
+        frame itself, and ``Shown.annotated`` draws the full-size overlay for whoever needs it."""
         overlay = self.overlay
-        shown = Shown(frame, result, render(frame, result, overlay), overlay is not None and result is not None)
+        drawn = overlay is not None and result is not None
         size = self.screen_size
-        if size is not None:
-            h, w = shown.image.shape[:2]
-            scale = min(size[0] / w, size[1] / h)
-            if scale < 1.0:
-                fitted = (max(1, int(w * scale)), max(1, int(h * scale)))
-                shown = replace(shown, screen=cv2.resize(shown.image, fitted, interpolation=cv2.INTER_LINEAR))
-        return shown
+        if size is None:
+            return Shown(frame, result, render(frame, result, overlay), drawn)
+        fitted = fit_size(frame.size, size)
+        small = frame.image if fitted == frame.size else cv2.resize(frame.image, fitted, interpolation=cv2.INTER_LINEAR)
+        if drawn:
+            small = overlay.draw(small, result, frame.index, copy=small is frame.image)
+        return Shown(frame, result, frame.image, False, screen=cv2.cvtColor(small, cv2.COLOR_BGR2BGRA))
 
     def _deliver(self, frame: Frame, result: FrameResult | None) -> None:
         shown = self.picture(frame, result)
@@ -395,6 +399,16 @@ class Player:
     def _live_result(self, result: FrameResult, image) -> None:
         if self.on_result is not None:
             self.on_result(result)
+
+
+def fit_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a picture of ``size`` scaled to fit ``box`` with its aspect kept (the
+    video view uses the same rule to place it)."""
+    w, h = size
+    scale = min(box[0] / w, box[1] / h)
+    # rounded, not truncated: 1920 x 0.5302 is 1017.99..., and a picture one pixel narrower than
+    # the view would be scaled again on the GUI thread; so a fitted size fits to itself
+    return max(1, min(box[0], round(w * scale))), max(1, min(box[1], round(h * scale)))
 
 
 def _median_tail(values, n: int = 60) -> float | None:

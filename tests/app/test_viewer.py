@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
+import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
 from app.session import ExportOptions
 from app.state import ViewerState
+from engine.overlay import _scale as overlay_scale
 
 from fakes import ListSource
 
@@ -19,6 +19,11 @@ WAIT = 15_000  # ms
 def opened(qtbot, window, spec) -> None:
     window.open(str(spec))
     qtbot.waitUntil(lambda: window.session.info is not None and window.state.position >= 0, timeout=WAIT)
+
+
+def on_screen(shown) -> np.ndarray:
+    """The BGR picture the video view shows: the player's screen-sized BGRA one, when it made one."""
+    return shown.image if shown.screen is None else np.ascontiguousarray(shown.screen[..., :3])
 
 
 def paused_at(qtbot, window, index) -> None:
@@ -327,7 +332,12 @@ def test_the_default_models_in_the_window(qtbot, make_viewer, clip):
     r = shown.result
     assert r.segmentation is not None and r.prediction is not None and isinstance(r.polyp, bool)
     assert r.top[0] == ("polyp" if r.polyp else r.top[0]) and (r.top[0] != "polyp" or r.polyp)
-    panel = np.any(shown.image[:40, :150] != shown.frame.image[:40, :150], axis=2)
+    picture = on_screen(shown)  # drawn at the view's size, on the frame scaled to it
+    plain = cv2.resize(shown.frame.image, picture.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    s = overlay_scale(picture)  # the label panel (engine.overlay.ClassLabel), at the picture's size
+    pad = round(10 * s)
+    box = (slice(pad, pad + 2 * pad + round(30 * s) + 3 * round(22 * s)), slice(pad, pad + round(330 * s)))
+    panel = np.any(picture[box] != plain[box], axis=2)
     assert panel.mean() > 0.5  # the verdict's class and the top-3 bars on every frame
     assert w.session.timeline.labels == bundle.labels
     # the mask's amber, BGR (60, 230, 255) in the overlay: written out, not taken from SEG_COLOR/qcolor
@@ -382,3 +392,83 @@ def test_video_view_shows_the_picture_without_copying_it(qtbot):
     view.set_image(strided)
     assert view._array is not strided and view._array.flags.c_contiguous
     assert view._image.pixelColor(5, 5) == QColor(255, 0, 0)
+
+
+def test_video_view_paints_the_players_bgra_pictures_as_they_are(qtbot):
+    """The player's screen pictures are BGRA at the view's size: wrapped as RGB32 (what the window's
+    backing store holds: no conversion) and copied unscaled, the margins black; one a pixel off
+    the view's fitted size (while it is resized) is not scaled again."""
+    from PySide6.QtGui import QColor, QImage
+
+    from app.widgets import VideoView
+
+    view = VideoView()
+    qtbot.addWidget(view)
+    view.resize(320, 240)
+    image = np.zeros((180, 320, 4), np.uint8)
+    image[..., :3] = (0, 0, 255)  # BGR red
+    image[..., 3] = 255
+    image[:, :1] = (255, 0, 0, 255)  # a blue first column: an unscaled copy keeps it one pixel wide
+    view.set_image(image)
+    assert view._array is image and view._image.format() == QImage.Format.Format_RGB32
+    shot = view.grab().toImage()
+    assert shot.pixelColor(0, 120) == QColor(0, 0, 255) and shot.pixelColor(1, 120) == QColor(255, 0, 0)
+    assert shot.pixelColor(160, 10) == QColor(0, 0, 0) and shot.pixelColor(160, 235) == QColor(0, 0, 0)
+    view.set_image(np.ascontiguousarray(image[:179, :319]))  # a pixel short: centred, not scaled
+    shot = view.grab().toImage()
+    assert shot.pixelColor(0, 120) == QColor(0, 0, 255) and shot.pixelColor(1, 120) == QColor(255, 0, 0)
+
+
+def test_coalesced_applies_at_once_then_at_most_once_an_interval_never_losing_the_last(qtbot):
+    from app.widgets import Coalesced
+
+    seen = []
+    value = [0]
+    c = Coalesced(lambda: seen.append(value[0]), interval_ms=50)
+    for v in range(1, 6):  # five requests in a row: the first at once, the rest as one, later
+        value[0] = v
+        c.request()
+    assert seen == [1]
+    qtbot.waitUntil(lambda: seen == [1, 5], timeout=1000)
+    value[0] = 6
+    c.request(now=True)  # paused: a seek shows at once, whatever is pending
+    assert seen == [1, 5, 6]
+    value[0] = 7
+    c.request()
+    c.stop()  # closing: nothing pending runs
+    qtbot.wait(120)
+    assert seen == [1, 5, 6]
+
+
+def test_strip_redraws_its_colours_only_when_the_timeline_changed(qtbot, monkeypatch):
+    """Every shown frame moves the playhead; the coloured runs are drawn again only after
+    ``refresh`` saw new frames (or the size changed)."""
+    from app.widgets import TimelineStrip
+    from engine.timeline import Timeline
+
+    state = ViewerState()
+    state.update(frame_count=100, fps=25.0)
+    strip = TimelineStrip(state)
+    qtbot.addWidget(strip)
+    strip.resize(200, 16)
+    timeline = Timeline(("normal", "polyp"), 25.0, 100)
+    strip.set_timeline(timeline)
+    drawn = []
+    real = strip._draw_runs
+    monkeypatch.setattr(strip, "_draw_runs", lambda n: drawn.append(n) or real(n))
+    strip.grab()
+    from engine.types import ContentArea, Frame, FrameResult, Prediction
+
+    for i in range(50):
+        probs = np.array([0.1, 0.9] if 20 <= i < 30 else [0.9, 0.1], np.float32)
+        frame = Frame(i, i / 25, np.zeros((4, 4, 3), np.uint8), 0.0)
+        timeline.record(FrameResult(frame, ContentArea.full_frame(4, 4), Prediction(timeline.labels, probs, "m", 1.0)))
+    for position in (10, 20, 30):  # the playhead moves: the colours are reused
+        state.position = position
+        strip.grab()
+    assert len(drawn) == 1
+    strip.refresh()
+    picture = strip.grab().toImage()
+    assert len(drawn) == 2
+    polyp = picture.pixelColor(int(25 / 100 * 200), 8)
+    assert (polyp.red(), polyp.green(), polyp.blue()) == (255, 230, 60)

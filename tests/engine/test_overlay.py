@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -217,3 +218,25 @@ def test_the_mask_blend_is_unchanged_and_fills_its_colour_without_numpy_broadcas
     slow = median_ms(lambda: reference(image))
     fast = median_ms(lambda: draw_mask(image, mask, SEG_COLOR, 0.3))
     assert fast < 0.6 * slow, (fast, slow)  # about a quarter of it here
+
+
+def test_geometry_is_scaled_to_a_picture_smaller_than_the_frame():
+    """The player draws the overlay after scaling the frame to the screen: the field, the boxes and
+    the masks (frame coordinates) land where the full-size drawing, scaled the same way, has them."""
+    mask = np.zeros((480, 640), bool)
+    mask[200:300, 300:400] = True
+    sp = SecondPassResult(frame_index=5, model="seg", latency_ms=100.0, label=None, confidence=None,
+                          masks=mask[None], boxes=np.array([[300, 200, 400, 300]], float), scores=None)
+    r = make_result(second_pass=sp)
+    overlay = Overlay.default(names=["second_pass"], outline=True)
+    full = overlay.draw(r.frame.image.copy(), r)
+    for size in ((320, 240), (1280, 960)):
+        picture = overlay.draw(cv2.resize(r.frame.image, size), r)
+        drawn = np.any(picture != 90, axis=2)
+        expected = np.any(cv2.resize(full, size, interpolation=cv2.INTER_NEAREST) != 90, axis=2)
+        iou = (drawn & expected).sum() / (drawn | expected).sum()
+        assert iou > 0.7, (size, iou)
+        fx = size[0] / 640
+        assert drawn[round(250 * fx), round(350 * fx)]  # the mask's middle, tinted
+        assert not drawn[round(100 * fx), round(100 * fx)]  # away from the box: untouched
+        assert drawn[0].all() and drawn[-1].all()  # the full-frame field's outline: the picture's edges

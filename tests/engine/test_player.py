@@ -7,7 +7,7 @@ import pytest
 from engine.errors import SourceError
 from engine.overlay import Overlay
 from engine.pipeline import Analyzer
-from engine.player import Player
+from engine.player import Player, fit_size
 
 from fakes import ListSource
 
@@ -171,3 +171,41 @@ def test_stop_is_bounded_while_playing():
     assert p.stop(timeout=3)
     assert time.monotonic() - t0 < 3
     assert not [t for t in threading.enumerate() if t.name.startswith("endoview-")]
+
+
+def test_fit_size_rounds_so_a_fitted_picture_fits_itself():
+    # 1920 x (1018 / 1920) is 1017.99...: truncated, the picture was a pixel narrower than the view
+    # and Qt scaled it again on every paint
+    assert fit_size((1920, 1080), (1018, 768)) == (1018, 573)
+    for size, box in [((1920, 1080), (1018, 768)), ((640, 512), (1018, 768)), ((1280, 1024), (333, 999)),
+                      ((720, 576), (1919, 1001))]:
+        fitted = fit_size(size, box)
+        assert fitted[0] <= box[0] and fitted[1] <= box[1] and (fitted[0] == box[0] or fitted[1] == box[1])
+        assert fit_size(fitted, box) == fitted
+
+
+def test_pictures_for_the_screen_are_scaled_first_then_drawn_on_as_bgra():
+    import cv2
+    import numpy as np
+
+    from engine.overlay import render
+    from engine.types import ContentArea, Frame, FrameResult, Prediction
+
+    image = np.full((1080, 1920, 3), 90, np.uint8)
+    frame = Frame(3, 0.1, image, 0.0)
+    pred = Prediction(("normal", "polyp"), np.array([0.3, 0.7], np.float32), "tiny", 3.0)
+    result = FrameResult(frame, ContentArea.full_frame(1920, 1080), pred)
+    p = Player(lambda: None, lambda info: None, overlay=Overlay.default())
+    assert p.picture(frame, result).overlaid  # no screen size: the full-size frame, overlay drawn
+    p.screen_size = (1018, 768)
+    shown = p.picture(frame, result)
+    assert shown.image is image and not shown.overlaid and np.all(image == 90)  # the frame untouched
+    assert shown.screen.shape == (573, 1018, 4) and np.all(shown.screen[..., 3] == 255)  # BGRA, opaque
+    plain = cv2.resize(image, (1018, 573))
+    assert np.any(shown.screen[..., :3] != plain, axis=2)[10:60, 10:150].mean() > 0.5  # the label panel
+    # whoever needs the full-size annotated picture (recorder, snapshot) draws it
+    assert np.array_equal(shown.annotated(p.overlay), render(frame, result, p.overlay))
+    p.screen_size = (1920, 1080)  # the view is the frame's size: no scaling, the frame itself is not drawn on
+    same = p.picture(frame, result)
+    assert same.screen.shape == (1080, 1920, 4) and np.all(image == 90)
+    assert p.picture(frame, None).screen.shape == (1080, 1920, 4)  # no result yet: the plain frame
