@@ -87,13 +87,17 @@ class VideoView(QWidget):
         if image is not None and (image.strides[1:] != (image.shape[2], 1) or image.dtype != np.uint8):
             image = np.ascontiguousarray(image, dtype=np.uint8)
         self._array = image  # QImage shares this buffer: keep it alive
+        before = self._image.size() if self._image is not None else None
         if image is None:
             self._image = None
         else:
             h, w, channels = image.shape
             fmt = QImage.Format.Format_RGB32 if channels == 4 else QImage.Format.Format_BGR888
             self._image = QImage(image.data, w, h, image.strides[0], fmt)
-        self.update()
+        if self._image is not None and self._image.size() == before:
+            self.update(self.placed())  # the same place: the black bars stay as they are
+        else:
+            self.update()
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().resizeEvent(event)
@@ -105,6 +109,17 @@ class VideoView(QWidget):
         tw, th = fit_size((self._image.width(), self._image.height()), (self.width(), self.height()))
         return QRect((self.width() - tw) // 2, (self.height() - th) // 2, tw, th)
 
+    def placed(self) -> QRect:
+        """Where the picture goes: ``target_rect``, or the picture's own size centred when it is
+        the player's picture for this view (a pixel or two off while the view is resized), which
+        is then copied, not scaled."""
+        target = self.target_rect()
+        if self._image is not None:
+            w, h = self._image.width(), self._image.height()
+            if abs(target.width() - w) <= 2 and abs(target.height() - h) <= 2:
+                target = QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+        return target
+
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
         painter = QPainter(self)
         if self._image is None:
@@ -112,13 +127,10 @@ class VideoView(QWidget):
             painter.setPen(QColor(170, 170, 170))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.HINT)
         else:
-            target = self.target_rect()
-            w, h = self._image.width(), self._image.height()
-            if abs(target.width() - w) <= 2 and abs(target.height() - h) <= 2:
-                # pre-scaled by the player (a pixel or two off while the view is resized): a plain copy
-                target = QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
-            for margin in QRegion(self.rect()).subtracted(QRegion(target)):  # the black bars only
-                painter.fillRect(margin, Qt.GlobalColor.black)
+            target = self.placed()
+            if not target.contains(event.rect()):  # the black bars, when they were asked for too
+                for margin in QRegion(self.rect()).subtracted(QRegion(target)):
+                    painter.fillRect(margin, Qt.GlobalColor.black)
             if target.size() == self._image.size():
                 painter.drawImage(target.topLeft(), self._image)
             else:
