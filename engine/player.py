@@ -32,6 +32,7 @@ from .errors import SourceError
 from .live import LiveRunner
 from .overlay import Overlay, render
 from .pipeline import Analyzer, RateMeter, analysed_frames
+from .runtime import settle_heap
 from .slots import JOIN_TIMEOUT_S, LatestSlot
 from .types import Frame, FrameResult
 
@@ -196,6 +197,7 @@ class Player:
                 analyzer = stack.enter_context(self._open_analyzer(source.info))
                 if self._halt.is_set():
                     return
+                settle_heap()  # no collector pause walks the models' heap while frames are shown
                 self.live = (not source.info.seekable) if self._live_request is None else self._live_request
                 if self.on_open is not None:
                     self.on_open(source.info, analyzer)

@@ -31,7 +31,7 @@ from ..outputs.export import annotate
 from ..outputs.writer import VideoWriter
 from ..overlay import render
 from ..pipeline import analysed_frames
-from ..runtime import make_overlay, open_analyzer
+from ..runtime import make_overlay, open_analyzer, settle_heap
 from ..sources import open_source
 from ..types import Frame
 
@@ -201,6 +201,7 @@ def live_run(buffer: CaptureBuffer, config: Config, *, pace: float | None, warmu
 
     try:
         with open_analyzer(config) as analyzer:
+            settle_heap()  # as the viewer's player does once its models are loaded
             runner = LiveRunner(buffer, analyzer, overlay=overlay, pace=pace, lockstep=pace is None,
                                 on_result=finished)
             t0 = time.perf_counter()

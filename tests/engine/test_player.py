@@ -209,3 +209,37 @@ def test_pictures_for_the_screen_are_scaled_first_then_drawn_on_as_bgra():
     same = p.picture(frame, result)
     assert same.screen.shape == (1080, 1920, 4) and np.all(image == 90)
     assert p.picture(frame, None).screen.shape == (1080, 1920, 4)  # no result yet: the plain frame
+
+
+def test_settle_heap_freezes_what_is_alive_and_thaws_it_at_the_next_call():
+    """The player settles the heap once its models are loaded (engine.runtime.settle_heap): a
+    full collection then walks only what was made since, not the models' heap."""
+    import gc
+    import weakref
+
+    from engine.runtime import settle_heap
+
+    class Node:
+        pass
+
+    try:
+        node = Node()
+        node.me = node  # a cycle: only the cyclic collector can free it
+        ref = weakref.ref(node)
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        del node
+        gc.collect()
+        assert ref() is not None  # frozen: out of the collector's reach...
+        settle_heap()
+        assert ref() is None  # ...until the next call thaws it first (a source opened again)
+        gc.unfreeze()
+        c = Collect()
+        p = make(ListSource(3), c, play=False)
+        try:
+            assert wait_for(lambda: c.opened.is_set() and c.indices == [0])
+            assert gc.get_freeze_count() > 0  # the player settled it
+        finally:
+            assert p.stop()
+    finally:
+        gc.unfreeze()
