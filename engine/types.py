@@ -186,6 +186,10 @@ class SegmentationResult:
     #: the (smoothed) probabilities at the model's size, over the content area's bounding box: what
     #: polyp detections are cut from (engine.procedure.stage); None for results made by hand
     probability: np.ndarray | None = field(default=None, repr=False)
+    #: the segmenter's "sure" rule (its manifest's ``sure``: a large, near-certain mask) said polyp,
+    #: which the frame's verdict takes even where the classifier does not (engine.analysis.verdict);
+    #: None: the bundle has no such rule
+    sure: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != np.bool_:
@@ -218,7 +222,7 @@ class SegmentationResult:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "confidence": round(float(self.confidence), 6),
-                "peak": round(float(self.peak), 6), "present": self.present, "area": self.area,
+                "peak": round(float(self.peak), 6), "present": self.present, "sure": self.sure, "area": self.area,
                 "bbox": list(self.bbox) if self.bbox else None, "model": self.model}
 
 

@@ -53,6 +53,8 @@ class Segmenter:
         self.backend = backend
         self.threshold = float(t)
         self.presence = presence_rule(bundle.manifest.get("presence"), bundle.path)
+        sure = bundle.manifest.get("sure")  # the verdict's second way to "polyp": engine.analysis.verdict
+        self.sure = presence_rule(sure, bundle.path, "sure") if sure is not None else None
         self.label = bundle.labels[0] if bundle.labels else "polyp"
         self.input_name = bundle.input_name
         self.output_name = bundle.outputs["mask"]
@@ -95,7 +97,8 @@ class Segmenter:
         peak, share = presence_scores(prob, self.threshold)
         return SegmentationResult(to_frame(prob, area, self.threshold), confidence(prob, self.threshold),
                                   self.label, self.name, latency, peak,
-                                  self.presence.decide(peak, share, self.threshold), probability=prob)
+                                  self.presence.decide(peak, share, self.threshold), probability=prob,
+                                  sure=self.sure.decide(peak, share, self.threshold) if self.sure else None)
 
     def reset(self) -> None:
         """Forget the smoothing history (after a seek or a source change)."""
@@ -123,13 +126,14 @@ class PresenceRule:
         return self.decide(*presence_scores(prob, threshold), threshold)
 
 
-def presence_rule(spec: object, where: object = "bundle") -> PresenceRule:
-    """The manifest's ``presence`` object (or None: any pixel over the threshold) -> PresenceRule."""
+def presence_rule(spec: object, where: object = "bundle", key: str = "presence") -> PresenceRule:
+    """The manifest's ``presence`` object (or None: any pixel over the threshold) -> PresenceRule;
+    ``key``: which manifest entry it is (also "sure"), for the error."""
     if spec is None:
         return PresenceRule()
     if not isinstance(spec, dict) or not all(
             isinstance(spec.get(k), (int, float)) and 0.0 <= float(spec[k]) <= 1.0 for k in ("min_peak", "min_area")):
-        raise BundleError(f"{where}: 'presence' must be {{\"min_peak\": 0..1, \"min_area\": 0..1}}, not {spec!r}")
+        raise BundleError(f"{where}: {key!r} must be {{\"min_peak\": 0..1, \"min_area\": 0..1}}, not {spec!r}")
     return PresenceRule(float(spec["min_peak"]), float(spec["min_area"]))
 
 

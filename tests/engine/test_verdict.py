@@ -183,6 +183,54 @@ def test_segmenter_applies_the_presence_rule(tmp_path):
         assert r.present and r.area == plain.area
 
 
+
+def test_a_sure_segmenter_makes_a_polyp_whatever_the_classifier_says():
+    """The segmenter's "sure" rule (a near-certain, large mask) is the verdict's second way to
+    "polyp": the classifier takes some plain polyps for normal cecum."""
+    mask = np.zeros((40, 60), bool)
+    mask[5:30, 5:40] = True
+    sure = SegmentationResult(mask, 0.99, "polyp", "seg", 1.0, 0.9995, detected=True, sure=True)
+    unsure = SegmentationResult(mask, 0.99, "polyp", "seg", 1.0, 0.9995, detected=True, sure=False)
+    assert Verdict(0.5)(prediction(0.1), sure) is True
+    assert Verdict(0.5)(prediction(0.1), unsure) is False  # the classifier decides, as before
+    assert Verdict(0.5)(prediction(0.9), unsure) is True
+    empty = SegmentationResult(np.zeros((40, 60), bool), 0.2, "polyp", "seg", 1.0, 0.2, sure=True)
+    assert Verdict(0.5)(prediction(0.1), empty) is False  # nothing to show: never a polyp
+    assert sure.to_dict()["sure"] is True and segmentation(True).to_dict()["sure"] is None
+
+
+def test_segmenter_applies_its_sure_rule_from_the_manifest(tmp_path):
+    base = make_tiny_segmenter_bundle(tmp_path / "seg", torchscript=False)
+    x = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    area = full_area(32, 32)
+    with open_backend(base, "onnxruntime") as be:
+        assert Segmenter(base, be).sure is None and Segmenter(base, be).segment(x, area).sure is None
+        prob, _ = Segmenter(base, be).probabilities(x)
+    peak, share = presence_scores(prob, 0.5)
+    met = _rewrite(base, tmp_path / "met", extra={"sure": {"min_peak": 0.5, "min_area": share}})
+    missed = _rewrite(base, tmp_path / "missed", extra={"sure": {"min_peak": 0.5, "min_area": min(1.0, share + 0.01)}})
+    with open_backend(met, "onnxruntime") as be:
+        assert Segmenter(met, be).segment(x, area).sure is True
+    with open_backend(missed, "onnxruntime") as be:
+        assert Segmenter(missed, be).segment(x, area).sure is False
+    bad = _rewrite(base, tmp_path / "bad", extra={"sure": {"min_peak": 1.5, "min_area": 0.1}})
+    with open_backend(bad, "onnxruntime") as be, pytest.raises(BundleError, match="'sure' must be"):
+        Segmenter(bad, be)
+
+
+def test_the_shipped_segmenter_records_how_its_sure_rule_was_chosen():
+    """Chosen on fold 0 with the cross-validation pair trained on fold 1, measured once on fold 1."""
+    from engine.config import load_config
+
+    manifest = json.loads((load_config().segmenter / "manifest.json").read_text())
+    rule, record = manifest["sure"], manifest["sure_rule"]
+    assert 0.99 <= rule["min_peak"] < 1 and 0 < rule["min_area"] < 0.2
+    assert record["chosen_on"].startswith("fold 0") and record["fit"]["fold"] == 0 and record["test"]["fold"] == 1
+    held = record["test"]  # measured once, on the shipped pair's held-out fold
+    assert held["with"]["sensitivity"] > held["without"]["sensitivity"] and held["with"]["specificity"] >= 0.95
+    assert record["rule"] == rule and record["command"].startswith("python -m train.sure --fit ")
+
+
 # ------------------------------------------------------------------------------- the inset
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from engine.analysis.classifier import Classifier
-from engine.analysis.segmenter import Segmenter
+from engine.analysis.segmenter import Segmenter, presence_scores
 from engine.analysis.verdict import polyp_probability
 from engine.backends import open_backend
 from engine.bundle import load_bundle
@@ -104,12 +104,13 @@ def rates(decided: np.ndarray, positive: np.ndarray) -> dict[str, float]:
             "false_alarms_per_minute": (1.0 - spec) * FALSE_ALARM_FPS * 60 if spec == spec else float("nan")}
 
 
-def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], negatives: Sequence[Path], *,
-                       classifier: str | os.PathLike[str] | None = None, backend: str = "onnxruntime",
-                       threads: int | None = None, progress: bool = False,
-                       precision: str | None = None) -> dict[str, Any]:
-    """The figures above; the top-level ``sensitivity``, ``specificity`` and ``auroc`` are the
-    combined verdict's (what the viewer shows), or the segmenter's without a classifier."""
+def image_scores(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], negatives: Sequence[Path], *,
+                 classifier: str | os.PathLike[str] | None = None, backend: str = "onnxruntime",
+                 threads: int | None = None, progress: bool = False,
+                 precision: str | None = None) -> tuple[list[dict[str, Any]], np.ndarray, Segmenter, Classifier | None]:
+    """Every image through the viewer's analysis (each a new scene): one row per image (the
+    segmenter's peak, area share, presence and mask; the classifier's polyp probability; the
+    verdict), whether it has a polyp, and the models (their thresholds and points)."""
     if not positives or not negatives:
         raise DataError("image-level figures need polyp images and polyp-free images (--negatives)")
     bundle = load_bundle(seg_bundle)
@@ -120,7 +121,7 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
         raise BundleError(f"--classifier needs a classify bundle; {clf_bundle.path} has task {clf_bundle.task!r}")
     options = backend_options(backend, threads, precision)
     paths = [(p, True) for p in positives] + [(p, False) for p in negatives]
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         seg = Segmenter(bundle, stack.enter_context(open_backend(bundle, backend, **options)))
         clf = (Classifier(clf_bundle, stack.enter_context(open_backend(clf_bundle, backend, **options)))
@@ -135,12 +136,25 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
             analyzer.reset()  # every image is a new scene: detect its field afresh
             r = analyzer(Frame(i, 0.0, read_bgr(path), 0.0))
             s = r.segmentation
-            row = {"seg_score": s.peak, "seg": s.present, "combined": bool(r.polyp)}
+            row = {"seg_score": s.peak, "seg": s.present, "combined": bool(r.polyp), "mask": s.area > 0,
+                   "seg_share": presence_scores(s.probability, seg.threshold)[1] if s.probability is not None else 0.0}
             if r.prediction is not None:
                 row["clf_score"] = polyp_probability(r.prediction)
                 row["clf"] = row["clf_score"] >= clf.operating_point
             rows.append(row)
-    positive = np.array([p for _, p in paths], bool)
+    return rows, np.array([p for _, p in paths], bool), seg, clf
+
+
+def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], negatives: Sequence[Path], *,
+                       classifier: str | os.PathLike[str] | None = None, backend: str = "onnxruntime",
+                       threads: int | None = None, progress: bool = False,
+                       precision: str | None = None) -> dict[str, Any]:
+    """The figures above; the top-level ``sensitivity``, ``specificity`` and ``auroc`` are the
+    combined verdict's (what the viewer shows), or the segmenter's without a classifier."""
+    rows, positive, seg, clf = image_scores(seg_bundle, positives, negatives, classifier=classifier,
+                                            backend=backend, threads=threads, progress=progress,
+                                            precision=precision)
+    bundle, clf_bundle = seg.bundle, clf.bundle if clf is not None else None
     op_seg = max(seg.presence.min_peak, seg.threshold)
     answers: dict[str, dict[str, Any]] = {}
     seg_score = np.array([r["seg_score"] for r in rows])
@@ -154,14 +168,20 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
                                  "auroc": auroc(clf_score, positive), "score": "probability of the polyp classes",
                                  "operating_point": clf.operating_point}
         clf_rel = clf_score / clf.operating_point
-        # engine.analysis.verdict: the classifier decides, the segmenter must have a mask to show
+        # engine.analysis.verdict: the classifier decides, the segmenter must have a mask to show;
+        # or the segmenter's "sure" rule holds (its peak over min_peak where its area is large enough)
         combined = np.minimum(clf_rel, seg_score / seg.threshold)
+        if seg.sure is not None:
+            large = np.array([r["seg_share"] for r in rows]) >= max(seg.sure.min_area, 1e-12)
+            combined = np.maximum(combined, np.where(large, seg_score / max(seg.sure.min_peak, seg.threshold), 0.0))
         both_agree = np.array([r["seg"] and r["clf"] for r in rows])
         answers["combined"] = {**rates(np.array([r["combined"] for r in rows]), positive),
                                "auroc": auroc(combined, positive),
                                "score": "min of the classifier's P(polyp) / its operating point and the segmenter's "
                                         "peak / its mask threshold (the verdict's rule: the classifier decides, "
-                                        "the segmenter must have a mask)", "rule": "engine.verdict"}
+                                        "the segmenter must have a mask); with a 'sure' rule, at least the peak / "
+                                        "its min_peak where the mask's share reaches its min_area",
+                               "rule": "engine.verdict"}
         answers["both_must_agree"] = {**rates(both_agree, positive),
                                       "auroc": auroc(np.minimum(seg_score / op_seg, clf_rel), positive),
                                       "score": "min of the two scores over their operating points",
