@@ -261,7 +261,8 @@ class FrameResult:
         """The frame's class and its confidence, as the verdict has it (None without a model).
 
         A positive verdict: "polyp" (with the classifier's confidence when there is one, else the
-        segmenter's). Otherwise the classifier's best class that is not polyp-related, or "no
+        segmenter's; where the segmenter's "sure" rule holds, the larger of the two, so a polyp the
+        classifier missed does not read "polyp 10%"). Otherwise the classifier's best class that is not polyp-related, or "no
         polyp" from a segmenter alone. Without a verdict (results made by hand): the classifier's
         top-1, else the segmenter's finding. The timeline, findings and triggers read this."""
         p, seg = self.prediction, self.segmentation
@@ -270,7 +271,10 @@ class FrameResult:
                 if p is None:
                     return (seg.label if seg.label in POLYP_CLASSES else "polyp"), seg.confidence
                 polyp = [(n, v) for n, v in p.top(len(p.labels)) if n in POLYP_CLASSES]
-                return polyp[0] if polyp else (p.label, p.confidence)
+                name, value = polyp[0] if polyp else (p.label, p.confidence)
+                if seg is not None and seg.sure:  # the segmenter's sure rule may have made it: its confidence
+                    value = max(value, seg.confidence)
+                return name, value
             if p is not None:
                 return next(((n, v) for n, v in p.top(len(p.labels)) if n not in POLYP_CLASSES),
                             (p.label, p.confidence))

@@ -197,6 +197,9 @@ def test_a_sure_segmenter_makes_a_polyp_whatever_the_classifier_says():
     empty = SegmentationResult(np.zeros((40, 60), bool), 0.2, "polyp", "seg", 1.0, 0.2, sure=True)
     assert Verdict(0.5)(prediction(0.1), empty) is False  # nothing to show: never a polyp
     assert sure.to_dict()["sure"] is True and segmentation(True).to_dict()["sure"] is None
+    r = FrameResult(Frame(3, 0.1, np.zeros((40, 60, 3), np.uint8), 0.0), full_area(), prediction(0.1), segmentation=sure)
+    r.polyp = Verdict(0.5)(r.prediction, sure)
+    assert r.top == ("polyp", pytest.approx(0.99))  # the segmenter's confidence, not "polyp 10%"
 
 
 def test_segmenter_applies_its_sure_rule_from_the_manifest(tmp_path):
