@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.tools.bench import CaptureBuffer, live_run, make_bench_clip
-
 from engine.commands.common import add_model_options, config_from_args
+from engine.tools.bench import CaptureBuffer, live_run, make_bench_clip
 
 #: frames/s offered to live mode, more than it can analyse: both runs drop the rest as stale
 OFFERED_FPS = 240

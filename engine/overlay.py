@@ -46,15 +46,15 @@ def _geometry(image: np.ndarray, result: FrameResult) -> tuple[float, float]:
     return image.shape[1] / w, image.shape[0] / h
 
 
-def _point(x: float, y: float, fx: float, fy: float) -> tuple[float, float]:
-    """A pixel of the frame -> the image's (pixel centres map to pixel centres, so the frame's
-    last column is the image's last)."""
-    return (x + 0.5) * fx - 0.5, (y + 0.5) * fy - 0.5
+def _points(xy, fx: float, fy: float) -> np.ndarray:
+    """Frame pixels (..., 2: x, y) -> the image's (pixel centres map to pixel centres, so the
+    frame's last column is the image's last)."""
+    return (np.asarray(xy, float) + 0.5) * (fx, fy) - 0.5
 
 
 def _scaled_boxes(boxes, fx: float, fy: float) -> list:
     """(x, y, w, h) boxes in frame coordinates -> the image's."""
-    return [(*_point(x, y, fx, fy), w * fx, h * fy) for x, y, w, h in boxes]
+    return [(*_points((x, y), fx, fy), w * fx, h * fy) for x, y, w, h in boxes]
 
 
 def _panel(image: np.ndarray, x: int, y: int, w: int, h: int, alpha: float = 0.55) -> None:
@@ -90,7 +90,7 @@ class ContentAreaOutline(Layer):
 
     def draw(self, image, result, shown_index):
         fx, fy = _geometry(image, result)
-        poly = ((result.area.polygon.reshape(-1, 1, 2) + 0.5) * (fx, fy) - 0.5).round().astype(np.int32)
+        poly = _points(result.area.polygon.reshape(-1, 1, 2), fx, fy).round().astype(np.int32)
         cv2.polylines(image, [poly], True, GREEN, max(1, round(2 * _scale(image))), cv2.LINE_AA)
 
 
@@ -188,7 +188,7 @@ class SecondPass(Layer):
             fx, fy = _geometry(image, result)
             scores = sp.scores if sp.scores is not None else [None] * len(sp.boxes)
             for box, score in zip(sp.boxes, scores):
-                x1, y1, x2, y2 = (int(round(v)) for v in (*_point(*box[:2], fx, fy), *_point(*box[2:], fx, fy)))
+                x1, y1, x2, y2 = _points(np.reshape(box, (2, 2)), fx, fy).round().astype(int).ravel().tolist()
                 cv2.rectangle(image, (x1, y1), (x2, y2), self.color, max(1, round(2 * s)))
                 if score is not None:
                     _text(image, f"{score:.2f}", (x1, max(12, y1 - 4)), 0.5 * s, self.color)
@@ -364,8 +364,9 @@ class EdgeHint(Layer):
         for gone, group in ((False, tracks.tracks), (True, tracks.missing)):
             for t in group:
                 for edge in touching_edges(t.bbox, field):
-                    self._marker(image, shown_field, _scaled_boxes([t.bbox], fx, fy)[0], edge, s * (1.4 if gone else 1.0),
-                                 EDGE_HINT_GONE if gone else EDGE_HINT_SEEN, f"{t.id}" if gone else "")
+                    self._marker(image, shown_field, _scaled_boxes([t.bbox], fx, fy)[0], edge,
+                                 s * (1.4 if gone else 1.0), EDGE_HINT_GONE if gone else EDGE_HINT_SEEN,
+                                 f"{t.id}" if gone else "")
 
     @staticmethod
     def _marker(image, field, bbox, edge, s, color, text) -> None:

@@ -60,6 +60,17 @@ def machine_paths(value: Any, where: str = "") -> list[str]:
     return []
 
 
+def portable_prefixes(data, split_csv, bundle_folder: Path | None = None) -> dict[str, str]:
+    """The prefixes :func:`portable` rewrites for a command run on ``data`` and ``split_csv``: the
+    data under ``$ENDOVIEW_DATA``, the checkout as ".", and a bundle outside the checkout relative
+    to its parent folder."""
+    roots = [str(Path(d).expanduser().resolve()) for d in data]
+    prefixes = {data_root(roots + [str(Path(split_csv).expanduser().resolve())]): DATA_ROOT_VAR, str(REPO): "."}
+    if bundle_folder is not None and not Path(bundle_folder).resolve().is_relative_to(REPO):
+        prefixes[str(Path(bundle_folder).resolve().parent)] = "."
+    return prefixes
+
+
 def data_root(folders: list[str]) -> str:
     """The common parent of the data folders (what ``$ENDOVIEW_DATA`` stands for)."""
     paths = [str(Path(f).expanduser().resolve()) for f in folders]

@@ -31,12 +31,11 @@ import numpy as np
 from engine.bundle import MANIFEST, load_bundle, sha256_file
 from engine.errors import EndoviewError
 from engine.files import replacing
-from engine.types import POLYP_CLASSES
 
 from .data import load_dataset, load_model_input
 from .errors import DataError, TrainError
 from .images import progress_range
-from .manifest import DATA_ROOT_VAR, REPO, data_root, json_safe, portable
+from .manifest import json_safe, portable, portable_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +121,11 @@ def agreement(fp32: Path, int8: Path, inputs: list[np.ndarray], input_name: str,
 def evaluate_heldout(bundle_dir: Path, samples, heldout: int, *, classifier: Path | None,
                      threads: int | None) -> dict[str, Any]:
     """The held-out fold's figures of the exported and the int8 model (segment bundles)."""
-    from .seg.detect_eval import evaluate_detection, public
-    from .seg.evaluate import Pair, evaluate_bundle
+    from .seg.detect_eval import evaluate_detection, fold_images, public
+    from .seg.evaluate import evaluate_bundle
 
-    held = [s for s in samples if s.fold == heldout]
-    pairs = [Pair(s.path, s.mask) for s in held if s.mask is not None]  # the polyps (Kvasir-SEG's masks)
+    pairs, negatives = fold_images(samples, heldout)
     positives = [p.image for p in pairs]
-    negatives = [s.path for s in held if s.label not in POLYP_CLASSES]
-    if not pairs or not negatives:
-        raise DataError(f"--evaluate needs polyp images with masks and polyp-free images in fold {heldout}")
     out: dict[str, Any] = {"fold": heldout, "polyp_images": len(positives), "negative_images": len(negatives)}
     for precision, key in (("fp32", "fp32"), ("auto", "int8")):
         log.info("held-out fold %d, %s model", heldout, key)
@@ -205,12 +200,7 @@ def quantize_bundle(bundle_dir: str | Path, data: list[str], split_csv: str | Pa
 def _write_manifest(folder: Path, manifest: dict[str, Any], info: dict[str, Any], data, split_csv) -> None:
     """The manifest with ``info`` as its "quantization", paths made portable: data under
     ``$ENDOVIEW_DATA``, the checkout as ".", a bundle elsewhere relative to its parent folder."""
-    roots = [str(Path(d).expanduser().resolve()) for d in data]
-    prefixes = {data_root(roots + [str(Path(split_csv).expanduser().resolve())]): DATA_ROOT_VAR, str(REPO): "."}
-    here = folder.resolve()
-    if not here.is_relative_to(REPO):
-        prefixes[str(here.parent)] = "."
-    out = {**manifest, "quantization": json_safe(portable(info, prefixes))}
+    out = {**manifest, "quantization": json_safe(portable(info, portable_prefixes(data, split_csv, folder)))}
     with replacing(folder / MANIFEST, force=True, what="manifest", error=TrainError) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 

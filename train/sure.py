@@ -17,9 +17,12 @@ cross-fitting:
    test figures, the command; no machine paths) into a segment bundle's manifest.
 
 Example (the shipped segmenter; its run and the classifier's fold-0 run trained on fold 0):
+  D=$ENDOVIEW_DATA
   python -m train.sure --fit bundles/seg-trained-on-1 bundles/clf-trained-on-1 0 \\
       --test engine/assets/models/polyp-unet bundles/clf-trained-on-0 1 \\
-      --write engine/assets/models/polyp-unet --data $ENDOVIEW_DATA
+      --write engine/assets/models/polyp-unet \\
+      --data $D/kvasir-seg $D/hyperkvasir-lower-gi/labeled-images $D/hyperkvasir-ileum \\
+      --split-csv $D/hyperkvasir-official-splits/official_splits/2_fold_split.csv
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import argparse
 import itertools
 import json
 import logging
-import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,29 +45,15 @@ PEAKS = (0.99, 0.995, 0.999, 0.9995, 0.9999)
 AREAS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
 
 
-def fold_images(data: Path, fold: int) -> tuple[list[Path], list[Path]]:
-    """Kvasir-SEG's polyps and the polyp-free HyperKvasir images (and the ileum's) of ``fold``,
-    as ``eval-seg --fold --negatives`` takes them."""
-    from .seg.detect_eval import image_files
-    from .seg.evaluate import find_pairs, fold_names
-    from .split import read_split
+def scores(seg: Path, clf: Path, fold: int, samples, threads: int | None) -> dict[str, np.ndarray]:
+    """Per image of ``fold`` (of ``train.data.load_dataset``'s samples): has a polyp, the
+    classifier's polyp probability over its point, the segmenter's peak and area share, whether it
+    has a mask."""
+    from .seg.detect_eval import fold_images, image_scores
 
-    split = data / "hyperkvasir-official-splits" / "official_splits" / "2_fold_split.csv"
-    kvasir = data / "kvasir-seg"
-    polyps = [p.image for p in find_pairs(kvasir / "images", kvasir / "masks",
-                                          fold_names(kvasir / "images", fold, split, None))]
-    names = {name for name, row in read_split(split).items() if row.fold == fold}
-    negatives = image_files([data / "hyperkvasir-lower-gi" / "labeled-images", data / "hyperkvasir-ileum"], names)
-    return polyps, negatives
-
-
-def scores(seg: Path, clf: Path, fold: int, data: Path, threads: int | None) -> dict[str, np.ndarray]:
-    """Per image of ``fold``: has a polyp, the classifier's polyp probability over its point, the
-    segmenter's peak and area share, whether it has a mask."""
-    from .seg.detect_eval import image_scores
-
-    polyps, negatives = fold_images(data, fold)
-    rows, positive, _, classifier = image_scores(seg, polyps, negatives, classifier=clf, threads=threads)
+    pairs, negatives = fold_images(samples, fold)
+    rows, positive, _, classifier = image_scores(seg, [p.image for p in pairs], negatives, classifier=clf,
+                                                 threads=threads)
     get = lambda k: np.array([r[k] for r in rows])  # noqa: E731
     return {"positive": positive, "clf_rel": get("clf_score") / classifier.operating_point,
             "peak": get("seg_score"), "share": get("seg_share"), "mask": get("mask").astype(bool)}
@@ -110,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", nargs=3, metavar=("SEG", "CLF", "FOLD"),
                    help="the pair the rule is for, and its held-out fold: measured once")
     p.add_argument("--write", type=Path, metavar="BUNDLE", help="write the rule into this segment bundle's manifest")
-    p.add_argument("--data", type=Path, help="the data root (default: $ENDOVIEW_DATA or ../shared/data)")
+    p.add_argument("--data", nargs="+", required=True, metavar="ROOT",
+                   help="the data folders (Kvasir-SEG, HyperKvasir labeled-images, ...), as train.quantize")
+    p.add_argument("--split-csv", type=Path, required=True, help="the official split file (2_fold_split.csv)")
     p.add_argument("--threads", type=int, help="onnxruntime threads")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -118,13 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import EndoviewError
 
     try:
-        data = args.data or Path(os.environ.get("ENDOVIEW_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
         from engine.bundle import load_bundle
+
+        from .data import load_dataset
+        from .manifest import portable, portable_prefixes
+
+        samples = load_dataset(args.data, args.split_csv).samples
 
         name = lambda path: load_bundle(path).name  # noqa: E731 - the manifests' names, not folders
         seg, clf, fold = Path(args.fit[0]), Path(args.fit[1]), int(args.fit[2])
         log.info("fitting on fold %d with %s and %s", fold, name(seg), name(clf))
-        fit = scores(seg, clf, fold, data, args.threads)
+        fit = scores(seg, clf, fold, samples, args.threads)
         rule, table = choose(fit)
         record: dict[str, Any] = {
             "what": "the frame's verdict is polyp where this rule holds, whatever the classifier says "
@@ -133,14 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                          "the largest sensitivity + specificity over the grid (ties: the strictest)",
             "grid": {"min_peak": list(PEAKS), "min_area": list(AREAS)},
             "fit": {"fold": fold, "without": rates(fit, None), "with": rates(fit, rule)},
-            # bundle names, not this machine's paths
-            "command": f"python -m train.sure --fit {name(seg)} {name(clf)} {fold}" + (
-                f" --test {name(args.test[0])} {name(args.test[1])} {args.test[2]}" if args.test else "")
-            + (" --write BUNDLE" if args.write else "") + " --data $ENDOVIEW_DATA",
+            # the bundles by their names (their folders are this machine's); the data made portable below
+            "command": shlex.join(["python", "-m", "train.sure", "--fit", name(seg), name(clf), str(fold)]
+                                  + (["--test", name(args.test[0]), name(args.test[1]), args.test[2]]
+                                     if args.test else [])
+                                  + (["--write", "BUNDLE"] if args.write else [])
+                                  + ["--data", *map(str, args.data), "--split-csv", str(args.split_csv)]),
         }
         if args.test:
             tseg, tclf, tfold = Path(args.test[0]), Path(args.test[1]), int(args.test[2])
-            test = scores(tseg, tclf, tfold, data, args.threads)
+            test = scores(tseg, tclf, tfold, samples, args.threads)
             record["test"] = {"fold": tfold, "segmenter": name(tseg), "classifier": name(tclf),
                               "without": rates(test, None), "with": rates(test, rule)}
         if args.write is not None:
@@ -151,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest.pop("sure", None)
             if rule is not None:
                 manifest["sure"] = rule
-            manifest["sure_rule"] = {**record, "rule": rule}
+            prefixes = portable_prefixes(args.data, args.split_csv, args.write)
+            manifest["sure_rule"] = portable({**record, "rule": rule}, prefixes)
             manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     except EndoviewError as exc:
         print(f"error: {exc}", file=sys.stderr)

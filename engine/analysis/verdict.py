@@ -20,11 +20,11 @@ second pass's hold trigger and the per-frame log (``"polyp"``) all follow this o
   **Or the segmenter is sure**: where the segmenter's bundle has a ``"sure"`` rule (a near-certain
   peak over a large share of the model input: ``{"min_peak": 0.999, "min_area": 0.02}`` in the
   shipped one), a frame it meets is a polyp whatever the classifier says: the classifier takes
-  some clearly visible polyps for normal cecum. Chosen by cross-fitting: the rule's family (peak,
-  area, and a floor on the classifier's probability) was searched on fold 0 with the
-  cross-validation pair trained on fold 1 (largest sensitivity + specificity), then measured once
-  on held-out fold 1 with the pair trained on fold 0: there the verdict went from 0.892 / 0.972
-  to 0.938 / 0.958 (README, "The frame's verdict").
+  some clearly visible polyps for normal cecum. Chosen by cross-fitting (``python -m
+  train.sure``): the grid of peaks and areas was searched on fold 0 with the cross-validation
+  pair trained on fold 1 (largest sensitivity + specificity), then measured once on held-out fold
+  1 with the pair trained on fold 0: there the verdict went from 0.892 / 0.972 to 0.938 / 0.958
+  (README, "The frame's verdict").
 - **classifier alone**: the polyp classes' probability reaches the operating point.
 - **segmenter alone**: the segmenter's image-level presence rule
   (:class:`engine.analysis.segmenter.PresenceRule`).
@@ -73,7 +73,7 @@ class Verdict:
             said = polyp_probability(prediction) >= self.operating_point
             if segmentation is None:
                 return bool(said)
-            return bool((said and segmentation.area > 0) or (segmentation.sure and segmentation.area > 0))
+            return bool((said or segmentation.sure) and segmentation.area > 0)
         if segmentation is not None:
             return bool(segmentation.present)
         return None

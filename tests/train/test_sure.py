@@ -37,6 +37,7 @@ def test_the_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--test", "a", "b", "1"])  # --fit is required
     capsys.readouterr()
-    assert main(["--fit", str(tmp_path / "missing"), str(tmp_path / "missing"), "0", "--data", str(tmp_path)]) == 2
+    assert main(["--fit", str(tmp_path / "missing"), str(tmp_path / "missing"), "0", "--data", str(tmp_path),
+                 "--split-csv", str(tmp_path / "2_fold_split.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")

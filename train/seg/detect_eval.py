@@ -104,6 +104,21 @@ def rates(decided: np.ndarray, positive: np.ndarray) -> dict[str, float]:
             "false_alarms_per_minute": (1.0 - spec) * FALSE_ALARM_FPS * 60 if spec == spec else float("nan")}
 
 
+def fold_images(samples, fold: int) -> tuple[list, list[Path]]:
+    """Of ``train.data.load_dataset``'s samples, fold ``fold``'s polyps with their masks (Pairs,
+    Kvasir-SEG) and its polyp-free images: what ``eval-seg --fold --negatives`` scores."""
+    from engine.types import POLYP_CLASSES
+
+    from .evaluate import Pair
+
+    held = [s for s in samples if s.fold == fold]
+    pairs = [Pair(s.path, s.mask) for s in held if s.mask is not None]
+    negatives = [s.path for s in held if s.label not in POLYP_CLASSES]
+    if not pairs or not negatives:
+        raise DataError(f"image-level figures need polyp images with masks and polyp-free images in fold {fold}")
+    return pairs, negatives
+
+
 def image_scores(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], negatives: Sequence[Path], *,
                  classifier: str | os.PathLike[str] | None = None, backend: str = "onnxruntime",
                  threads: int | None = None, progress: bool = False,
