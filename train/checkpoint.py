@@ -17,7 +17,7 @@ import torch
 
 from .errors import TrainError
 from .labels import HEADS
-from .models import HybridClassifier, build_model
+from .models import HybridClassifier, build_model, without_mask_head
 
 LAST = "checkpoint-last.pt"
 #: the segmenter's best validation Dice so far
@@ -70,5 +70,6 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> HybridClassifier:
                              "train.labels; it was written by another version")
     model, _ = build_model(ckpt["arch"], heads, weights="none", announce=False)
     # the exponential moving average of the weights, where the run kept one (it is what was validated)
-    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    # (without the training-only mask head, where the run had one)
+    model.load_state_dict(without_mask_head(ckpt.get("ema") or ckpt["model"]))
     return model.eval()

@@ -112,6 +112,16 @@ class Sample:
 # folders
 
 
+#: classes whose images may show a polyp: an image of one has a known polyp mask only where
+#: Kvasir-SEG gives it; every other class's images are polyp-free (an empty mask)
+POLYP_CLASSES = ("polyp", "dyed-lifted-polyps", "dyed-resection-margins")
+
+
+def mask_known(sample: Sample) -> bool:
+    """Whether ``sample``'s polyp mask is known: Kvasir-SEG's, or empty in a polyp-free class."""
+    return sample.mask is not None or sample.label not in POLYP_CLASSES
+
+
 def folder_class(name: str) -> str | None:
     """The split-file class of an image folder name, or None."""
     return FOLDER_TO_CLASS.get(name.strip().lower())

@@ -35,3 +35,13 @@ class HybridLoss(nn.Module):
                     for n, t in self.targets(raw_targets).items()}
         total = torch.stack(list(per_head.values())).sum()
         return total, per_head
+
+
+def mask_head_loss(logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The auxiliary mask head's loss (``train.models.MaskHead``): binary cross-entropy of its logit
+    map (N x 1 x h x w) against each image's augmented polyp mask (N x 1 x H x W, 0/1) averaged down
+    to h x w (the share of each cell that is polyp), averaged over the images whose mask is
+    ``known`` (N, 0/1): zero where none is."""
+    target = F.adaptive_avg_pool2d(masks.float(), logits.shape[-2:])
+    per_image = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").flatten(1).mean(1)
+    return (per_image * known).sum() / known.sum().clamp(min=1.0)

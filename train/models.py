@@ -47,8 +47,31 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - mean) / std
 
 
+#: the key of the mask head's output in a training-mode forward's dict (never a head's name)
+MASK_KEY = "_polyp_mask"
+#: where the mask head reads the MobileNetV3-Large trunk: the output of ``features[:13]``, 112
+#: channels at 1/16 of the input (10 x 10 at 160 px)
+MASK_SPLIT = 13
+MASK_CHANNELS = 112
+
+
+class MaskHead(nn.Module):
+    """A polyp-mask logit map (N x 1 x h x w) from the trunk's stride-16 features. It only trains:
+    the mask loss teaches the trunk where a polyp is, and no exported, evaluated or trimmed model
+    keeps it (:meth:`HybridClassifier.trimmed`, ``train.checkpoint.model_from_checkpoint``)."""
+
+    def __init__(self, channels: int = MASK_CHANNELS, hidden: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
+                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 class HybridClassifier(nn.Module):
-    """``trunk`` (image -> feature vector) followed by one linear head per label set."""
+    """``trunk`` (image -> feature vector) followed by one linear head per label set, and
+    optionally a training-only :class:`MaskHead` (:meth:`add_mask_head`)."""
 
     def __init__(self, arch: str, trunk: nn.Module, feature_dim: int, heads: Mapping[str, int]) -> None:
         super().__init__()
@@ -56,14 +79,30 @@ class HybridClassifier(nn.Module):
         self.feature_dim = feature_dim
         self.trunk = trunk
         self.heads = nn.ModuleDict({name: nn.Linear(feature_dim, n) for name, n in heads.items()})
+        self.mask_head: MaskHead | None = None
 
     @property
     def head_names(self) -> tuple[str, ...]:
         return tuple(self.heads)
 
+    def add_mask_head(self) -> HybridClassifier:
+        """Attach the auxiliary polyp-mask head (MobileNetV3-Large only); returns self."""
+        if self.arch != "mobilenet_v3_large":
+            raise TrainError(f"the auxiliary mask head reads MobileNetV3-Large's trunk; not {self.arch}")
+        self.mask_head = MaskHead()
+        return self
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.trunk(x)
-        return {name: head(features) for name, head in self.heads.items()}
+        if self.mask_head is None or not self.training:
+            features = self.trunk(x)
+            return {name: head(features) for name, head in self.heads.items()}
+        t = self.trunk
+        f = t.features[:MASK_SPLIT](x)
+        mask = self.mask_head(f)
+        features = t.classifier(torch.flatten(t.avgpool(t.features[MASK_SPLIT:](f)), 1))
+        out = {name: head(features) for name, head in self.heads.items()}
+        out[MASK_KEY] = mask
+        return out
 
     def trimmed(self, keep: str = TRIMMED_HEAD) -> HybridClassifier:
         """A copy with the head ``keep`` only (the paper's network trimming)."""
@@ -107,6 +146,12 @@ def ema_update(ema_state: list[torch.Tensor], model_state: list[torch.Tensor], d
             e.mul_(d).add_(m.detach(), alpha=1 - d)
         else:
             e.copy_(m)
+
+
+def without_mask_head(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict without the training-only mask head's entries (a checkpoint's weights, for the
+    model that is evaluated and exported)."""
+    return {k: v for k, v in state.items() if not k.startswith("mask_head.")}
 
 
 def count_parameters(model: nn.Module) -> int:

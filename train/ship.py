@@ -184,10 +184,10 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
 #: what makes two classifier runs comparable (the heads and the fold aside)
 RECIPE_KEYS = ("arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
                "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "zoom", "zoom_share", "seed",
-               "inset")
+               "inset", "mask_loss")
 
 #: recipe settings added after runs had been trained: a run whose config lacks one trained with its default
-ADDED_LATER = ("zoom", "zoom_share")
+ADDED_LATER = ("zoom", "zoom_share", "mask_loss")
 
 
 def run_config(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +272,8 @@ def train_command(r: dict[str, Any]) -> str:
                 "schedule", "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "zoom",
                 "zoom_share", "seed"):
         argv += [f"--{key.replace('_', '-')}", str(cfg[key])]
+    if cfg.get("mask_loss"):
+        argv += ["--mask-loss", str(cfg["mask_loss"])]
     if not cfg.get("inset", True):
         argv.append("--no-inset")
     return shlex.join(argv)

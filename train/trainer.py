@@ -40,15 +40,15 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .checkpoint import LAST, load_checkpoint, save_checkpoint
-from .data import format_counts, load_dataset, subset_summary
+from .data import format_counts, load_dataset, mask_known, subset_summary
 from .distributed import Dist, barrier, init_distributed, parameter_checksum, pick_device
 from .errors import TrainError
 from .evaluate import metrics_from_probs
 from .folders import RunLog, new_run_dir, write_csv
 from .labels import HEAD_NAMES, HEADS, TRIMMED_HEAD
-from .losses import HybridLoss
+from .losses import HybridLoss, mask_head_loss
 from .metrics import format_per_class, plot_confusion, plot_history
-from .models import DISPLAY, build_model, count_parameters, ema_update, normalize, paper_batch_size
+from .models import DISPLAY, MASK_KEY, build_model, count_parameters, ema_update, normalize, paper_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ class TrainConfig:
     # polyp in a polyp image (the masks are loaded for it), of the field in the rest; 1: off
     zoom: float = 1.0
     zoom_share: float = 0.5
+    # weight of a training-only polyp-mask head on the trunk's stride-16 features (train.models.MaskHead),
+    # learning Kvasir-SEG's masks (and empty ones on images of polyp-free classes): it teaches the trunk
+    # where a polyp is, against the polyp <-> normal-cecum confusions; 0: off. Dropped before export.
+    mask_loss: float = 0.0
     # batch-norm running-statistics momentum: torchvision's MobileNetV3 uses 0.01, tuned for long
     # ImageNet runs; over a thousand steps its running statistics lag so far behind the weights that the
     # model in eval mode answers one class. None keeps the architecture's own.
@@ -150,6 +154,11 @@ class TrainConfig:
             raise TrainError(f"--zoom-share must be in [0, 1], not {self.zoom_share}")
         if self.warmup_epochs < 0:
             raise TrainError(f"--warmup-epochs must be >= 0, not {self.warmup_epochs}")
+        if not 0 <= self.mask_loss <= 10:
+            raise TrainError(f"--mask-loss must be in [0, 10] (0: off), not {self.mask_loss}")
+        if self.mask_loss and self.arch != "mobilenet_v3_large":
+            raise TrainError(f"--mask-loss needs --arch mobilenet_v3_large (its mask head reads that trunk), "
+                             f"not {self.arch}")
 
     @property
     def augment_options(self) -> dict[str, float]:
@@ -313,9 +322,10 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
     inset = SCOPE_GUIDE_INSET if cfg.inset else None
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else out / "data-cache"
     t0 = time.perf_counter()
-    # the polyp masks only for the zoom (about a point of the polyp); without it the arrays of before
+    # the polyp masks only for the zoom (about a point of the polyp) and the mask head; without
+    # them the arrays of before
     train_a = load_arrays(train_samples, size, inset=inset, cache_dir=cache, progress=cfg.progress and d.main,
-                          masks=cfg.zoom > 1)
+                          masks=cfg.zoom > 1 or cfg.mask_loss > 0)
     val_a = load_arrays(val_samples, size, inset=inset, cache_dir=cache, progress=cfg.progress and d.main) \
         if val_samples else None
     if d.main:
@@ -325,6 +335,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
     heads = {h: len(HEADS[h]) for h in cfg.heads}
     model, weights_source = build_model(cfg.arch, heads, weights=cfg.weights if ckpt is None else "none",
                                         announce=ckpt is None)
+    if cfg.mask_loss:
+        model.add_mask_head()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         weights_source = ckpt["weights_source"]
@@ -372,6 +384,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
     fields_t = torch.from_numpy(train_a["fields"])
     masks_t = torch.from_numpy(train_a["masks"]) if "masks" in train_a else None
     labels_t = torch.from_numpy(train_a["labels"])
+    # where an image's mask is known: Kvasir-SEG's, or empty in a class that holds no polyp
+    mask_known_t = torch.tensor([mask_known(s) for s in train_samples], dtype=torch.float32)
     if d.main:
         (out / "config.json").write_text(json.dumps({
             **cfg.to_dict(), "resolved": {
@@ -394,7 +408,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
         order = torch.randperm(n, generator=g)
         net.train()
         loss_fn.train()
-        sums = torch.zeros(len(cfg.heads) + 1, dtype=torch.float64)
+        sums = torch.zeros(len(cfg.heads) + 2, dtype=torch.float64)  # total, each head, the mask head
         seen = 0
         t0 = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
@@ -403,14 +417,19 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch - 1, step, steps)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][d.rank * per_rank:(d.rank + 1) * per_rank]
-            xb, _ = batch_augment(images_t[idx], None if masks_t is None else masks_t[idx], fields_t[idx], g,
-                                  inset=inset, **cfg.augment_options)
+            xb, mb = batch_augment(images_t[idx], None if masks_t is None else masks_t[idx], fields_t[idx], g,
+                                   inset=inset, **cfg.augment_options)
             x = normalize(xb.to(device, non_blocking=True))
             y = labels_t[idx].to(device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 outputs = net(x)
+            mask_logits = outputs.pop(MASK_KEY, None)
             total, per = loss_fn(outputs, y)
+            mask_term = torch.zeros(())
+            if mask_logits is not None:
+                mask_term = mask_head_loss(mask_logits, mb.to(device), mask_known_t[idx].to(device))
+                total = total + cfg.mask_loss * mask_term
             if not torch.isfinite(total):
                 raise TrainError(f"the loss became {float(total)} at epoch {epoch} step {step}; "
                                  "lower --lr")
@@ -421,8 +440,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
             if ema is not None:
                 ema_update(ema_state, model_state, cfg.ema, (epoch - 1) * steps + step)
             nb = len(y)
-            sums += torch.tensor([float(total.detach())] + [float(per[h].detach()) for h in cfg.heads],
-                                 dtype=torch.float64) * nb
+            sums += torch.tensor([float(total.detach())] + [float(per[h].detach()) for h in cfg.heads]
+                                 + [float(mask_term.detach())], dtype=torch.float64) * nb
             seen += nb
             bar.update(1)
             bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}")
@@ -436,6 +455,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": float(sums[0]) / max(seen, 1)}
         for i, h in enumerate(cfg.heads):
             row[f"train_loss_{h}"] = float(sums[i + 1]) / max(seen, 1)
+        if cfg.mask_loss:
+            row["train_loss_mask"] = float(sums[-1]) / max(seen, 1)
         row["train_images"] = seen
         row["train_s"] = train_time
         row["step_s"] = train_time / max(steps, 1)
@@ -470,7 +491,8 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, amp: bool, out: Path
                 "rng": {"torch": torch.get_rng_state()},
             })
             log.info("epoch %d/%d: loss %.4f (%s), %.1f images/s%s", epoch, cfg.epochs, row["train_loss"],
-                     ", ".join(f"{h} {row[f'train_loss_{h}']:.3f}" for h in cfg.heads), row["images_per_s"],
+                     ", ".join(f"{h} {row[f'train_loss_{h}']:.3f}" for h in [*cfg.heads, "mask"]
+                               if f"train_loss_{h}" in row), row["images_per_s"],
                      f", held-out macro F1 {row['val_macro_f1']:.3f} MCC {row['val_mcc']:.3f}"
                      if "val_macro_f1" in row else "")
         barrier(d)
