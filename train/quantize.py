@@ -36,6 +36,7 @@ from .data import load_dataset, load_model_input
 from .errors import DataError, TrainError
 from .images import progress_range
 from .manifest import json_safe, portable, portable_prefixes
+from .options import ALL_FOLDS, fold_arg
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ METHOD = ("onnxruntime static quantization: QDQ, int8 weights per output channel
           "MinMax calibration")
 
 
-def calibration_set(samples, heldout: int, n: int, seed: int) -> list:
-    """``n`` images of the training fold (every fold but ``heldout``), drawn at random with ``seed``."""
+def calibration_set(samples, heldout: int | None, n: int, seed: int) -> list:
+    """``n`` images of the training fold (every fold but ``heldout``; ``heldout`` None: a model
+    trained on every fold, every image), drawn at random with ``seed``."""
     pool = [s for s in samples if s.fold != heldout]
     if not pool:
         raise DataError(f"no training-fold images (every image is in held-out fold {heldout})")
@@ -141,24 +143,38 @@ def evaluate_heldout(bundle_dir: Path, samples, heldout: int, *, classifier: Pat
     return out
 
 
-def quantize_bundle(bundle_dir: str | Path, data: list[str], split_csv: str | Path, *, heldout: int | None = None,
+def trained_on_every_fold(training: dict[str, Any]) -> bool:
+    """Whether a manifest's ``training`` says the model trained on every fold (a ``--fold all`` run)."""
+    folds = training.get("trained_on_folds")
+    return training.get("heldout_fold") is None and (folds == "every fold" or (isinstance(folds, list) and len(folds) > 1))
+
+
+def quantize_bundle(bundle_dir: str | Path, data: list[str], split_csv: str | Path, *, heldout: int | str | None = None,
                     images: int = 200, seed: int = 0, evaluate: bool = False, classifier: str | Path | None = None,
                     threads: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Quantize the bundle in place (see the module's docstring); returns its ``"quantization"``."""
     bundle = load_bundle(Path(bundle_dir))
     if not bundle.has("onnx"):
         raise TrainError(f"{bundle.path} has no ONNX model to quantize")
+    every = heldout == ALL_FOLDS
     if heldout is None:
-        heldout = (bundle.manifest.get("training") or {}).get("heldout_fold")
-        if heldout is None:
+        training = bundle.manifest.get("training") or {}
+        heldout = training.get("heldout_fold")
+        every = trained_on_every_fold(training)
+        if heldout is None and not every:
             raise TrainError(f"{bundle.path}: its manifest names no held-out fold; give --fold K (the fold the "
-                             "model did not train on)")
+                             "model did not train on), or --fold all for a model trained on every fold")
+    if every:
+        heldout = None
+        if evaluate:
+            raise TrainError(f"{bundle.path} trained on every fold: there is no held-out fold to --evaluate on; "
+                             "quantize a cross-validation run's bundle to measure the int8 model against it")
     if evaluate and bundle.task != "segment":
         raise TrainError("--evaluate measures segment bundles (Dice and image-level figures); evaluate a "
                          "classifier with 'endoview eval' instead")
     ds = load_dataset(data, split_csv)
-    calib = calibration_set(ds.samples, int(heldout), images, seed)
-    log.info("calibrating on %d images of the training fold (%s)", len(calib),
+    calib = calibration_set(ds.samples, None if heldout is None else int(heldout), images, seed)
+    log.info("calibrating on %d images of %s (%s)", len(calib), "every fold" if heldout is None else "the training fold",
              ", ".join(f"{k} {v}" for k, v in sorted(Counter(s.label for s in calib).items())))
     inputs = [load_model_input(calib[i].path, bundle.input_size, inset=bundle.inset)
               for i in progress_range(len(calib), "calibration images", progress)]
@@ -169,7 +185,7 @@ def quantize_bundle(bundle_dir: str | Path, data: list[str], split_csv: str | Pa
         close = agreement(src, tmp, inputs, bundle.input_name, output)
     log.info("int8 against the exported model on the calibration images: %s", close)
     argv = ["python", "-m", "train.quantize", str(bundle.path.resolve()), "--data", *map(str, data), "--split-csv",
-            str(split_csv), "--fold", str(heldout), "--images", str(images), "--seed", str(seed)]
+            str(split_csv), "--fold", ALL_FOLDS if heldout is None else str(heldout), "--images", str(images), "--seed", str(seed)]
     if evaluate:
         argv.append("--evaluate")
     if classifier is not None:
@@ -226,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, metavar="ROOT",
                    help="data roots as 'train classify' takes them (HyperKvasir folders, Kvasir-SEG)")
     p.add_argument("--split-csv", type=Path, required=True, help="the official split file (2_fold_split.csv)")
-    p.add_argument("--fold", type=int, help="the bundle's held-out fold (default: its manifest's); calibration "
-                   "uses the other fold")
+    p.add_argument("--fold", type=fold_arg, help="the bundle's held-out fold (default: its manifest's); calibration "
+                   "uses the other fold; 'all': a model trained on every fold, calibrated on images of every fold")
     p.add_argument("--images", type=int, default=200, help="calibration images (default 200)")
     p.add_argument("--seed", type=int, default=0, help="which calibration images (default 0)")
     p.add_argument("--evaluate", action="store_true", help="segment bundles: measure both models on the "

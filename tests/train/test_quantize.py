@@ -97,7 +97,8 @@ def test_quantizing_the_shipped_segmenter_on_its_training_fold(data_dir, tmp_pat
     q = quantize_bundle(folder, roots, split, images=12)
     bundle = load_bundle(folder)
     assert bundle.formats["onnx-int8"] == "model-int8.onnx" and bundle.formats["onnx"] == shipped.formats["onnx"]
-    assert q["calibration"]["fold"] == [1 - shipped.manifest["training"]["heldout_fold"]]  # the training fold only
+    held = shipped.manifest["training"]["heldout_fold"]  # None: a model trained on every fold
+    assert q["calibration"]["fold"] == ([0, 1] if held is None else [1 - held])  # its training folds only
     assert q["calibration"]["images"] == 12 and sum(q["calibration"]["by_class"].values()) == 12
     assert q["agreement_on_calibration_images"]["same_mask_pixels"] > 0.98
     assert not machine_paths(json.loads((folder / "manifest.json").read_text())), "no machine path in a manifest"
@@ -123,3 +124,27 @@ def test_the_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
     assert main([str(seg.path), "--data", str(tmp_path), "--split-csv", str(tmp_path / "s.csv")]) == 2
     assert "give --fold K" in capsys.readouterr().err
 
+
+
+def test_a_model_trained_on_every_fold_calibrates_on_every_fold_and_has_nothing_to_evaluate(data_dir, tmp_path):
+    from train.errors import TrainError
+
+    split = data_dir / "hyperkvasir-official-splits" / "official_splits" / "2_fold_split.csv"
+    if not split.is_file():
+        pytest.skip("needs the split file")
+    folder = tmp_path / "polyp-unet"
+    shutil.copytree(load_bundle(load_config().segmenter).path, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["training"].update(heldout_fold=None, trained_on_folds=[0, 1])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    roots = [str(data_dir / "kvasir-seg")]
+    with pytest.raises(TrainError, match="no held-out fold to --evaluate"):
+        quantize_bundle(folder, roots, split, images=4, evaluate=True)
+    q = quantize_bundle(folder, roots, split, images=8)
+    assert q["calibration"]["fold"] == [0, 1] and q["calibration"]["images"] == 8
+    assert "--fold all" in q["command"]
+    # a model trained on fold 0 named as trained on every fold: --fold all says so
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["training"].update(heldout_fold=1, trained_on_folds="all but 1")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert quantize_bundle(folder, roots, split, heldout="all", images=4)["calibration"]["fold"] == [0, 1]

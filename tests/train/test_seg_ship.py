@@ -132,3 +132,40 @@ def test_the_default_bundle_finds_polyps_on_its_held_out_fold(data_dir):
     # a floor that says "it finds polyps" (a blank or random mask scores near 0); the shipped model's
     # Dice over the whole held-out fold is in its manifest (0.676)
     assert m["images"] == 30 and m["dice"] > 0.5 and m["recall"] > 0.5, m
+
+
+def test_ship_final_ships_the_run_trained_on_every_fold_with_the_two_runs_figures(runs, data_dir, tmp_path):
+    a, b = runs
+    final = tmp_path / "all"
+    train_segmenter(SegTrainConfig(data=str(data_dir / "kvasir-seg"), out=str(final), fold=None, image_size=64,
+                                   width=8, epochs=1, batch_size=4, limit=6, steps_per_epoch=1, warmup_epochs=1,
+                                   progress=False, threads=2))
+    cfg = json.loads((final / "config.json").read_text())
+    assert cfg["fold"] is None and not (final / "checkpoint-best.pt").exists()  # nothing held out to judge
+    assert "val_dice" in (final / "log.csv").read_text().splitlines()[0]
+    report = ship(a, b, tmp_path / "bundle", final=final, limit=3, threads=2, latency_runs=2)
+    bundle = load_bundle(report.bundle.path)
+    t, m = bundle.manifest["training"], bundle.manifest["metrics"]
+    assert bundle.name.endswith("-allfolds")
+    assert (t["heldout_fold"], t["trained_on_folds"], t["trained_on_fold"]) == (None, [0, 1], None)
+    assert "no held-out figures" in t["figures_from"] and "cross-validation" in bundle.manifest["notes"]
+    assert [r["role"] for r in t["runs"]] == ["shipped (this bundle), trained on every fold",
+                                              "cross-validation run (not shipped)", "cross-validation run (not shipped)"]
+    assert "--fold all" in t["reproduce"]["train"][0] and "--final runs/all" in t["reproduce"]["ship"]
+    cv = m["kvasir_seg_2fold"]
+    assert not any(f["shipped"] for f in cv["folds"]) and [f["heldout_fold"] for f in cv["folds"]] == [1, 0]
+    assert m["heldout_model_size"] is None and "the run held none out" in m["parity"]["real_source"]
+    assert str(final.resolve()) not in json.dumps(bundle.manifest)
+    lines = report.lines()
+    assert " run A " in lines[2] and " run B " in lines[3] and "shipped" not in lines[2]
+    # refused: a run that holds a fold out, or another model
+    with pytest.raises(TrainError, match="holds out fold 1"):
+        ship(a, b, tmp_path / "x", final=a)
+    other = tmp_path / "other"
+    shutil.copytree(final, other, ignore=shutil.ignore_patterns("data-cache"))
+    (other / "config.json").write_text(json.dumps({**cfg, "width": 16}))
+    with pytest.raises(TrainError, match="differs from run A in width"):
+        ship(a, b, tmp_path / "x", final=other)
+    with pytest.raises(TrainError, match="needs both cross-validation runs"):
+        ship(a, None, tmp_path / "x", final=final)
+    assert not (tmp_path / "x").exists()

@@ -149,6 +149,16 @@ def test_train_segment_is_a_train_subcommand(data_dir, tmp_path, capsys):
     assert "held-out fold 1" in capsys.readouterr().out
     assert main(["train", "segment", "--data", str(data_dir / "kvasir-seg"), "--out", str(out)]) != 0
     assert "already holds a run" in capsys.readouterr().err
+    every = tmp_path / "every"
+    assert main(["train", "segment", "--data", str(data_dir / "kvasir-seg"), "--out", str(every), "--fold", "all",
+                 "--limit", "3", "--epochs", "1", "--image-size", "64", "--width", "8", "--batch-size", "4",
+                 "--no-progress"]) == 0
+    assert "every fold, nothing held out" in capsys.readouterr().out
+    ckpt = load_checkpoint(every, SEGMENT)
+    assert ckpt["config"]["fold"] is None and len(ckpt["train_images"]) == 6 and ckpt["val_images"] == []
+    assert main(["train", "segment", "--arch", "cascade", "--data", str(data_dir / "kvasir-seg"), "--out",
+                 str(tmp_path / "c"), "--fold", "all"]) != 0
+    assert "--fold all trains the real-time segmenters" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", ["unet", "lraspp"])

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from ..errors import TrainError
-from ..options import RAW, add_export_flags, add_export_target, apply_flags, print_export, read_config_file
+from ..options import (ALL_FOLDS, RAW, add_export_flags, add_export_target, apply_flags, fold_arg, print_export,
+                       read_config_file)
 
 SEGMENT_EPILOG = """\
 A real-time polyp segmenter trained from random weights on Kvasir-SEG (HyperKvasir's 1,000
@@ -40,7 +41,9 @@ def add_segment_parser(train_sub) -> argparse.ArgumentParser:
                              epilog=SEGMENT_EPILOG, formatter_class=RAW)
     c.add_argument("--data", type=Path, help="the kvasir-seg folder (images/, masks/)")
     c.add_argument("--out", type=Path, help="run folder to write")
-    c.add_argument("--fold", type=int, help=f"held-out split-index (default {d.fold}: train on fold 0)")
+    c.add_argument("--fold", type=fold_arg, help=f"held-out split-index (default {d.fold}: train on fold 0), or "
+                   "'all': train on every image of every fold, nothing held out or validated (the final model; "
+                   "its figures come from the cross-validation runs: python -m train.seg.ship --final)")
     c.add_argument("--arch", choices=ALL_ARCHS, help=f"default {d.arch}; cascade: the paper's Cascade Mask "
                    "R-CNN second pass (MMDetection, the seg extra)")
     c.add_argument("--width", type=int, help=f"unet: channels of the first level (default {d.width})")
@@ -96,6 +99,8 @@ def segment_config_from_args(args: argparse.Namespace):
         # a resumed run keeps its own settings unless a flag changes them
         values.update(json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8")))
     apply_flags(values, args, fields)
+    if values.get("fold") == ALL_FOLDS:
+        values["fold"] = None
     missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
     if missing:
         raise TrainError(f"train segment needs {', '.join(missing)}")
@@ -115,6 +120,9 @@ def run_segment(args: argparse.Namespace) -> int:
     if _is_cascade(args):
         from .cascade import run_cli
 
+        if args.fold == ALL_FOLDS:
+            raise TrainError("--fold all trains the real-time segmenters (unet, lraspp), not --arch cascade")
+
         return run_cli(args)
     given = [f"--{n}" for n in ("weights", "gpus", "workers") if getattr(args, n) is not None]
     given += ["--shrink"] if args.shrink else []
@@ -128,9 +136,14 @@ def run_segment(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         last = summary["last"] or {}
-        print(f"run folder: {summary['run']} ({summary['arch']}, {summary['image_size']} px, held-out fold "
-              f"{summary['fold']}, random initialisation): {summary['epochs']} epochs, validation Dice "
-              f"{last.get('val_dice', float('nan')):.4f} (best {summary['best_val_dice']:.4f})")
+        if summary["fold"] is None:
+            print(f"run folder: {summary['run']} ({summary['arch']}, {summary['image_size']} px, every fold, "
+                  f"nothing held out, random initialisation): {summary['epochs']} epochs, loss "
+                  f"{last.get('train_loss', float('nan')):.4f}")
+        else:
+            print(f"run folder: {summary['run']} ({summary['arch']}, {summary['image_size']} px, held-out fold "
+                  f"{summary['fold']}, random initialisation): {summary['epochs']} epochs, validation Dice "
+                  f"{last.get('val_dice', float('nan')):.4f} (best {summary['best_val_dice']:.4f})")
     return 0
 
 

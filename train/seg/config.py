@@ -17,7 +17,7 @@ ALL_ARCHS = (*ARCHS, "cascade")
 class SegTrainConfig:
     data: str
     out: str
-    fold: int = 1
+    fold: int | None = 1  # None (--fold all): train on every fold, hold nothing out, validate nothing
     arch: str = "unet"
     width: int = 16
     image_size: int = 160

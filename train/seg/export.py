@@ -79,20 +79,22 @@ def _fit_presence(model: torch.nn.Module, ckpt: dict[str, Any], size: tuple[int,
     log.info("presence rule fitted on the training fold (%d images): peak >= %.2f and area >= %.3f "
              "(sensitivity %.3f, specificity %.3f there)", len(train), fitted["min_peak"], fitted["min_area"],
              fitted["sensitivity"], fitted["specificity"])
-    return {**fitted, "fitted_on": f"training fold (all but split-index {cfg['fold']}): {len(train)} images"}
+    where = "every fold (nothing held out)" if cfg["fold"] is None else f"training fold (all but split-index {cfg['fold']})"
+    return {**fitted, "fitted_on": f"{where}: {len(train)} images"}
 
 
 def _real_inputs(cfg: dict[str, Any], size: tuple[int, int], limit: int) -> tuple[np.ndarray, str]:
     try:
         samples = [s for s in load_kvasir_seg(cfg["data"], split_csv=cfg.get("split_csv"),
-                                              mapping_csv=cfg.get("mapping_csv")) if s.fold == cfg["fold"]]
+                                              mapping_csv=cfg.get("mapping_csv")) if cfg["fold"] in (None, s.fold)]
     except TrainError as err:
         log.warning("no real images for the parity check (%s)", err)
         return np.zeros((0, *size, 3), np.uint8), "none"
     step = max(1, len(samples) // max(1, limit))
     inset = SCOPE_GUIDE_INSET if cfg.get("inset") else None
     batch = [load_pair(s, size, inset)[0] for s in samples[::step][:limit]]
-    return (np.stack(batch) if batch else np.zeros((0, *size, 3), np.uint8)), f"held-out fold {cfg['fold']} of {cfg['data']}"
+    where = "training images (every fold; the run held none out)" if cfg["fold"] is None else f"held-out fold {cfg['fold']}"
+    return (np.stack(batch) if batch else np.zeros((0, *size, 3), np.uint8)), f"{where} of {cfg['data']}"
 
 
 def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None = None, checkpoint: str = "best",
@@ -138,7 +140,7 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
         inset = tuple(ckpt["inset"]) if ckpt.get("inset") else None
         bundle = write_bundle(
             out, name=name or f"polyp-{cfg['arch']}{cfg.get('width', '') if cfg['arch'] == 'unet' else ''}-"
-                              f"{s}-kvasir-seg-heldout{cfg['fold']}",
+                              f"{s}-kvasir-seg-{'allfolds' if cfg['fold'] is None else 'heldout' + str(cfg['fold'])}",
             task="segment", labels=["polyp"], input_size=size, files=checked.files, formats=checked.formats,
             outputs={"mask": OUTPUT}, trained=True, inset=inset,
             extra={"presence": {"min_peak": rule["min_peak"], "min_area": rule["min_area"]}} if rule else None,
@@ -146,7 +148,8 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
                 "arch": cfg["arch"], "width": cfg.get("width"), "role": "fast",
                 "data": "Kvasir-SEG" + (" + polyp-free HyperKvasir images as empty masks" if cfg.get("negatives") else ""),
                 "data_dir": cfg["data"], "negatives": cfg.get("negatives"), "split": "HyperKvasir official 2-fold (via kvasirseg_to_hyperkvasir_uuid_by_bbox.csv)",
-                "heldout_fold": cfg["fold"], "trained_on_folds": "all but " + str(cfg["fold"]),
+                "heldout_fold": cfg["fold"],
+                "trained_on_folds": "every fold" if cfg["fold"] is None else "all but " + str(cfg["fold"]),
                 "epochs": ckpt["epoch"], "epochs_planned": cfg["epochs"], "weights": "random initialisation",
                 "weights_exported": f"EMA (decay {cfg['ema']}) of epoch {ckpt['epoch']} ({checkpoint})",
                 "optimizer": {k: cfg[k] for k in ("lr", "weight_decay", "batch_size", "warmup_epochs")},
@@ -155,9 +158,9 @@ def export_segmenter(run_dir: str | Path, out: str | Path, *, name: str | None =
                 "run": str(run.resolve()),
             },
             metrics={
-                "heldout_model_size": {"fold": cfg["fold"], "dice": epoch_row.get("val_dice"),
-                                       "iou": epoch_row.get("val_iou"), "epoch": ckpt["epoch"],
-                                       "note": "per image at the model's size, threshold 0.5, averaged"},
+                "heldout_model_size": None if cfg["fold"] is None else {
+                    "fold": cfg["fold"], "dice": epoch_row.get("val_dice"), "iou": epoch_row.get("val_iou"),
+                    "epoch": ckpt["epoch"], "note": "per image at the model's size, threshold 0.5, averaged"},
                 "best_heldout_dice": best_row.get("val_dice"),
                 **({"presence_fit": rule} if rule else {}),
                 "parity": parity, "cpu_latency_ms": latency, "parameters": n_params,

@@ -12,8 +12,12 @@ fold (held out: the other) and run B trained the other way round. Shipping:
    epochs and wall time (``log.csv``: train_s + val_s), the per-fold Jaccard, Dice, recall,
    precision and FPS with the 2-fold mean, and the commands that reproduce it.
 
-Only run A is shipped; run B exists for the cross-validation figure. Runs that have not reached
-their planned epochs are refused unless ``--allow-unfinished``.
+Only run A is shipped; run B exists for the cross-validation figure. With ``--final RUN`` (a
+``train segment --fold all`` run of the same model: arch, width, input size, negatives, inset) that
+run is exported and shipped instead: trained on every image of both folds, it has no held-out
+figures of its own, and the manifest's figures are the two cross-validation runs' (which it says:
+``training.heldout_fold: null``, ``trained_on_folds: [0, 1]``, ``figures_from``). Runs that have
+not reached their planned epochs are refused unless ``--allow-unfinished``.
 """
 
 from __future__ import annotations
@@ -83,8 +87,9 @@ class ShipReport:
         head = f"{'held-out fold':<14} {'model':<16} {'images':>6} {'Jaccard':>8} {'Dice':>8} {'recall':>8} " \
                f"{'precision':>9} {'FPS':>7}"
         rows = [head]
-        for f in self.folds:
-            rows.append(f"{f['heldout_fold']:<14} {('shipped (A)' if f['shipped'] else 'run B'):<16} "
+        for i, f in enumerate(self.folds):
+            tag = ("shipped (A)" if f["shipped"] else "run A") if i == 0 else "run B"
+            rows.append(f"{f['heldout_fold']:<14} {tag:<16} "
                         f"{f['images']:>6} {f['jaccard']:>8.3f} {f['dice']:>8.3f} {f['recall']:>8.3f} "
                         f"{f['precision']:>9.3f} {f['fps']:>7.1f}")
         m = self.mean
@@ -119,7 +124,8 @@ def train_command(run: Run) -> str:
     from .config import SegTrainConfig
 
     cfg, defaults = run.config, SegTrainConfig(data="", out="").to_dict()
-    argv = ["endoview", "train", "segment", "--data", str(cfg["data"]), "--fold", str(cfg["fold"]),
+    argv = ["endoview", "train", "segment", "--data", str(cfg["data"]),
+            "--fold", "all" if cfg["fold"] is None else str(cfg["fold"]),
             "--out", str(run.path)]
     always = ("arch", "width", "image_size", "epochs", "seed")
     for key, value in cfg.items():
@@ -170,6 +176,30 @@ def _check_runs(a: Run, b: Run | None, allow_unfinished: bool) -> list[str]:
     return warnings
 
 
+def _check_final(final: Run, a: Run, allow_unfinished: bool) -> list[str]:
+    """TrainError unless ``final`` is a ``--fold all`` run of run A's model; warnings to record."""
+    if final.config.get("fold") is not None:
+        raise TrainError(f"--final {final.path} holds out fold {final.config['fold']}; the final model is a "
+                         "'train segment --fold all' run")
+    recipe = ("arch", "width", "image_size", "negatives", "inset", "split_csv", "mapping_csv")
+    differ = [k for k in recipe if final.config.get(k) != a.config.get(k)]
+    if differ:
+        raise TrainError("--final differs from run A in " + ", ".join(
+            f"{k} ({final.config.get(k)} vs {a.config.get(k)})" for k in differ)
+            + "; the cross-validation figures would not describe it")
+    warnings = []
+    if not final.finished:
+        msg = f"the final run ({final.path}) has trained {final.epochs_done} of {final.config['epochs']} epochs"
+        if not allow_unfinished:
+            raise TrainError(msg + "; wait for it to finish or pass --allow-unfinished")
+        warnings.append(msg)
+    if final.config.get("epochs") != a.config.get("epochs"):
+        warnings.append(f"the final run trained {final.config.get('epochs')} epochs over both folds, the "
+                        f"cross-validation runs {a.config.get('epochs')} over one fold (about "
+                        f"{2 * final.config.get('epochs') / a.config.get('epochs'):.2f} times their steps)")
+    return warnings
+
+
 def _fold_figures(m: dict[str, Any], run: Run, report, *, shipped: bool) -> dict[str, Any]:
     ckpt_epoch = report.bundle.manifest.get("training", {}).get("epochs")
     return {
@@ -184,11 +214,20 @@ def _fold_figures(m: dict[str, Any], run: Run, report, *, shipped: bool) -> dict
 
 def _run_summary(run: Run, *, shipped: bool) -> dict[str, Any]:
     return {
-        "role": "shipped (this bundle)" if shipped else "cross-validation partner (not shipped)",
+        "role": "shipped (this bundle)" if shipped else "cross-validation run (not shipped)",
         "run": str(run.path), "trained_on_fold": 1 - run.heldout, "heldout_fold": run.heldout,
         "initialisation": INITIALISATION, "seed": run.config.get("seed"), "epochs": run.epochs_done,
         "epochs_planned": int(run.config["epochs"]), "wall_time_s": run.wall_time_s,
         "wall_time_source": "log.csv: sum of train_s + val_s over the epochs", "command": train_command(run),
+    }
+
+
+def _final_summary(run: Run) -> dict[str, Any]:
+    return {
+        "role": "shipped (this bundle), trained on every fold", "run": str(run.path), "trained_on_folds": [0, 1],
+        "heldout_fold": None, "initialisation": INITIALISATION, "seed": run.config.get("seed"),
+        "epochs": run.epochs_done, "epochs_planned": int(run.config["epochs"]), "wall_time_s": run.wall_time_s,
+        "wall_time_source": "log.csv: sum of train_s over the epochs", "command": train_command(run),
     }
 
 
@@ -238,14 +277,20 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
          data: str | os.PathLike[str] | None = None, split_csv=None, mapping_csv=None, name: str | None = None,
          checkpoint: str = "best", torchscript: bool = False, limit: int | None = None,
          threads: int | None = None, latency_runs: int = 50, allow_unfinished: bool = False,
-         force: bool = False, progress: bool = False) -> ShipReport:
-    """Export and evaluate both runs, write run A's bundle to ``out`` with the 2-fold figures."""
+         force: bool = False, progress: bool = False, final: str | os.PathLike[str] | None = None) -> ShipReport:
+    """Export and evaluate both runs, write run A's bundle (or the ``final`` run's) to ``out`` with
+    the 2-fold figures."""
     from .data import load_kvasir_seg
     from .export import export_segmenter
 
     target = check_bundle_target(out, force=force)
     a, b = read_run(run_a), (read_run(run_b) if run_b is not None else None)
     warnings = _check_runs(a, b, allow_unfinished)
+    fin = read_run(final) if final is not None else None
+    if fin is not None:
+        if b is None:
+            raise TrainError("--final needs both cross-validation runs (RUN_A and RUN_B): they give its figures")
+        warnings += _check_final(fin, a, allow_unfinished)
     for w in warnings:
         log.warning("%s", w)
     kvasir = Path(data if data is not None else a.config["data"]).expanduser()
@@ -271,6 +316,12 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
                 row["image_level"] = _image_level(rep.bundle.path, samples, run, kvasir, split_csv,
                                                   limit=limit, threads=threads)
             folds.append(row)
+        if fin is not None:
+            log.info("exporting the final run %s (every fold)", fin.path)
+            reports["final"] = export_segmenter(fin.path, Path(tmp) / "final", torchscript=torchscript, **options)
+            for f in folds:
+                f["shipped"] = False
+            folds.sort(key=lambda f: -f["heldout_fold"])  # run A (held-out fold 1) first
         folds.sort(key=lambda f: not f["shipped"])
         mean = {k: sum(f[k] for f in folds) / len(folds) for k in (*METRICS, *SPEED)} if len(folds) == 2 else None
         command = ship_command(a.path, b.path if b else None, target.resolve(), data=data and Path(data).resolve(),
@@ -279,8 +330,9 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
                                name=name, checkpoint=None if checkpoint == "best" else checkpoint,
                                torchscript=torchscript, limit=limit, threads=threads,
                                latency_runs=None if latency_runs == 50 else latency_runs,
-                               allow_unfinished=allow_unfinished, force=True)
-        src = reports["A"].bundle
+                               allow_unfinished=allow_unfinished, force=True,
+                               final=fin.path if fin is not None else None)
+        src = reports["final" if fin is not None else "A"].bundle
         training = dict(src.manifest.get("training", {}))
         training.update(
             initialisation=INITIALISATION, trained_on_fold=1 - a.heldout, heldout_fold=a.heldout,
@@ -293,6 +345,15 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
             runs=[_run_summary(a, shipped=True)] + ([_run_summary(b, shipped=False)] if b else []),
             reproduce={"train": [train_command(a)] + ([train_command(b)] if b else []), "ship": command},
         )
+        if fin is not None:
+            training.update(
+                trained_on_fold=None, heldout_fold=None, trained_on_folds=[0, 1], epochs_trained=fin.epochs_done,
+                wall_time_s=fin.wall_time_s,
+                runs=[_final_summary(fin), _run_summary(a, shipped=False), _run_summary(b, shipped=False)],
+                reproduce={"train": [train_command(fin), train_command(a), train_command(b)], "ship": command},
+                figures_from=("2-fold cross-validation of the same model: run A (trained on fold 0, held-out fold 1) "
+                              "and run B (trained on fold 1, held-out fold 0); the shipped model itself trained on "
+                              "every image of both folds and has no held-out figures"))
         if warnings:
             training["ship_warnings"] = warnings
         metrics = dict(src.manifest.get("metrics", {}))
@@ -307,16 +368,23 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
             "folds": folds, "mean": mean,
             **({"limited_to_images_per_fold": limit} if limit else {}),
         }
+        if fin is not None:
+            figures = (f"Trained on every image of both folds: no held-out figures of its own; cross-validation "
+                       f"of the same model (two runs, each on its held-out fold): Dice {mean['dice']:.3f}, Jaccard "
+                       f"{mean['jaccard']:.3f} (run A {folds[0]['dice']:.3f}, run B {folds[1]['dice']:.3f})")
+        else:
+            figures = (f"Trained on fold {1 - a.heldout}. Held-out Dice {folds[0]['dice']:.3f}, Jaccard "
+                       f"{folds[0]['jaccard']:.3f}"
+                       + (f"; 2-fold mean Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}" if mean else
+                          "; no cross-validation partner"))
         notes = (f"Real-time polyp segmenter ({training.get('arch')}, {src.input_size[0]} px) {INITIALISATION}, "
-                 f"trained on fold {1 - a.heldout} of Kvasir-SEG ({len(samples):,} images, official HyperKvasir 2-fold "
-                 f"split{', with polyp-free images as empty masks' if a.config.get('negatives') else ''}). Held-out Dice {folds[0]['dice']:.3f}, Jaccard "
-                 f"{folds[0]['jaccard']:.3f}"
-                 + (f"; 2-fold mean Dice {mean['dice']:.3f}, Jaccard {mean['jaccard']:.3f}" if mean else
-                    "; no cross-validation partner")
+                 f"Kvasir-SEG ({len(samples):,} images, official HyperKvasir 2-fold split"
+                 f"{', with polyp-free images as empty masks' if a.config.get('negatives') else ''}). {figures}"
                  + (f" (first {limit} images of each fold only)" if limit else "")
                  + ". Research use only, not a diagnostic device.")
         prefixes = {data_root([str(kvasir), *(a.config.get("negatives") or [])]): DATA_ROOT_VAR,
                     str(a.path.parent): "runs", str((b or a).path.parent): "runs",
+                    **({str(fin.path.parent): "runs"} if fin is not None else {}),
                     str(REPO): "."}
         bundle = rebundle(src, target, name=name, training=json_safe(portable(training, prefixes)),
                           metrics=json_safe(portable(metrics, prefixes)), notes=notes, force=force)
@@ -352,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of each fold (quick checks)")
     p.add_argument("--threads", type=int, help="CPU threads for export checks and evaluation")
     p.add_argument("--latency-runs", type=int, default=50, help="timed runs for the export's latency (default 50)")
+    p.add_argument("--final", type=Path, metavar="RUN", help="ship this 'train segment --fold all' run of run A's "
+                   "model instead of run A (trained on every image; the figures stay the two runs' cross-validation)")
     p.add_argument("--allow-unfinished", action="store_true", help="ship runs that stopped before their planned epochs")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--json", action="store_true", help="print the per-fold figures and the mean as JSON")
@@ -368,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                       mapping_csv=args.mapping_csv, name=args.name, checkpoint=args.checkpoint,
                       torchscript=args.torchscript, limit=args.limit, threads=args.threads,
                       latency_runs=args.latency_runs, allow_unfinished=args.allow_unfinished, force=args.force,
+                      final=args.final,
                       progress=not args.json and sys.stderr.isatty())
     except EndoviewError as exc:
         print(f"endoview: error: {exc}", file=sys.stderr)

@@ -133,8 +133,13 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True) -> torch.nn
 # training
 
 
-def _split(samples: list[SegSample], fold: int, limit: int) -> tuple[list[SegSample], list[SegSample]]:
+def _split(samples: list[SegSample], fold: int | None, limit: int) -> tuple[list[SegSample], list[SegSample]]:
+    """(training, held-out) samples of ``fold``; ``fold`` None: every sample trains (``limit`` per fold)."""
     folds = sorted({s.fold for s in samples})
+    if fold is None:
+        if not limit:
+            return list(samples), []
+        return [s for k in folds for s in [s for s in samples if s.fold == k][:limit]], []
     if fold not in folds:
         raise TrainError(f"--fold {fold}: the split has folds {folds}")
     train = [s for s in samples if s.fold != fold]
@@ -191,10 +196,12 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else out / "data-cache"
     t0 = time.perf_counter()
     train_a = load_arrays(train_s, size, cache_dir=cache, progress=cfg.progress, inset=inset)
-    val_a = load_arrays(val_s, size, cache_dir=cache, progress=cfg.progress, inset=inset)
-    log.info("Kvasir-SEG %s: folds %s; %d polyp-free images (folds %s); training on %d images, validating "
-             "on fold %d (%d images) at %dx%d, scope-guide inset %s; decoded in %.1f s", cfg.data,
-             fold_counts(samples), len(negatives), fold_counts(negatives), len(train_s), cfg.fold, len(val_s),
+    val_a = load_arrays(val_s, size, cache_dir=cache, progress=cfg.progress, inset=inset) if val_s else None
+    log.info("Kvasir-SEG %s: folds %s; %d polyp-free images (folds %s); training on %d images, %s at %dx%d, "
+             "scope-guide inset %s; decoded in %.1f s", cfg.data, fold_counts(samples), len(negatives),
+             fold_counts(negatives), len(train_s),
+             "every fold, nothing held out or validated" if cfg.fold is None
+             else f"validating on fold {cfg.fold} ({len(val_s)} images)",
              *size, "blacked out" if inset else "kept", time.perf_counter() - t0)
 
     torch.manual_seed(cfg.seed)
@@ -254,7 +261,7 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
             bar.set_postfix(loss=f"{total / (i + 1):.4f}", lr=f"{lr:.2e}")
         bar.close()
         train_s_ = time.perf_counter() - t_epoch
-        validated = (epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs
+        validated = val_a is not None and ((epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs)
         metrics = validate(ema, val_a) if validated else {"val_dice": float("nan"), "val_iou": float("nan")}
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / steps, **metrics,
                "train_s": round(train_s_, 1), "val_s": round(time.perf_counter() - t_epoch - train_s_, 1)}
@@ -271,8 +278,8 @@ def _train(cfg: SegTrainConfig, out: Path, ckpt: dict[str, Any] | None, stop_aft
             shutil.copyfile(out / LAST, out / BEST)
         write_csv(out / "log.csv", history)
         if not validated:
-            log.info("epoch %d/%d: loss %.4f, lr %.2e, %.0f s (validated every %d epochs)", epoch + 1, cfg.epochs,
-                     row["train_loss"], lr, row["train_s"], cfg.val_every)
+            log.info("epoch %d/%d: loss %.4f, lr %.2e, %.0f s (%s)", epoch + 1, cfg.epochs, row["train_loss"], lr,
+                     row["train_s"], "nothing held out" if val_a is None else f"validated every {cfg.val_every} epochs")
         else:
             log.info("epoch %d/%d: loss %.4f, val Dice %.4f, IoU %.4f (best %.4f)%s, lr %.2e, %.0f s + %.0f s",
                      epoch + 1, cfg.epochs, row["train_loss"], metrics["val_dice"], metrics["val_iou"], best,
