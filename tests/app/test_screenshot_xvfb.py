@@ -40,13 +40,14 @@ def xvfb_display():
 
 
 def heldout_images(data_dir: Path, n: int) -> list[Path]:
-    """The first ``n`` Kvasir-SEG images the default segmenter was not trained on (its held-out
-    fold, 1; the classifier's too, unless it is the final one trained on every fold)."""
+    """The first ``n`` Kvasir-SEG images of the default segmenter's held-out fold (fold 1 where it
+    trained on every fold: then it has seen them)."""
     from engine.bundle import load_bundle
     from engine.config import load_config
     from train.seg.data import load_kvasir_seg  # torch-free
 
     fold = load_bundle(load_config().segmenter).manifest["training"]["heldout_fold"]
+    fold = 1 if fold is None else fold
     return [s.image for s in load_kvasir_seg(data_dir / "kvasir-seg") if s.fold == fold][:n]
 
 

@@ -145,13 +145,8 @@ def train_command(run: Run) -> str:
 
 def _check_runs(a: Run, b: Run | None, allow_unfinished: bool) -> list[str]:
     if b is None:
-        warnings = ["no cross-validation partner: only the shipped run's held-out fold is evaluated"]
-        if not a.finished:
-            msg = f"run A ({a.path}) has trained {a.epochs_done} of {a.config['epochs']} epochs"
-            if not allow_unfinished:
-                raise TrainError(msg + "; wait for it to finish or pass --allow-unfinished")
-            warnings.append(msg)
-        return warnings
+        return (["no cross-validation partner: only the shipped run's held-out fold is evaluated"]
+                + _unfinished("run A", a, allow_unfinished))
     if a.heldout == b.heldout:
         raise TrainError(f"both runs hold out fold {a.heldout}; run B must hold out the fold run A trained on")
     if {a.heldout, b.heldout} != {0, 1}:
@@ -166,14 +161,20 @@ def _check_runs(a: Run, b: Run | None, allow_unfinished: bool) -> list[str]:
         warnings.append(f"run B trained {b.config.get('epochs')} epochs, run A {a.config.get('epochs')}: the "
                         "2-fold mean mixes two training lengths")
     for tag, r in (("A", a), ("B", b)):
-        if not r.finished:
-            msg = f"run {tag} ({r.path}) has trained {r.epochs_done} of {r.config['epochs']} epochs"
-            if not allow_unfinished:
-                raise TrainError(msg + "; wait for it to finish or pass --allow-unfinished")
-            warnings.append(msg)
+        warnings += _unfinished(f"run {tag}", r, allow_unfinished)
     if a.config.get("seed") != b.config.get("seed"):
         warnings.append(f"the runs have different seeds ({a.config.get('seed')} vs {b.config.get('seed')})")
     return warnings
+
+
+def _unfinished(what: str, run: Run, allow_unfinished: bool) -> list[str]:
+    """[] for a run that reached its planned epochs; else TrainError, or with ``allow_unfinished`` the warning."""
+    if run.finished:
+        return []
+    msg = f"{what} ({run.path}) has trained {run.epochs_done} of {run.config['epochs']} epochs"
+    if not allow_unfinished:
+        raise TrainError(msg + "; wait for it to finish or pass --allow-unfinished")
+    return [msg]
 
 
 def _check_final(final: Run, a: Run, allow_unfinished: bool) -> list[str]:
@@ -187,12 +188,7 @@ def _check_final(final: Run, a: Run, allow_unfinished: bool) -> list[str]:
         raise TrainError("--final differs from run A in " + ", ".join(
             f"{k} ({final.config.get(k)} vs {a.config.get(k)})" for k in differ)
             + "; the cross-validation figures would not describe it")
-    warnings = []
-    if not final.finished:
-        msg = f"the final run ({final.path}) has trained {final.epochs_done} of {final.config['epochs']} epochs"
-        if not allow_unfinished:
-            raise TrainError(msg + "; wait for it to finish or pass --allow-unfinished")
-        warnings.append(msg)
+    warnings = _unfinished("the final run", final, allow_unfinished)
     if final.config.get("epochs") != a.config.get("epochs"):
         warnings.append(f"the final run trained {final.config.get('epochs')} epochs over both folds, the "
                         f"cross-validation runs {a.config.get('epochs')} over one fold (about "
