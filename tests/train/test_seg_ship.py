@@ -119,18 +119,21 @@ def test_module_runs_as_a_script():
     assert r.returncode == 0 and "2-fold" in r.stdout
 
 
-def test_the_default_bundle_finds_polyps_on_its_held_out_fold(data_dir):
-    """the default segmenter (what the ship step writes) on 30 images it was not trained on."""
+def test_the_default_bundle_finds_polyps(data_dir):
+    """the default segmenter (what the ship step writes) on 30 images of its held-out fold, or of
+    fold 1 where it trained on every fold (then its training images; its cross-validation runs'
+    held-out figures are in its manifest)."""
     from engine.config import load_config
     from train.seg.evaluate import evaluate_bundle, find_pairs, fold_names
 
     bundle = load_bundle(load_config().segmenter)
     fold = bundle.manifest["training"]["heldout_fold"]
+    fold = 1 if fold is None else fold
     images = data_dir / "kvasir-seg" / "images"
     pairs = find_pairs(images, images.parent / "masks", fold_names(images, fold))[:30]
     m = evaluate_bundle(bundle.path, pairs, threads=2)
-    # a floor that says "it finds polyps" (a blank or random mask scores near 0); the shipped model's
-    # Dice over the whole held-out fold is in its manifest (0.676)
+    # a floor that says "it finds polyps" (a blank or random mask scores near 0); the held-out Dice
+    # of its recipe is in its manifest (kvasir_seg_2fold)
     assert m["images"] == 30 and m["dice"] > 0.5 and m["recall"] > 0.5, m
 
 
