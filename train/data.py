@@ -44,6 +44,7 @@ import numpy as np
 
 from engine.analysis.content_area import detect_content_area
 from engine.analysis.crop import blank_inset, model_input
+from engine.types import POLYP_CLASSES
 
 from .errors import DataError
 from .images import cached_arrays, progress_range, read_bgr
@@ -112,13 +113,9 @@ class Sample:
 # folders
 
 
-#: classes whose images may show a polyp: an image of one has a known polyp mask only where
-#: Kvasir-SEG gives it; every other class's images are polyp-free (an empty mask)
-POLYP_CLASSES = ("polyp", "dyed-lifted-polyps", "dyed-resection-margins")
-
-
 def mask_known(sample: Sample) -> bool:
-    """Whether ``sample``'s polyp mask is known: Kvasir-SEG's, or empty in a polyp-free class."""
+    """Whether ``sample``'s polyp mask is known: Kvasir-SEG's, or empty in a class that holds no
+    polyp (an image of one of ``engine.types.POLYP_CLASSES`` has a mask only where Kvasir-SEG gives it)."""
     return sample.mask is not None or sample.label not in POLYP_CLASSES
 
 

@@ -46,6 +46,7 @@ SPEED = ("fps", "fps_pipeline")
 INITIALISATION = "trained from random initialisation (no pretrained weights)"
 SPLIT = ("official HyperKvasir 2-fold split (2_fold_split.csv, Kvasir-SEG names mapped through "
          "kvasirseg_to_hyperkvasir_uuid_by_bbox.csv)")
+SHIPPED, CV_RUN = "shipped (this bundle)", "cross-validation run (not shipped)"
 #: config fields that never change what a run computes (left out of the reproducing command)
 NOT_RECIPE = {"data", "out", "fold", "threads", "cache_dir", "progress", "split_csv", "mapping_csv", "val_every"}
 
@@ -208,22 +209,16 @@ def _fold_figures(m: dict[str, Any], run: Run, report, *, shipped: bool) -> dict
     }
 
 
-def _run_summary(run: Run, *, shipped: bool) -> dict[str, Any]:
+def _run_summary(run: Run, role: str) -> dict[str, Any]:
+    """A run's row of the manifest's ``training.runs`` (a ``--fold all`` run: trained on both folds)."""
+    every = run.config.get("fold") is None
+    folds = {"trained_on_folds": [0, 1], "heldout_fold": None} if every else \
+        {"trained_on_fold": 1 - run.heldout, "heldout_fold": run.heldout}
     return {
-        "role": "shipped (this bundle)" if shipped else "cross-validation run (not shipped)",
-        "run": str(run.path), "trained_on_fold": 1 - run.heldout, "heldout_fold": run.heldout,
+        "role": role, "run": str(run.path), **folds,
         "initialisation": INITIALISATION, "seed": run.config.get("seed"), "epochs": run.epochs_done,
         "epochs_planned": int(run.config["epochs"]), "wall_time_s": run.wall_time_s,
         "wall_time_source": "log.csv: sum of train_s + val_s over the epochs", "command": train_command(run),
-    }
-
-
-def _final_summary(run: Run) -> dict[str, Any]:
-    return {
-        "role": "shipped (this bundle), trained on every fold", "run": str(run.path), "trained_on_folds": [0, 1],
-        "heldout_fold": None, "initialisation": INITIALISATION, "seed": run.config.get("seed"),
-        "epochs": run.epochs_done, "epochs_planned": int(run.config["epochs"]), "wall_time_s": run.wall_time_s,
-        "wall_time_source": "log.csv: sum of train_s over the epochs", "command": train_command(run),
     }
 
 
@@ -338,14 +333,14 @@ def ship(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str] | None, ou
                      "negatives": a.config.get("negatives"),
                      "images": len(samples), "images_per_fold": {str(k): n for k, n in per_fold.items()},
                      "split": SPLIT},
-            runs=[_run_summary(a, shipped=True)] + ([_run_summary(b, shipped=False)] if b else []),
+            runs=[_run_summary(a, SHIPPED)] + ([_run_summary(b, CV_RUN)] if b else []),
             reproduce={"train": [train_command(a)] + ([train_command(b)] if b else []), "ship": command},
         )
         if fin is not None:
             training.update(
                 trained_on_fold=None, heldout_fold=None, trained_on_folds=[0, 1], epochs_trained=fin.epochs_done,
                 wall_time_s=fin.wall_time_s,
-                runs=[_final_summary(fin), _run_summary(a, shipped=False), _run_summary(b, shipped=False)],
+                runs=[_run_summary(fin, SHIPPED + ", trained on every fold"), _run_summary(a, CV_RUN), _run_summary(b, CV_RUN)],
                 reproduce={"train": [train_command(fin), train_command(a), train_command(b)], "ship": command},
                 figures_from=("2-fold cross-validation of the same model: run A (trained on fold 0, held-out fold 1) "
                               "and run B (trained on fold 1, held-out fold 0); the shipped model itself trained on "

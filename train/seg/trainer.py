@@ -136,10 +136,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True) -> torch.nn
 def _split(samples: list[SegSample], fold: int | None, limit: int) -> tuple[list[SegSample], list[SegSample]]:
     """(training, held-out) samples of ``fold``; ``fold`` None: every sample trains (``limit`` per fold)."""
     folds = sorted({s.fold for s in samples})
-    if fold is None:
-        if not limit:
-            return list(samples), []
-        return [s for k in folds for s in [s for s in samples if s.fold == k][:limit]], []
+    if fold is None:  # every sample, in the loaded order (the order the shipped final run trained in)
+        return ([x for k in folds for x in [y for y in samples if y.fold == k][:limit]] if limit else list(samples)), []
     if fold not in folds:
         raise TrainError(f"--fold {fold}: the split has folds {folds}")
     train = [s for s in samples if s.fold != fold]
