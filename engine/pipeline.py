@@ -101,7 +101,8 @@ class Analyzer:
         self.triggers = triggers  # FrameResult -> bool: ask the second pass to look at this frame
         self.untrained = any(m is not None and not m.bundle.trained for m in (classifier, segmenter))
         self._input_sizes = [m.input_size for m in (classifier, segmenter) if m is not None]
-        self.verdict = Verdict(classifier.operating_point if classifier is not None else DEFAULT_OPERATING_POINT)
+        self.verdict = Verdict(classifier.operating_point if classifier is not None else DEFAULT_OPERATING_POINT,
+                               getattr(segmenter, "score", None) if classifier is not None else None)
         if procedure is None or procedure is True:
             procedure = ProcedureStage(tracking=classifier is not None or segmenter is not None,
                                        threshold=getattr(segmenter, "threshold", 0.5))
@@ -168,7 +169,8 @@ class Analyzer:
         prediction = started.prediction
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
                              untrained=self.untrained, fps=self._meter.tick(),
-                             polyp=self.verdict(prediction, segmentation), models=self.models)
+                             polyp=self.verdict(prediction, segmentation), models=self.models,
+                             polyp_score=self.verdict.score_of(prediction, segmentation))
         if self.procedure is not None:
             self.procedure(result, inputs)  # the quality check starts from the inputs' shrunk field
         if self.second_pass is not None:

@@ -255,14 +255,17 @@ class FrameResult:
     polyps: int | None = None
     #: the models that made this result: ``{"name", "task", "version"}`` each (shared, do not change)
     models: tuple = ()
+    #: the verdict's score where the segmenter's score rule weighs both models (0.5 decides, the mask
+    #: must also be non-empty: engine.analysis.verdict.ScoreRule); None without such a rule
+    polyp_score: float | None = None
 
     @property
     def top(self) -> tuple[str, float] | None:
         """The frame's class and its confidence, as the verdict has it (None without a model).
 
         A positive verdict: "polyp" (with the classifier's confidence when there is one, else the
-        segmenter's; where the segmenter's "sure" rule holds, the larger of the two, so a polyp the
-        classifier missed does not read "polyp 10%"). Otherwise the classifier's best class that is not polyp-related, or "no
+        segmenter's; where the segmenter's score rule weighed both, that score; where its "sure"
+        rule holds, the larger of the two, so a polyp the classifier missed does not read "polyp 10%"). Otherwise the classifier's best class that is not polyp-related, or "no
         polyp" from a segmenter alone. Without a verdict (results made by hand): the classifier's
         top-1, else the segmenter's finding. The timeline, findings and triggers read this."""
         p, seg = self.prediction, self.segmentation
@@ -272,7 +275,9 @@ class FrameResult:
                     return (seg.label if seg.label in POLYP_CLASSES else "polyp"), seg.confidence
                 polyp = [(n, v) for n, v in p.top(len(p.labels)) if n in POLYP_CLASSES]
                 name, value = polyp[0] if polyp else (p.label, p.confidence)
-                if seg is not None and seg.sure:  # the segmenter's sure rule may have made it: its confidence
+                if self.polyp_score is not None:  # both models weighed together made it: that score
+                    value = self.polyp_score
+                elif seg is not None and seg.sure:  # the segmenter's sure rule may have made it: its confidence
                     value = max(value, seg.confidence)
                 return name, value
             if p is not None:
@@ -300,6 +305,7 @@ class FrameResult:
             "index": self.frame.index,
             "timestamp": round(self.frame.timestamp, 6),
             "polyp": self.polyp,
+            **({"polyp_score": round(self.polyp_score, 6)} if self.polyp_score is not None else {}),
             "label": label,
             "confidence": confidence,
             "topk": [[name, round(prob, 6)] for name, prob in p.top(k)] if p else [],

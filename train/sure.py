@@ -47,7 +47,7 @@ AREAS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
 
 def scores(seg: Path, clf: Path, fold: int, samples, threads: int | None) -> dict[str, np.ndarray]:
     """Per image of ``fold`` (of ``train.data.load_dataset``'s samples): has a polyp, the
-    classifier's polyp probability over its point, the segmenter's peak and area share, whether it
+    classifier's polyp probability (and over its point), the segmenter's peak and area share, whether it
     has a mask."""
     from .seg.detect_eval import fold_images, image_scores
 
@@ -55,7 +55,7 @@ def scores(seg: Path, clf: Path, fold: int, samples, threads: int | None) -> dic
     rows, positive, _, classifier = image_scores(seg, [p.image for p in pairs], negatives, classifier=clf,
                                                  threads=threads)
     get = lambda k: np.array([r[k] for r in rows])  # noqa: E731
-    return {"positive": positive, "clf_rel": get("clf_score") / classifier.operating_point,
+    return {"positive": positive, "clf": get("clf_score"), "clf_rel": get("clf_score") / classifier.operating_point,
             "peak": get("seg_score"), "share": get("seg_share"), "mask": get("mask").astype(bool)}
 
 

@@ -33,6 +33,7 @@ from ..bundle import Bundle
 from ..errors import BackendError, BundleError
 from ..types import ContentArea, SegmentationResult, absent_label
 from .classifier import NoSmoothing, Smoother
+from .verdict import score_rule
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -55,6 +56,8 @@ class Segmenter:
         self.presence = presence_rule(bundle.manifest.get("presence"), bundle.path)
         sure = bundle.manifest.get("sure")  # the verdict's second way to "polyp": engine.analysis.verdict
         self.sure = presence_rule(sure, bundle.path, "sure") if sure is not None else None
+        #: both models weighed together, which the verdict uses beside a classifier (engine.analysis.verdict)
+        self.score = score_rule(bundle.manifest.get("score"), bundle.path)
         self.label = bundle.labels[0] if bundle.labels else "polyp"
         self.input_name = bundle.input_name
         self.output_name = bundle.outputs["mask"]

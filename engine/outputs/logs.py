@@ -19,7 +19,8 @@ CSV_FIELDS = ("index", "timestamp", "polyp", "label", "confidence", "top1", "p1"
               "mask_area", "mask_x", "mask_y", "mask_w", "mask_h",  # the segmenter's mask (empty without one)
               # procedure (engine.procedure.stage): confirmed polyps so far, confirmed tracks on this frame,
               # image quality ("ok" or the issue: dark, overexposed, blurred)
-              "polyps", "tracks", "quality")
+              "polyps", "tracks", "quality",
+              "polyp_score")  # the verdict's score where the segmenter's score rule weighs both models
 
 
 class FrameLog:
@@ -70,7 +71,7 @@ class FrameLog:
         return [row["index"], row["timestamp"], polyp, row["label"], row["confidence"], *top,
                 *area["bbox"], area["shape"], area["confidence"],
                 *(t.get(k) for k in ("decode", "crop", "resize", "inference", "overlay", "encode")), *mask,
-                row.get("polyps"), None if tracks is None else len(tracks), quality]
+                row.get("polyps"), None if tracks is None else len(tracks), quality, row.get("polyp_score")]
 
     def close(self) -> Path:
         try:

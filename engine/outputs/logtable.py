@@ -3,6 +3,7 @@
 One row per frame; ``video`` names the source. The nested fields of a JSONL row become flat
 columns, named as in the CSV log where the CSV has them:
 
+- ``polyp_score`` (the verdict's score where the segmenter's score rule weighs both models; null otherwise)
 - ``topk`` -> ``top1, p1, top2, p2, top3, p3``
 - ``content_area`` -> ``bbox_x, bbox_y, bbox_w, bbox_h, area_shape, area_confidence``
 - ``segmentation`` -> ``mask_area, mask_x, mask_y, mask_w, mask_h, seg_label, seg_confidence,
@@ -34,7 +35,7 @@ STAGES = ("decode", "crop", "resize", "inference", "classifier", "segmenter", "m
 # (name, pyarrow type name) of the fixed columns, in order
 COLUMNS = (
     ("video", "string"), ("index", "int64"), ("timestamp", "float64"), ("polyp", "bool_"),
-    ("label", "string"), ("confidence", "float64"), ("smoothed", "bool_"),
+    ("polyp_score", "float64"), ("label", "string"), ("confidence", "float64"), ("smoothed", "bool_"),
     ("top1", "string"), ("p1", "float64"), ("top2", "string"), ("p2", "float64"),
     ("top3", "string"), ("p3", "float64"),
     ("bbox_x", "int32"), ("bbox_y", "int32"), ("bbox_w", "int32"), ("bbox_h", "int32"),
@@ -70,7 +71,8 @@ def flatten(row: dict, video: str) -> dict:
     sp = row.get("second_pass") or {}
     flat = {
         "video": video, "index": row["index"], "timestamp": row.get("timestamp"),
-        "polyp": row.get("polyp"), "label": row.get("label"), "confidence": row.get("confidence"),
+        "polyp": row.get("polyp"), "polyp_score": row.get("polyp_score"), "label": row.get("label"),
+        "confidence": row.get("confidence"),
         "smoothed": row.get("smoothed"),
         "bbox_x": bbox[0], "bbox_y": bbox[1], "bbox_w": bbox[2], "bbox_h": bbox[3],
         "area_shape": area.get("shape"), "area_confidence": area.get("confidence"),

@@ -297,7 +297,8 @@ def test_logs_merge_into_one_parquet_with_flat_columns(tmp_path, pyarrow, capsys
     assert "wrote" in capsys.readouterr().out
     table = pq.read_table(out)
     assert table.num_rows == 5
-    assert table.column_names[:7] == ["video", "index", "timestamp", "polyp", "label", "confidence", "smoothed"]
+    assert table.column_names[:8] == ["video", "index", "timestamp", "polyp", "polyp_score", "label", "confidence",
+                                      "smoothed"]
     assert {"top1", "p3", "bbox_w", "area_shape", "mask_area", "seg_peak", "seg_present",
             "second_pass_model", "decode_ms", "inference_ms", "segmenter_ms"} <= set(table.column_names)
     rows = table.to_pylist()

@@ -12,7 +12,7 @@ import pytest
 from engine.analysis.classifier import Classifier
 from engine.analysis.crop import SCOPE_GUIDE_INSET, blank_inset, inset_pixels, model_input
 from engine.analysis.segmenter import PresenceRule, Segmenter, presence_rule, presence_scores
-from engine.analysis.verdict import Verdict, operating_point, polyp_probability
+from engine.analysis.verdict import ScoreRule, Verdict, operating_point, polyp_probability, score_rule
 from engine.backends import open_backend
 from engine.bundle import check_inset, load_bundle, write_bundle
 from engine.errors import BundleError, ContentAreaError
@@ -219,6 +219,74 @@ def test_segmenter_applies_its_sure_rule_from_the_manifest(tmp_path):
     bad = _rewrite(base, tmp_path / "bad", extra={"sure": {"min_peak": 1.5, "min_area": 0.1}})
     with open_backend(bad, "onnxruntime") as be, pytest.raises(BundleError, match="'sure' must be"):
         Segmenter(bad, be)
+
+
+def test_a_score_rule_weighs_both_models_together():
+    """With the segmenter's score rule, a certain segmenter makes up for an unsure classifier and the
+    other way round; the operating point and the sure rule are not asked; an empty mask still vetoes."""
+    rule = ScoreRule(classifier=1.0, segmenter=0.5, bias=-2.0)  # polyp where logit(p) + logit(peak) / 2 >= 2
+    assert rule.decide(0.9, 0.9) and not rule.decide(0.5, 0.9)  # 2.20 + 1.10 >= 2; 0 + 1.10 < 2
+    assert rule.decide(0.5, 0.9999) and not rule.decide(0.05, 0.9999)  # 0 + 4.6 >= 2; -2.9 + 4.6 < 2
+    assert rule.score(0.5, 0.9999) > 0.5 > rule.score(0.05, 0.9999)
+    assert rule.score(1.0, 1.0) < 1.0 and rule.linear(1.0, 1.0) == pytest.approx(-2.0 + 1.5 * np.log(1e6 - 1))
+    verdict = Verdict(0.4, rule)
+
+    def seg(peak, sure=None, area=True):
+        mask = np.zeros((40, 60), bool)
+        mask[10:20, 10:30] = area
+        return SegmentationResult(mask, 0.9, "polyp", "seg", 1.0, peak, detected=True, sure=sure)
+
+    assert verdict(prediction(0.5), seg(0.9, sure=True)) is False  # over the point, and "sure": not enough
+    assert verdict(prediction(0.5), seg(0.9999)) is True
+    assert verdict(prediction(0.9), seg(0.9999, area=False)) is False  # nothing to show
+    assert verdict(prediction(0.9), None) is True  # the classifier alone: its operating point
+    assert verdict(None, seg(0.9999)) is True  # the segmenter alone: its presence rule (here none)
+
+
+@pytest.mark.parametrize("spec", [{"classifier": 1.0, "segmenter": 0.5}, {"classifier": "1", "segmenter": 0, "bias": 0},
+                                  {"classifier": -1.0, "segmenter": 0.5, "bias": 0}, [1, 2, 3],
+                                  {"classifier": 1.0, "segmenter": float("nan"), "bias": 0}])
+def test_a_bad_score_rule_is_refused_in_one_line(spec):
+    with pytest.raises(BundleError, match="'score' must"):
+        score_rule(spec, "bundle x")
+    assert score_rule(None) is None
+
+
+def test_the_analyzer_takes_the_segmenters_score_rule_beside_a_classifier_only(tmp_path):
+    clf_b = _rewrite(make_tiny_classifier_bundle(tmp_path / "c", labels=LABELS, torchscript=False),
+                     tmp_path / "ci", extra={"operating_point": {"polyp": 0.4}})
+    spec = {"classifier": 1.0, "segmenter": 0.0, "bias": 50.0}  # polyp wherever the mask is not empty
+    seg_b = _rewrite(make_tiny_segmenter_bundle(tmp_path / "s", torchscript=False), tmp_path / "si",
+                     extra={"score": spec})
+    with open_backend(clf_b, "onnxruntime") as cb, open_backend(seg_b, "onnxruntime") as sb:
+        both = Analyzer(Classifier(clf_b, cb), segmenter=Segmenter(seg_b, sb), smooth=False)
+        assert both.verdict.score == ScoreRule(**spec)
+        assert Analyzer(None, segmenter=Segmenter(seg_b, sb), smooth=False).verdict.score is None
+        frame = np.full((120, 160, 3), 180, np.uint8)
+        r = both(Frame(0, 0.0, frame, 0.0))
+        assert r.polyp is (r.segmentation.area > 0)
+        assert r.polyp_score == pytest.approx(ScoreRule(**spec).score(polyp_probability(r.prediction),
+                                                                      r.segmentation.peak))
+        assert r.to_log_row()["polyp_score"] == pytest.approx(r.polyp_score, abs=1e-6)
+        if r.polyp:  # the label panel's "polyp NN%" is the score that made it
+            assert r.top == ("polyp", pytest.approx(r.polyp_score))
+        alone = Analyzer(Classifier(clf_b, cb), smooth=False)(Frame(0, 0.0, frame, 0.0))
+        assert alone.polyp_score is None and "polyp_score" not in alone.to_log_row()
+
+
+def test_the_shipped_segmenter_weighs_both_models_with_a_cross_fitted_score_rule():
+    """Fitted by train.score on the two cross-validation pairs' held-out folds; each fold's figures come
+    from the rule fitted on the other fold, and there it keeps the sensitivity and cuts false alarms."""
+    from engine.config import load_config
+
+    manifest = json.loads((load_config().segmenter / "manifest.json").read_text())
+    rule, record = score_rule(manifest["score"]), manifest["score_rule"]
+    assert rule.classifier > 0 and rule.segmenter > 0
+    assert [c["held_out"]["fold"] for c in record["cross_fit"]] == [0, 1]
+    for c in record["cross_fit"]:
+        assert c["with"]["specificity"] > c["without"]["specificity"] and c["with"]["specificity"] >= 0.95
+        assert c["with"]["sensitivity"] >= 0.93
+    assert record["command"].startswith("python -m train.score --pair ") and "/root" not in json.dumps(record)
 
 
 def test_the_shipped_segmenter_records_how_its_sure_rule_was_chosen():

@@ -11,7 +11,7 @@ answers (segmenter, classifier, combined verdict) it reports:
 - **AUROC** of a continuous score: the segmenter's peak probability, the classifier's probability
   of the polyp classes, for the verdict (the classifier decides, the segmenter must have a mask)
   the smaller of the classifier's probability over its operating point and the segmenter's peak
-  over its mask threshold, and for the stricter rule "both must agree" (the segmenter's presence
+  over its mask threshold (with the segmenter's score rule: that score over 0.5), and for the stricter rule "both must agree" (the segmenter's presence
   rule instead of any mask; reported beside, not what the viewer runs) the smaller of the two
   scores, each divided by its own operating point;
 - **false alarms per minute** at 25 frames per second: (1 - specificity) x 25 x 60, what a
@@ -185,17 +185,22 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
         clf_rel = clf_score / clf.operating_point
         # engine.analysis.verdict: the classifier decides, the segmenter must have a mask to show;
         # or the segmenter's "sure" rule holds (its peak over min_peak where its area is large enough)
-        combined = np.minimum(clf_rel, seg_score / seg.threshold)
-        if seg.sure is not None:
-            large = np.array([r["seg_share"] for r in rows]) >= max(seg.sure.min_area, 1e-12)
-            combined = np.maximum(combined, np.where(large, seg_score / max(seg.sure.min_peak, seg.threshold), 0.0))
+        mask = np.array([r["mask"] for r in rows], bool)
+        if seg.score is not None:  # both weighed together (the segmenter's score rule): its score / 0.5
+            combined = np.where(mask, [seg.score.score(c, p) / 0.5 for c, p in zip(clf_score, seg_score)], 0.0)
+            how = ("the segmenter's score rule (the sigmoid of bias + a logit(P(polyp)) + b logit(peak)) / 0.5 "
+                   "where the mask is not empty, else 0")
+        else:
+            combined = np.minimum(clf_rel, seg_score / seg.threshold)
+            if seg.sure is not None:
+                large = np.array([r["seg_share"] for r in rows]) >= max(seg.sure.min_area, 1e-12)
+                combined = np.maximum(combined, np.where(large, seg_score / max(seg.sure.min_peak, seg.threshold), 0.0))
+            how = ("min of the classifier's P(polyp) / its operating point and the segmenter's peak / its mask "
+                   "threshold (the verdict's rule: the classifier decides, the segmenter must have a mask); with a "
+                   "'sure' rule, at least the peak / its min_peak where the mask's share reaches its min_area")
         both_agree = np.array([r["seg"] and r["clf"] for r in rows])
         answers["combined"] = {**rates(np.array([r["combined"] for r in rows]), positive),
-                               "auroc": auroc(combined, positive),
-                               "score": "min of the classifier's P(polyp) / its operating point and the segmenter's "
-                                        "peak / its mask threshold (the verdict's rule: the classifier decides, "
-                                        "the segmenter must have a mask); with a 'sure' rule, at least the peak / "
-                                        "its min_peak where the mask's share reaches its min_area",
+                               "auroc": auroc(combined, positive), "score": how,
                                "rule": "engine.verdict"}
         answers["both_must_agree"] = {**rates(both_agree, positive),
                                       "auroc": auroc(np.minimum(seg_score / op_seg, clf_rel), positive),
