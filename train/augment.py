@@ -117,7 +117,7 @@ def _zoom_about_field(theta: torch.Tensor, factor: torch.Tensor, pick: torch.Ten
 def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torch.Tensor,
                   g: torch.Generator, *, inset: tuple[float, float, float, float] | None = None,
                   blur: float = 0.0, strength: float = 1.0, zoom: float = 1.0,
-                  zoom_share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  zoom_share: float = 0.5, white_balance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch (uint8 N x H x W x 3 images, uint8 N x H x W masks or None, uint8 N x H x W fields)
     -> (float NCHW 0..255, float N1HW mask or None), on the whole batch in torch.
 
@@ -130,8 +130,11 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     will always see it black. With ``zoom`` > 1, ``zoom_share`` of the batch is also zoomed in
     (:func:`_zoom_about_field`) about a point of the image's mask where it has a non-empty one (a
     polyp stays in view), else of its field, whatever ``strength``; with ``zoom`` = 1 nothing is drawn for it
-    and the batch is what it was before the option existed. Every draw comes from ``g``: the same
-    generator state gives the same batch.
+    and the batch is what it was before the option existed. With ``white_balance`` W > 0, each
+    image's red, green and blue are also multiplied by their own gains drawn log-uniformly from
+    [exp(-W), exp(W)], whatever ``strength`` (another endoscope's or processor's white balance: the
+    additive colour cast above is too small for it); with 0 nothing is drawn for it. Every draw
+    comes from ``g``: the same generator state gives the same batch.
     """
     n = images.shape[0]
     x = images.permute(0, 3, 1, 2).float()
@@ -173,6 +176,8 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     grey = x.mean(1, keepdim=True)
     x = (x - grey) * _uniform(g, n, 1 - 0.3 * k, 1 + 0.3 * k).view(n, 1, 1, 1) + grey
     x = x + (torch.rand(n, 3, 1, 1, generator=g) * 0.12 - 0.06) * k
+    if white_balance > 0:
+        x = x * torch.exp((torch.rand(n, 3, 1, 1, generator=g) * 2 - 1) * white_balance)
     x = x.clamp(0, 1) ** torch.exp(_uniform(g, n, -0.3 * k, 0.3 * k)).view(n, 1, 1, 1)
     if blur > 0:
         on = torch.rand(n, generator=g) < blur

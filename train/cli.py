@@ -130,6 +130,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    "--augment-strength (default 1: off); against the close-up shortcut (scripts/zoom_check.py)")
     c.add_argument("--zoom-share", type=float, metavar="P", help="share of each batch zoomed in with --zoom, "
                    "0..1 (default 0.5)")
+    c.add_argument("--white-balance", type=float, metavar="W", help="multiply each image's red, green and blue "
+                   "by gains drawn log-uniformly from [exp(-W), exp(W)] (another endoscope's white balance), 0..0.7, "
+                   "whatever --augment-strength (default 0: off)")
     c.add_argument("--mask-loss", type=float, metavar="W", help="weight of a training-only polyp-mask head on "
                    "MobileNetV3's stride-16 features, learning Kvasir-SEG's masks and empty ones on polyp-free "
                    "classes (it teaches the trunk where a polyp is); dropped before export (default 0: off)")

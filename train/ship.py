@@ -184,10 +184,10 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
 #: what makes two classifier runs comparable (the heads and the fold aside)
 RECIPE_KEYS = ("arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
                "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "zoom", "zoom_share", "seed",
-               "inset", "mask_loss")
+               "inset", "mask_loss", "white_balance")
 
 #: recipe settings added after runs had been trained: a run whose config lacks one trained with its default
-ADDED_LATER = ("zoom", "zoom_share", "mask_loss")
+ADDED_LATER = ("zoom", "zoom_share", "mask_loss", "white_balance")
 
 
 def run_config(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +274,8 @@ def train_command(r: dict[str, Any]) -> str:
         argv += [f"--{key.replace('_', '-')}", str(cfg[key])]
     if cfg.get("mask_loss"):
         argv += ["--mask-loss", str(cfg["mask_loss"])]
+    if cfg.get("white_balance"):
+        argv += ["--white-balance", str(cfg["white_balance"])]
     if not cfg.get("inset", True):
         argv.append("--no-inset")
     return shlex.join(argv)

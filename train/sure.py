@@ -3,7 +3,8 @@
 The frame's verdict (engine.analysis.verdict) is "polyp" where the classifier reaches its
 operating point and the segmenter has a mask, **or** where the segmenter is sure: its peak
 probability reaches ``min_peak`` and at least ``min_area`` of the model input is over its mask
-threshold. This command chooses
+threshold. (Where the segment bundle also has a score rule, ``python -m train.score``, the verdict
+weighs both models with that instead and does not ask this one.) This command chooses
 those numbers without touching the held-out fold of the models it is written into, by
 cross-fitting:
 

@@ -192,3 +192,37 @@ def test_zoom_keeps_a_small_polyp_in_view_and_centres_the_rest_on_the_field():
     x, _ = batch_augment(images, None, fields, torch.Generator().manual_seed(8), strength=0.0, zoom=4.0,
                          zoom_share=1.0)
     assert int(((x.min(1).values > 177).flatten(1).sum(1) > 0).sum()) < n // 2
+
+
+# ------------------------------------------------------------------------- white balance
+
+
+def test_white_balance_off_is_the_batch_of_before_and_on_gives_each_image_its_own_channel_gains():
+    images, masks, fields = _random_batch()
+    kw = dict(blur=0.0, strength=0.0)  # no other photometric change: only the gains differ
+    x0, _ = batch_augment(images, masks, fields, torch.Generator().manual_seed(5), **kw)
+    x_off, _ = batch_augment(images, masks, fields, torch.Generator().manual_seed(5), white_balance=0.0, **kw)
+    assert torch.equal(x0, x_off)  # nothing drawn: old recipes reproduce bit for bit
+    flat = torch.full_like(images, 100)  # a grey picture shows the gains themselves
+    x, _ = batch_augment(flat, None, torch.ones_like(fields), torch.Generator().manual_seed(5),
+                         white_balance=0.3, **kw)
+    gains = x.mean(dim=(2, 3)) / 100.0  # N x 3
+    assert ((gains > math.exp(-0.3) - 0.01) & (gains < math.exp(0.3) + 0.01)).all()
+    spread = gains.max(dim=1).values / gains.min(dim=1).values
+    assert (spread > 1.02).float().mean() > 0.8  # the channels differ within an image ...
+    assert gains[:, 0].std() > 0.05  # ... and from image to image
+
+
+def test_the_white_balance_flag_is_validated_and_reproduced(tmp_path, capsys):
+    parser = build_parser()
+    cfg = train_config_from_args(parser.parse_args(train_args(tmp_path, tmp_path / "s.csv", tmp_path / "o",
+                                                              "--white-balance", "0.2")))
+    assert cfg.white_balance == 0.2 and cfg.augment_options["white_balance"] == 0.2
+    row = {"config": {**cfg.resolved().to_dict(), "fold": 1}, "heads": list(cfg.heads), "run": "runs/w"}
+    assert "--white-balance 0.2" in train_command(row)
+    old = {k: v for k, v in row["config"].items() if k != "white_balance"}  # a run from before the flag
+    assert run_config({"config": old})["white_balance"] == 0.0 and "--white-balance" not in train_command(
+        {**row, "config": old})
+    out = tmp_path / "run"
+    assert main([*train_args(tmp_path / "data", tmp_path / "split.csv", out, "--white-balance", "0.9")]) != 0
+    assert capsys.readouterr().err == "endoview: error: --white-balance must be in [0, 0.7] (0: off), not 0.9\n"
