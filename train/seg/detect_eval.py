@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +122,12 @@ def fold_images(samples, fold: int) -> tuple[list, list[Path]]:
 def image_scores(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], negatives: Sequence[Path], *,
                  classifier: str | os.PathLike[str] | None = None, backend: str = "onnxruntime",
                  threads: int | None = None, progress: bool = False,
-                 precision: str | None = None) -> tuple[list[dict[str, Any]], np.ndarray, Segmenter, Classifier | None]:
+                 precision: str | None = None, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 ) -> tuple[list[dict[str, Any]], np.ndarray, Segmenter, Classifier | None]:
     """Every image through the viewer's analysis (each a new scene): one row per image (the
     segmenter's peak, area share, presence and mask; the classifier's polyp probability; the
-    verdict), whether it has a polyp, and the models (their thresholds and points)."""
+    verdict), whether it has a polyp, and the models (their thresholds and points). ``transform``:
+    applied to each BGR image as read (train.shift's changes of camera), None: as it is."""
     if not positives or not negatives:
         raise DataError("image-level figures need polyp images and polyp-free images (--negatives)")
     bundle = load_bundle(seg_bundle)
@@ -149,7 +151,8 @@ def image_scores(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], 
             it = tqdm(paths, desc="eval-seg image level", unit="img", leave=False)
         for i, (path, _) in enumerate(it):
             analyzer.reset()  # every image is a new scene: detect its field afresh
-            r = analyzer(Frame(i, 0.0, read_bgr(path), 0.0))
+            image = read_bgr(path)
+            r = analyzer(Frame(i, 0.0, image if transform is None else transform(image), 0.0))
             s = r.segmentation
             row = {"seg_score": s.peak, "seg": s.present, "combined": bool(r.polyp), "mask": s.area > 0,
                    "seg_share": presence_scores(s.probability, seg.threshold)[1] if s.probability is not None else 0.0}
