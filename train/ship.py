@@ -262,6 +262,27 @@ def _final_run(run: Path, tmp: Path, threads: int | None) -> dict[str, Any]:
     }
 
 
+def carried_baseline(bundle: Path) -> list[dict[str, Any]]:
+    """The raw-only baseline rows recorded in a classify bundle shipped before (``metrics.table1_2fold``),
+    each with that bundle's recipe as its configuration and its recorded train command: what stands
+    in for the baseline runs when they are not on this machine (their figures are not measured again)."""
+    from engine.bundle import load_bundle
+
+    m = load_bundle(bundle).manifest
+    try:
+        folds = m["metrics"]["table1_2fold"]["raw_only_baseline"]["folds"]
+        recipe = m["training"]["recipe"]
+    except (KeyError, TypeError):
+        raise TrainError(f"--baseline-from {bundle}: its manifest records no raw-only baseline "
+                         "(metrics.table1_2fold) and recipe (training.recipe)") from None
+    commands = {r.get("heldout_fold"): r.get("command") for r in m["training"].get("runs", []) if r.get("variant") == "raw"}
+    name = m.get("name", Path(bundle).name)
+    return [{**row, "config": run_config({"config": dict(recipe)}), "command": commands.get(row["heldout_fold"]),
+             "tag": f"raw-heldout{row['heldout_fold']}",
+             "carried_from": f"the bundle shipped before ({name}, created {m.get('created')}): "
+                             "recorded figures, not measured again"} for row in folds]
+
+
 def train_command(r: dict[str, Any]) -> str:
     cfg = run_config(r)
     data = cfg["data"] if isinstance(cfg["data"], list) else [cfg["data"]]
@@ -283,15 +304,16 @@ def train_command(r: dict[str, Any]) -> str:
 
 def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, final: Path | None = None,
          figures: Path | None = None, name: str = "hyperkvasir-mnv3-lowergi", threads: int | None = None,
-         force: bool = False) -> dict[str, Any]:
+         force: bool = False, baseline_from: Path | None = None) -> dict[str, Any]:
     """Ship run A (held-out fold 1), or ``final`` (a ``--fold all`` run of the same recipe) with
-    the cross-validation runs' figures."""
+    the cross-validation runs' figures. ``baseline_from``: a bundle shipped before whose recorded
+    raw-only baseline rows stand in for ``baseline`` runs that are not on this machine."""
     target = check_bundle_target(out, force=force)
     if final is not None:
         final = Path(final).expanduser().resolve()
         check_final(final, [Path(h).expanduser().resolve() for h in hybrid])
     with tempfile.TemporaryDirectory(prefix="endoview-ship-") as tmp:
-        rows = {"hybrid": [], "raw": []}
+        rows = {"hybrid": [], "raw": carried_baseline(baseline_from) if baseline_from is not None else []}
         for variant, runs in (("hybrid", hybrid), ("raw", baseline)):
             for run in runs:
                 run = Path(run).expanduser().resolve()
@@ -347,7 +369,8 @@ def ship(hybrid: list[Path], baseline: list[Path], out: Path, *, final: Path | N
             training.pop("trained_on_fold", None)
         runs = [{"role": ("shipped (this bundle)" if r is shipped else "cross-validation run"), "variant": v,
                  "run": r["run"], "heldout_fold": r["heldout_fold"], "epochs": r["epochs"],
-                 "wall_time_s": r["wall_time_s"], "command": train_command(r)}
+                 "wall_time_s": r["wall_time_s"], "command": r.get("command") or train_command(r),
+                 **({"carried_from": r["carried_from"]} if "carried_from" in r else {})}
                 for v, rs in rows.items() for r in rs]
         if final is not None:
             runs.insert(0, {"role": "shipped (this bundle), trained on every fold", "variant": "hybrid",
@@ -470,8 +493,12 @@ def main(argv: list[str] | None = None) -> int:
                                 "shipped classifier, with the 2-fold Table-1 comparison against the raw-only "
                                 "baseline in its manifest.")
     p.add_argument("hybrid", type=Path, nargs=2, metavar="HYBRID_RUN", help="the hybrid-loss runs (both folds)")
-    p.add_argument("--baseline", type=Path, nargs="+", required=True, metavar="RAW_RUN",
-                   help="the raw-head-only runs (both folds; at least the one holding out fold 1)")
+    base = p.add_mutually_exclusive_group(required=True)
+    base.add_argument("--baseline", type=Path, nargs="+", metavar="RAW_RUN",
+                      help="the raw-head-only runs (both folds; at least the one holding out fold 1)")
+    base.add_argument("--baseline-from", type=Path, metavar="BUNDLE",
+                      help="instead: the raw-only baseline figures recorded in a classify bundle shipped before "
+                           "(when its raw runs are not on this machine; recorded as carried, with its recipe)")
     p.add_argument("--final", type=Path, metavar="RUN", help="ship this finished 'train classify --fold all' run "
                    "of the hybrid runs' recipe instead of run A; the figures stay the cross-validation runs'")
     p.add_argument("-o", "--out", type=Path, required=True, help="bundle folder to write")
@@ -483,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = ship(args.hybrid, args.baseline, args.out, final=args.final, figures=args.figures,
-                      name=args.name, threads=args.threads, force=args.force)
+        report = ship(args.hybrid, args.baseline or [], args.out, final=args.final, figures=args.figures,
+                      name=args.name, threads=args.threads, force=args.force, baseline_from=args.baseline_from)
     except EndoviewError as exc:
         print(f"endoview: error: {exc}", file=sys.stderr)
         return exc.exit_code

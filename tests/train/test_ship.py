@@ -217,3 +217,21 @@ def test_eval_notes_a_fold_the_bundle_trained_on(shipped, synthetic, tmp_path, c
         assert note(final, fold) == [
             f"note: hyperkvasir-mnv3-lowergi was trained on fold {fold}'s images: these are not held-out figures "
             "(it held no fold out; its manifest holds the cross-validation figures)"]
+
+
+def test_the_baseline_can_be_carried_from_the_bundle_shipped_before(tmp_path):
+    """When the raw-only runs are not on this machine, their recorded rows stand in, marked as carried,
+    with the recipe they were trained with (so a recipe that differs is recorded, not judged)."""
+    from engine.config import load_config
+    from tiny_models import make_tiny_classifier_bundle
+    from train.ship import carried_baseline
+
+    shipped = load_config().bundle
+    rows = carried_baseline(shipped)
+    assert [r["heldout_fold"] for r in rows] == [1] and rows[0]["tag"] == "raw-heldout1"
+    assert 0.5 < rows[0]["mcc"] < 1 and rows[0]["config"]["white_balance"] == 0.0  # trained before the flag
+    assert rows[0]["command"].startswith("endoview train classify") and "--heads raw" in rows[0]["command"]
+    assert "not measured again" in rows[0]["carried_from"]
+    tiny = make_tiny_classifier_bundle(tmp_path / "tiny", torchscript=False)
+    with pytest.raises(TrainError, match="records no raw-only baseline"):
+        carried_baseline(tiny.path)
