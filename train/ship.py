@@ -275,6 +275,9 @@ def carried_baseline(bundle: Path) -> list[dict[str, Any]]:
     except (KeyError, TypeError):
         raise TrainError(f"--baseline-from {bundle}: its manifest records no raw-only baseline "
                          "(metrics.table1_2fold) and recipe (training.recipe)") from None
+    # the bundle's recipe is its hybrid runs'; where the baseline's differed, the manifest says how
+    differ = m["metrics"]["table1_2fold"].get("recipes_differ") or {}
+    recipe = {**recipe, **{k: v["raw"] for k, v in differ.items() if isinstance(v, dict) and "raw" in v}}
     commands = {r.get("heldout_fold"): r.get("command") for r in m["training"].get("runs", []) if r.get("variant") == "raw"}
     name = m.get("name", Path(bundle).name)
     return [{**row, "config": run_config({"config": dict(recipe)}), "command": commands.get(row["heldout_fold"]),
