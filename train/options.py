@@ -90,3 +90,13 @@ def print_export(report, args: argparse.Namespace, figures: dict) -> None:
         print(json.dumps({"bundle": str(report.bundle.path), **figures}, indent=2))
     else:
         print("\n".join(report.lines()))
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--split-csv``, ``--threads`` and ``--json``: the image-level commands over the
+    official split (train.sure, train.score, train.shift)."""
+    p.add_argument("--data", nargs="+", required=True, metavar="ROOT",
+                   help="the data folders (Kvasir-SEG, HyperKvasir labeled-images, ...), as train.quantize")
+    p.add_argument("--split-csv", type=Path, required=True, help="the official split file (2_fold_split.csv)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--json", action="store_true")

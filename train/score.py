@@ -41,6 +41,8 @@ import numpy as np
 
 from engine.analysis.verdict import EPS, ScoreRule
 
+from .options import add_data_options
+
 log = logging.getLogger(__name__)
 
 RIDGE = 1e-2  # on the standardised features: keeps Newton's method finite on separable data
@@ -134,11 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a cross-validation pair (segment and classify bundles trained on the other fold) and "
                         "the fold it held out; two or more")
     p.add_argument("--write", type=Path, metavar="BUNDLE", help="write the rule into this segment bundle's manifest")
-    p.add_argument("--data", nargs="+", required=True, metavar="ROOT",
-                   help="the data folders (Kvasir-SEG, HyperKvasir labeled-images, ...), as train.quantize")
-    p.add_argument("--split-csv", type=Path, required=True, help="the official split file (2_fold_split.csv)")
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
-    p.add_argument("--json", action="store_true")
+    add_data_options(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from engine.errors import EndoviewError

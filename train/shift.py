@@ -36,6 +36,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .options import add_data_options
+
 log = logging.getLogger(__name__)
 
 
@@ -110,14 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("segmenter", type=Path, help="segment bundle (trained on the other fold)")
     p.add_argument("classifier", type=Path, help="classify bundle (trained on the other fold)")
     p.add_argument("--fold", type=int, required=True, help="the fold the two did not train on")
-    p.add_argument("--data", nargs="+", required=True, metavar="ROOT",
-                   help="the data folders (Kvasir-SEG, HyperKvasir labeled-images, ...), as train.score")
-    p.add_argument("--split-csv", type=Path, required=True, help="the official split file (2_fold_split.csv)")
     p.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=list(SHIFTS), metavar="SHIFT",
                    help=f"which ({', '.join(SHIFTS)}; default all)")
     p.add_argument("--limit", type=int, help="only the first N polyp and N polyp-free images (a quick look)")
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
-    p.add_argument("--json", action="store_true")
+    add_data_options(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from engine.errors import EndoviewError

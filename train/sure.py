@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from .options import add_data_options
+
 log = logging.getLogger(__name__)
 
 #: the grid: the peak probability, the share of the model input over the mask threshold
@@ -100,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", nargs=3, metavar=("SEG", "CLF", "FOLD"),
                    help="the pair the rule is for, and its held-out fold: measured once")
     p.add_argument("--write", type=Path, metavar="BUNDLE", help="write the rule into this segment bundle's manifest")
-    p.add_argument("--data", nargs="+", required=True, metavar="ROOT",
-                   help="the data folders (Kvasir-SEG, HyperKvasir labeled-images, ...), as train.quantize")
-    p.add_argument("--split-csv", type=Path, required=True, help="the official split file (2_fold_split.csv)")
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
-    p.add_argument("--json", action="store_true")
+    add_data_options(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from engine.errors import EndoviewError
