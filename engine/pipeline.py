@@ -167,10 +167,10 @@ class Analyzer:
             timings["segmenter"] = segmentation.latency_ms
             timings["mask"] = ms_since(t0) - segmentation.latency_ms
         prediction = started.prediction
+        polyp, polyp_score = self.verdict.judge(prediction, segmentation)
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
                              untrained=self.untrained, fps=self._meter.tick(),
-                             polyp=self.verdict(prediction, segmentation), models=self.models,
-                             polyp_score=self.verdict.score_of(prediction, segmentation))
+                             polyp=polyp, models=self.models, polyp_score=polyp_score)
         if self.procedure is not None:
             self.procedure(result, inputs)  # the quality check starts from the inputs' shrunk field
         if self.second_pass is not None:

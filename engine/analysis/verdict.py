@@ -81,6 +81,10 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
 @dataclass(frozen=True)
 class ScoreRule:
     """The two models weighed together: polyp where ``bias + classifier * logit(P(polyp)) +
@@ -94,8 +98,7 @@ class ScoreRule:
         return self.bias + self.classifier * logit(p_polyp) + self.segmenter * logit(peak)
 
     def score(self, p_polyp: float, peak: float) -> float:
-        z = self.linear(p_polyp, peak)
-        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        return sigmoid(self.linear(p_polyp, peak))
 
     def decide(self, p_polyp: float, peak: float) -> bool:
         return self.linear(p_polyp, peak) >= 0.0
@@ -131,22 +134,20 @@ class Verdict:
 
     def __call__(self, prediction: Prediction | None, segmentation: SegmentationResult | None) -> bool | None:
         """True / False, or None without a model."""
+        return self.judge(prediction, segmentation)[0]
+
+    def judge(self, prediction: Prediction | None,
+              segmentation: SegmentationResult | None) -> tuple[bool | None, float | None]:
+        """(the verdict, the score rule's score where one weighs the two models, else None): the
+        pipeline's one call per frame."""
         if prediction is not None:  # the classifier decides; a segmenter beside it must show where
             p = polyp_probability(prediction)
             if segmentation is None:
-                return bool(p >= self.operating_point)
+                return bool(p >= self.operating_point), None
             if self.score is not None:
-                said = self.score.decide(p, segmentation.peak)
-            else:
-                said = p >= self.operating_point or bool(segmentation.sure)
-            return bool(said and segmentation.area > 0)
+                z = self.score.linear(p, segmentation.peak)
+                return bool(z >= 0.0 and segmentation.area > 0), sigmoid(z)
+            return bool((p >= self.operating_point or segmentation.sure) and segmentation.area > 0), None
         if segmentation is not None:
-            return bool(segmentation.present)
-        return None
-
-    def score_of(self, prediction: Prediction | None, segmentation: SegmentationResult | None) -> float | None:
-        """The score rule's score (0.5 decides; the mask must also be non-empty), or None where
-        no score rule weighs the two models."""
-        if self.score is None or prediction is None or segmentation is None:
-            return None
-        return self.score.score(polyp_probability(prediction), segmentation.peak)
+            return bool(segmentation.present), None
+        return None, None

@@ -11,9 +11,10 @@ answers (segmenter, classifier, combined verdict) it reports:
 - **AUROC** of a continuous score: the segmenter's peak probability, the classifier's probability
   of the polyp classes, for the verdict (the classifier decides, the segmenter must have a mask)
   the smaller of the classifier's probability over its operating point and the segmenter's peak
-  over its mask threshold (with the segmenter's score rule: that score over 0.5), and for the stricter rule "both must agree" (the segmenter's presence
-  rule instead of any mask; reported beside, not what the viewer runs) the smaller of the two
-  scores, each divided by its own operating point;
+  over its mask threshold (with the segmenter's score rule: that score over 0.5), and for the
+  stricter rule "both must agree" (the segmenter's presence rule instead of any mask; reported
+  beside, not what the viewer runs) the smaller of the two scores, each divided by its own
+  operating point;
 - **false alarms per minute** at 25 frames per second: (1 - specificity) x 25 x 60, what a
   polyp-free stretch of video would show if its frames looked like these images;
 
@@ -156,6 +157,8 @@ def image_scores(seg_bundle: str | os.PathLike[str], positives: Sequence[Path], 
             s = r.segmentation
             row = {"seg_score": s.peak, "seg": s.present, "combined": bool(r.polyp), "mask": s.area > 0,
                    "seg_share": presence_scores(s.probability, seg.threshold)[1] if s.probability is not None else 0.0}
+            if r.polyp_score is not None:  # the verdict's score where the score rule weighs both models
+                row["verdict_score"] = r.polyp_score
             if r.prediction is not None:
                 row["clf_score"] = polyp_probability(r.prediction)
                 row["clf"] = row["clf_score"] >= clf.operating_point
@@ -186,11 +189,11 @@ def evaluate_detection(seg_bundle: str | os.PathLike[str], positives: Sequence[P
                                  "auroc": auroc(clf_score, positive), "score": "probability of the polyp classes",
                                  "operating_point": clf.operating_point}
         clf_rel = clf_score / clf.operating_point
-        # engine.analysis.verdict: the classifier decides, the segmenter must have a mask to show;
-        # or the segmenter's "sure" rule holds (its peak over min_peak where its area is large enough)
+        # engine.analysis.verdict: both weighed by the segmenter's score rule, or the classifier decides
+        # (or the segmenter's "sure" rule holds); the segmenter must have a mask to show either way
         mask = np.array([r["mask"] for r in rows], bool)
-        if seg.score is not None:  # both weighed together (the segmenter's score rule): its score / 0.5
-            combined = np.where(mask, [seg.score.score(c, p) / 0.5 for c, p in zip(clf_score, seg_score)], 0.0)
+        if seg.score is not None:  # the verdict's own score / 0.5
+            combined = np.where(mask, np.array([r["verdict_score"] for r in rows]) / 0.5, 0.0)
             how = ("the segmenter's score rule (the sigmoid of bias + a logit(P(polyp)) + b logit(peak)) / 0.5 "
                    "where the mask is not empty, else 0")
         else:
