@@ -26,7 +26,7 @@ from engine.outputs.snapshot import save_snapshot
 from engine.player import Player, Shown
 from engine.procedure.alerts import AlertPolicy
 from engine.procedure.findings import AnalysedRows, Fanout, PolypFindings
-from engine.runtime import make_overlay, open_analyzer
+from engine.runtime import make_overlay, open_analyzer, settle_heap
 from engine.sources import open_source
 from engine.timeline import Timeline, analyse_video
 from engine.types import ContentArea
@@ -193,6 +193,7 @@ class Session(QObject):
             on_open=lambda info, analyzer: self._worker_opened(bridge, feed, info, analyzer),
             on_frame=bridge.on_frame, on_result=lambda result: self._record_result(result, feed, bridge),
             on_playing=bridge.playing.emit, on_status=bridge.status.emit, on_error=bridge.error.emit,
+            settle=None,  # on this thread, in _on_opened: a collection frees Qt objects where they belong
         )
         self.player.screen_size = self._screen_size
         self.player.start()
@@ -289,6 +290,7 @@ class Session(QObject):
                           frame_count=info.frame_count, fps=float(info.fps),
                           playing=bool(self.player and self.player.playing), status="")
         self.opened.emit()
+        settle_heap()  # here, not in the worker: what it frees may be Qt objects of this thread
 
     @Slot()
     def _on_frame_ready(self) -> None:

@@ -84,6 +84,9 @@ class Player:
     shows 60; a capture card may deliver more). Live pictures are drawn by a presenter thread
     that always takes the newest frame, so the overlay is drawn only for pictures that will be
     shown and the capture thread never waits for it; sinks (recorders) still get every frame.
+    ``settle``: called in the worker once the models are loaded, before frames flow
+    (``settle_heap`` by default); the viewer passes None and settles on its GUI thread, where
+    any Qt object the collection frees belongs.
     """
 
     def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[object], ContextManager[Analyzer]],
@@ -91,8 +94,10 @@ class Player:
                  speed: float = 1.0, loop: bool = False, play: bool = True,
                  present_fps: float | None = None,
                  on_open=None, on_frame=None, on_result=None, on_playing=None, on_status=None,
-                 on_error=None, on_finished=None) -> None:
+                 on_error=None, on_finished=None,
+                 settle: Callable[[], None] | None = settle_heap) -> None:
         self._open_source, self._open_analyzer = open_source, open_analyzer
+        self._settle = settle
         self.overlay = overlay
         self._live_request = live
         self.pace = pace
@@ -197,7 +202,8 @@ class Player:
                 analyzer = stack.enter_context(self._open_analyzer(source.info))
                 if self._halt.is_set():
                     return
-                settle_heap()  # no collector pause walks the models' heap while frames are shown
+                if self._settle is not None:  # no collector pause walks the models' heap while frames are shown
+                    self._settle()
                 self.live = (not source.info.seekable) if self._live_request is None else self._live_request
                 if self.on_open is not None:
                     self.on_open(source.info, analyzer)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,16 +25,45 @@ from .types import SecondPassResult
 logger = logging.getLogger(__name__)
 
 
+_collecting = threading.Event()  # a collection runs now, in some thread (see _track_collections)
+_settle_lock = threading.Lock()
+
+
+def _track_collections(phase: str, _info: dict) -> None:
+    if phase == "start":
+        _collecting.set()
+    else:
+        _collecting.clear()
+
+
+gc.callbacks.append(_track_collections)
+
+
 def settle_heap() -> None:
     """Once the models are loaded, before frames flow: collect what loading left behind, then move
     every object alive now (modules, models, the window) out of the cyclic garbage collector's
     reach (``gc.freeze``). A full collection then walks only what was made since, not the whole
     heap: measured in the window, full collections paused every thread for 28-31 ms (92 ms with
     torch imported), the longest event-loop stalls. Objects frozen by an earlier call go back
-    first (``gc.unfreeze``), so a source opened again lets the one before it be collected."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
+    first (``gc.unfreeze``), so a source opened again lets the one before it be collected.
+
+    Call it from the thread that owns the objects it may free: the viewer calls it on the GUI
+    thread (a collection in a worker thread finalised Qt objects there: a segfault). It waits
+    for a collection another thread is running (one that released the interpreter lock inside
+    a finalizer), with automatic collection off meanwhile, so the generations are never moved
+    under a collection's feet."""
+    with _settle_lock:
+        enabled = gc.isenabled()
+        gc.disable()  # no automatic collection starts from here on
+        try:
+            while _collecting.is_set():
+                time.sleep(0.001)
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+        finally:
+            if enabled:
+                gc.enable()
 
 
 @contextlib.contextmanager

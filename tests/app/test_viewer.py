@@ -226,6 +226,23 @@ def test_a_recorder_that_fails_to_start_stops_the_one_already_started(qtbot, mak
     assert taken.read_bytes() == b"not ours"
 
 
+def test_the_viewer_settles_the_heap_on_its_gui_thread_never_in_the_worker(qtbot, make_viewer, clip, monkeypatch):
+    """A full collection in the player's worker freed the Qt objects of an earlier window there,
+    and the GUI thread crashed (CI: a segfault while opening a source). The session settles the
+    heap on the GUI thread, once per opened source; the player's worker does not."""
+    import threading
+
+    import app.session
+
+    where = []
+    record = lambda: where.append(threading.current_thread() is threading.main_thread())  # noqa: E731
+    monkeypatch.setattr(app.session, "settle_heap", record)
+    w = make_viewer()
+    opened(qtbot, w, clip)
+    qtbot.waitUntil(lambda: bool(where), timeout=WAIT)
+    assert where == [True] and w.session.player._settle is None
+
+
 def test_closing_during_export_asks_and_cancels_when_confirmed(qtbot, make_viewer, clip, tmp_path):
     slow = lambda spec: ListSource(2000, delay=0.01) if "slow" in str(spec) else None  # noqa: E731
     w = make_viewer(source_opener=slow)

@@ -243,3 +243,46 @@ def test_settle_heap_freezes_what_is_alive_and_thaws_it_at_the_next_call():
             assert p.stop()
     finally:
         gc.unfreeze()
+
+
+def test_settle_heap_waits_for_a_collection_running_in_another_thread_and_keeps_gc_on():
+    """A collection in another thread (one that let go of the interpreter lock inside a
+    finalizer) must end before the generations are thawed and frozen again; automatic
+    collection is off while settle_heap waits, and on again afterwards."""
+    import gc
+
+    from engine import runtime
+
+    runtime._collecting.set()  # as the gc "start" callback does
+    done = threading.Event()
+    seen = []
+    t = threading.Thread(target=lambda: (runtime.settle_heap(), done.set()), name="settle-test")
+    try:
+        t.start()
+        time.sleep(0.1)
+        seen.append((done.is_set(), gc.isenabled()))
+        runtime._collecting.clear()  # the "stop" callback
+        t.join(5)
+        assert seen == [(False, False)]  # it waited, with automatic collection off
+        assert done.is_set() and gc.isenabled()
+        gc.collect()  # the callback tracks real collections too: start and stop
+        assert not runtime._collecting.is_set()
+    finally:
+        runtime._collecting.clear()
+        t.join(5)
+        gc.unfreeze()
+
+
+def test_player_settles_in_its_worker_unless_told_not_to():
+    """The headless player settles the heap in its worker; the viewer passes settle=None and
+    settles on its GUI thread instead (a collection in the worker freed Qt objects there)."""
+    where = []
+    for settle, expected in ((lambda: where.append(threading.current_thread().name), 1), (None, 1)):
+        c = Collect()
+        p = make(ListSource(3), c, play=False, settle=settle)
+        try:
+            assert wait_for(lambda: c.opened.is_set() and c.indices == [0])
+        finally:
+            assert p.stop()
+        assert len(where) == expected
+    assert where[0] != threading.main_thread().name
