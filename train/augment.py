@@ -117,7 +117,8 @@ def _zoom_about_field(theta: torch.Tensor, factor: torch.Tensor, pick: torch.Ten
 def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torch.Tensor,
                   g: torch.Generator, *, inset: tuple[float, float, float, float] | None = None,
                   blur: float = 0.0, strength: float = 1.0, zoom: float = 1.0,
-                  zoom_share: float = 0.5, white_balance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  zoom_share: float = 0.5, white_balance: float = 0.0,
+                  exposure: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch (uint8 N x H x W x 3 images, uint8 N x H x W masks or None, uint8 N x H x W fields)
     -> (float NCHW 0..255, float N1HW mask or None), on the whole batch in torch.
 
@@ -133,8 +134,11 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     and the batch is what it was before the option existed. With ``white_balance`` W > 0, each
     image's red, green and blue are also multiplied by their own gains drawn log-uniformly from
     [exp(-W), exp(W)], whatever ``strength`` (another endoscope's or processor's white balance: the
-    additive colour cast above is too small for it); with 0 nothing is drawn for it. Every draw
-    comes from ``g``: the same generator state gives the same batch.
+    additive colour cast above is too small for it); with 0 nothing is drawn for it. With
+    ``exposure`` E > 0 the gamma is drawn log-uniformly from [exp(-E), exp(E)] whatever
+    ``strength`` (another light source or exposure: a darker or brighter picture), instead of
+    exp(±0.3 x strength); the draw takes the same generator steps either way. Every draw comes
+    from ``g``: the same generator state gives the same batch.
     """
     n = images.shape[0]
     x = images.permute(0, 3, 1, 2).float()
@@ -178,7 +182,8 @@ def batch_augment(images: torch.Tensor, masks: torch.Tensor | None, fields: torc
     x = x + (torch.rand(n, 3, 1, 1, generator=g) * 0.12 - 0.06) * k
     if white_balance > 0:
         x = x * torch.exp((torch.rand(n, 3, 1, 1, generator=g) * 2 - 1) * white_balance)
-    x = x.clamp(0, 1) ** torch.exp(_uniform(g, n, -0.3 * k, 0.3 * k)).view(n, 1, 1, 1)
+    e = exposure if exposure > 0 else 0.3 * k
+    x = x.clamp(0, 1) ** torch.exp(_uniform(g, n, -e, e)).view(n, 1, 1, 1)
     if blur > 0:
         on = torch.rand(n, generator=g) < blur
         if on.any():

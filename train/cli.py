@@ -133,6 +133,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--white-balance", type=float, metavar="W", help="multiply each image's red, green and blue "
                    "by gains drawn log-uniformly from [exp(-W), exp(W)] (another endoscope's white balance), 0..0.7, "
                    "whatever --augment-strength (default 0: off)")
+    c.add_argument("--exposure", type=float, metavar="E", help="raise each image to a gamma drawn "
+                   "log-uniformly from [exp(-E), exp(E)] (another light source or exposure: darker, brighter), "
+                   "0..1, whatever --augment-strength (default 0: the gamma range of --augment-strength, exp(±0.3 x it))")
     c.add_argument("--mask-loss", type=float, metavar="W", help="weight of a training-only polyp-mask head on "
                    "MobileNetV3's stride-16 features, learning Kvasir-SEG's masks and empty ones on polyp-free "
                    "classes (it teaches the trunk where a polyp is); dropped before export (default 0: off)")

@@ -184,10 +184,10 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
 #: what makes two classifier runs comparable (the heads and the fold aside)
 RECIPE_KEYS = ("arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
                "warmup_epochs", "label_smoothing", "ema", "blur", "augment_strength", "zoom", "zoom_share", "seed",
-               "inset", "mask_loss", "white_balance")
+               "inset", "mask_loss", "white_balance", "exposure")
 
 #: recipe settings added after runs had been trained: a run whose config lacks one trained with its default
-ADDED_LATER = ("zoom", "zoom_share", "mask_loss", "white_balance")
+ADDED_LATER = ("zoom", "zoom_share", "mask_loss", "white_balance", "exposure")
 
 
 def run_config(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -300,6 +300,8 @@ def train_command(r: dict[str, Any]) -> str:
         argv += ["--mask-loss", str(cfg["mask_loss"])]
     if cfg.get("white_balance"):
         argv += ["--white-balance", str(cfg["white_balance"])]
+    if cfg.get("exposure"):
+        argv += ["--exposure", str(cfg["exposure"])]
     if not cfg.get("inset", True):
         argv.append("--no-inset")
     return shlex.join(argv)

@@ -94,6 +94,8 @@ class TrainConfig:
     zoom_share: float = 0.5
     # per-channel gains exp(U(-W, W)) on red, green and blue of every image (another scope's white balance); 0: off
     white_balance: float = 0.0
+    # gamma exp(U(-E, E)) on every image (another light source or exposure); 0: exp(±0.3 x augment_strength)
+    exposure: float = 0.0
     # weight of a training-only polyp-mask head on the trunk's stride-16 features (train.models.MaskHead),
     # learning Kvasir-SEG's masks (and empty ones on images of polyp-free classes): it teaches the trunk
     # where a polyp is, against the polyp <-> normal-cecum confusions; 0: off. Dropped before export.
@@ -156,6 +158,8 @@ class TrainConfig:
             raise TrainError(f"--zoom-share must be in [0, 1], not {self.zoom_share}")
         if not 0 <= self.white_balance <= 0.7:
             raise TrainError(f"--white-balance must be in [0, 0.7] (0: off), not {self.white_balance}")
+        if not 0 <= self.exposure <= 1:
+            raise TrainError(f"--exposure must be in [0, 1] (0: the --augment-strength range), not {self.exposure}")
         if self.warmup_epochs < 0:
             raise TrainError(f"--warmup-epochs must be >= 0, not {self.warmup_epochs}")
         if not 0 <= self.mask_loss <= 10:
@@ -168,7 +172,7 @@ class TrainConfig:
     def augment_options(self) -> dict[str, float]:
         """``train.augment.batch_augment``'s settings of this recipe (training and the batch-norm recalibration)."""
         return {"blur": self.blur, "strength": self.augment_strength, "zoom": self.zoom, "zoom_share": self.zoom_share,
-                "white_balance": self.white_balance}
+                "white_balance": self.white_balance, "exposure": self.exposure}
 
     @property
     def data_roots(self) -> list[str]:

@@ -226,3 +226,34 @@ def test_the_white_balance_flag_is_validated_and_reproduced(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*train_args(tmp_path / "data", tmp_path / "split.csv", out, "--white-balance", "0.9")]) != 0
     assert capsys.readouterr().err == "endoview: error: --white-balance must be in [0, 0.7] (0: off), not 0.9\n"
+
+
+# ------------------------------------------------------------------------- exposure
+
+
+def test_exposure_off_is_the_batch_of_before_and_on_widens_the_gamma_whatever_the_strength():
+    images, masks, fields = _random_batch()
+    kw = dict(blur=0.0, strength=0.0)  # strength 0: no gamma at all unless --exposure draws one
+    x0, _ = batch_augment(images, masks, fields, torch.Generator().manual_seed(5), **kw)
+    x_off, _ = batch_augment(images, masks, fields, torch.Generator().manual_seed(5), exposure=0.0, **kw)
+    assert torch.equal(x0, x_off)  # old recipes reproduce bit for bit
+    mid = torch.full_like(images, 128)  # a mid-grey picture shows the gamma: 255 * (128/255) ** gamma
+    x, _ = batch_augment(mid, None, torch.ones_like(fields), torch.Generator().manual_seed(5), exposure=0.4, **kw)
+    gamma = torch.log(x.mean(dim=(1, 2, 3)) / 255.0) / math.log(128 / 255)
+    assert ((gamma > math.exp(-0.4) - 0.01) & (gamma < math.exp(0.4) + 0.01)).all()
+    assert gamma.max() > 1.2 and gamma.min() < 0.85  # darker and brighter pictures both drawn
+    x_same, _ = batch_augment(mid, None, torch.ones_like(fields), torch.Generator().manual_seed(5), **kw)
+    assert torch.allclose(x_same, torch.full_like(x_same, 128.0), atol=0.01)  # without it: untouched
+
+
+def test_the_exposure_flag_is_validated_and_reproduced(tmp_path, capsys):
+    parser = build_parser()
+    cfg = train_config_from_args(parser.parse_args(train_args(tmp_path, tmp_path / "s.csv", tmp_path / "o",
+                                                              "--exposure", "0.4")))
+    assert cfg.exposure == 0.4 and cfg.augment_options["exposure"] == 0.4
+    row = {"config": {**cfg.resolved().to_dict(), "fold": 1}, "heads": list(cfg.heads), "run": "runs/e"}
+    assert "--exposure 0.4" in train_command(row)
+    old = {k: v for k, v in row["config"].items() if k != "exposure"}  # a run from before the flag
+    assert run_config({"config": old})["exposure"] == 0.0 and "--exposure" not in train_command({**row, "config": old})
+    assert main([*train_args(tmp_path / "data", tmp_path / "split.csv", tmp_path / "run", "--exposure", "1.5")]) != 0
+    assert capsys.readouterr().err == "endoview: error: --exposure must be in [0, 1] (0: the --augment-strength range), not 1.5\n"
