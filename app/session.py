@@ -189,7 +189,7 @@ class Session(QObject):
             lambda: self.source_opener(spec), lambda info: self._analyzer_for(info, bridge),
             overlay=self._overlay_or_none(),
             speed=self.state.speed, loop=self.state.loop, play=True, live=self.live, pace=self.pace,
-            present_fps=_display_hz(),
+            present_fps=_display_hz(), busy_fps=self.config.busy_fps,
             on_open=lambda info, analyzer: self._worker_opened(bridge, feed, info, analyzer),
             on_frame=bridge.on_frame, on_result=lambda result: self._record_result(result, feed, bridge),
             on_playing=bridge.playing.emit, on_status=bridge.status.emit, on_error=bridge.error.emit,

@@ -262,6 +262,8 @@ class MainWindow(QMainWindow):
                 parts.append(f"added latency {st.latency_ms:.0f} ms")
             if self.state.live:
                 parts.append(f"dropped {st.dropped}")
+                if st.busy:  # the analysis cannot keep up: the screen yields it some of the cores
+                    parts.append(f"display {s.player.busy_fps:g} fps while the analysis catches up")
         if self.state.frozen:
             parts.append("FROZEN (capture and analysis go on)")
         if self.state.loading:

@@ -63,6 +63,8 @@ class Config:
     alert_sound: bool  # a sound when a new polyp track is confirmed
     alert_cooldown: float  # seconds between two sounds at least
     edge_hint: bool  # a marker on the field's edge where a polyp touches it or left it
+    #: live: pictures per second the window paints while the analysis skips frames (0: the screen's rate always)
+    busy_fps: float
     second_pass: Path | None  # classifier bundle run by the second-pass worker
     second_pass_every: int  # frames between second passes (0: off)
     second_pass_hold: float  # seconds a polyp-related class holds before a look (0: off)
@@ -145,6 +147,14 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _busy_fps(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of pictures per second, not {_kind(value)} ({value!r})")
+    if not (value == 0 or 5 <= value <= 240):
+        raise ValueError(f"must be 0 (off) or 5 to 240 pictures per second, not {value}")
+    return float(value)
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, not {_kind(value)} ({value!r})")
@@ -189,6 +199,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("alerts", "sound"): ("alert_sound", _flag),
     ("alerts", "cooldown_s"): ("alert_cooldown", _seconds),
     ("alerts", "edge_hint"): ("edge_hint", _flag),
+    ("display", "busy_fps"): ("busy_fps", _busy_fps),
 }
 #: Config field -> how its value is checked and read
 READERS = {name: read for name, read in KEYS.values()}

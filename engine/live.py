@@ -122,6 +122,11 @@ class LiveRunner:
         self.stop()
 
     @property
+    def dropped(self) -> int:
+        """Frames skipped so far: replaced by a newer one before the analysis took them."""
+        return self._slot.dropped
+
+    @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 

@@ -68,6 +68,7 @@ class PlayerStats:
     latency_ms: float | None  # median added latency: arrival to result ready
     reconnects: int
     analysed: int
+    busy: bool = False  # live: the analysis skips frames, the screen gets Player.busy_fps pictures
 
 
 class Player:
@@ -84,6 +85,9 @@ class Player:
     shows 60; a capture card may deliver more). Live pictures are drawn by a presenter thread
     that always takes the newest frame, so the overlay is drawn only for pictures that will be
     shown and the capture thread never waits for it; sinks (recorders) still get every frame.
+    ``busy_fps`` (live mode): while the analysis skips frames (:class:`LoadWatch`), the screen
+    gets at most this many pictures per second instead, and the cores the painting gave back go
+    to the analysis (None or 0: never).
     ``settle``: called in the worker once the models are loaded, before frames flow
     (``settle_heap`` by default); the viewer passes None and settles on its GUI thread, where
     any Qt object the collection frees belongs.
@@ -92,7 +96,7 @@ class Player:
     def __init__(self, open_source: Callable[[], ContextManager], open_analyzer: Callable[[object], ContextManager[Analyzer]],
                  *, overlay: Overlay | None = None, live: bool | None = None, pace: float | bool | None = None,
                  speed: float = 1.0, loop: bool = False, play: bool = True,
-                 present_fps: float | None = None,
+                 present_fps: float | None = None, busy_fps: float | None = None,
                  on_open=None, on_frame=None, on_result=None, on_playing=None, on_status=None,
                  on_error=None, on_finished=None,
                  settle: Callable[[], None] | None = settle_heap) -> None:
@@ -102,6 +106,8 @@ class Player:
         self._live_request = live
         self.pace = pace
         self.present_fps = present_fps
+        self.busy_fps = busy_fps
+        self.busy = False  # live: the analysis is skipping frames, the screen gets busy_fps pictures
         self.screen_size: tuple[int, int] | None = None  # (width, height) to pre-scale pictures to
         self.speed = speed
         self.loop = loop
@@ -181,7 +187,8 @@ class Player:
         runner = self._runner
         if runner is not None:
             s = runner.stats
-            return PlayerStats(s.fps, s.dropped, _median_tail(s.latencies_ms), s.reconnects, s.analysed)
+            return PlayerStats(s.fps, s.dropped, _median_tail(s.latencies_ms), s.reconnects, s.analysed,
+                               busy=self.busy)
         return PlayerStats(self._meter.rate, 0, _median_tail(self._latencies), 0, self._analysed)
 
     def _send(self, *command) -> None:
@@ -395,18 +402,53 @@ class Player:
 
     def _present(self) -> None:
         """Presenter thread: draws the overlay on the newest frame for the screen."""
+        watch, runner = LoadWatch(), self._runner
         for frame, result in self._present_slot:
             started = time.perf_counter()
             if self.on_frame is not None and not self.frozen:
                 self.on_frame(self.picture(frame, result))
-            if self.present_fps:  # no faster than the screen: the next picture is newer anyway
-                delay = 1.0 / self.present_fps - (time.perf_counter() - started)
+            self.busy = bool(self.busy_fps) and watch.update(runner.stats.frames_in, runner.dropped, started)
+            fps = self.busy_fps if self.busy else self.present_fps
+            if fps:  # no faster than the screen: the next picture is newer anyway
+                delay = 1.0 / fps - (time.perf_counter() - started)
                 if delay > 0:
                     time.sleep(delay)
 
     def _live_result(self, result: FrameResult, image) -> None:
         if self.on_result is not None:
             self.on_result(result)
+
+
+class LoadWatch:
+    """Is live analysis falling behind its source? Over windows of ``window_s`` seconds: busy once
+    at least ``enter`` of the frames that arrived were skipped (the analysis was still on an
+    earlier one), and busy until a window skips at most ``leave`` of them, ``hold_s`` seconds
+    after it became busy at the earliest (the screen's rate does not flip to and fro each second).
+    The viewer then paints fewer pictures (``Player.busy_fps``): on two cores the painting (the
+    picture scaled and drawn, Qt's paint pass, the copy to the X server) costs what the analysis
+    lacks."""
+
+    def __init__(self, window_s: float = 0.5, enter: float = 0.1, leave: float = 0.02, hold_s: float = 3.0) -> None:
+        self.window_s, self.enter, self.leave, self.hold_s = window_s, enter, leave, hold_s
+        self.busy = False
+        self._mark: tuple[float, int, int] | None = None  # (time, frames in, dropped) at the window's start
+        self._since = 0.0
+
+    def update(self, frames_in: int, dropped: int, now: float) -> bool:
+        if self._mark is None or frames_in < self._mark[1] or dropped < self._mark[2]:  # first call, or counts restarted
+            self._mark = (now, frames_in, dropped)
+            return self.busy
+        t0, in0, drop0 = self._mark
+        if now - t0 < self.window_s:
+            return self.busy
+        arrived, skipped = frames_in - in0, dropped - drop0
+        share = skipped / arrived if arrived > 0 else 0.0
+        if not self.busy and share >= self.enter:
+            self.busy, self._since = True, now
+        elif self.busy and share <= self.leave and now - self._since >= self.hold_s:
+            self.busy = False
+        self._mark = (now, frames_in, dropped)
+        return self.busy
 
 
 def fit_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:

@@ -286,3 +286,50 @@ def test_player_settles_in_its_worker_unless_told_not_to():
             assert p.stop()
         assert len(where) == expected
     assert where[0] != threading.main_thread().name
+
+
+def test_load_watch_is_busy_while_frames_are_skipped_and_holds_before_it_lets_go():
+    from engine.player import LoadWatch
+
+    w = LoadWatch(window_s=0.5, enter=0.1, leave=0.02, hold_s=3.0)
+    assert w.update(0, 0, 0.0) is False
+    assert w.update(30, 1, 0.5) is False  # 1 of 30 skipped: keeping up
+    assert w.update(60, 1, 0.7) is False  # a window not over yet
+    assert w.update(90, 10, 1.0) is True  # 9 of 60 since 0.5 s: 15 % skipped
+    assert w.update(120, 10, 1.5) is True  # keeping up again, but within hold_s of becoming busy
+    assert w.update(150, 11, 4.0) is True  # past hold_s, but this window skipped 1 of 30 (3 %)
+    assert w.update(180, 11, 4.5) is False  # none skipped: the full rate returns
+    assert w.update(5, 0, 5.0) is False  # counts restarted (a reconnect): a fresh window
+
+
+class SlowAnalyzer(Analyzer):
+    """An analysis slower than its source: the live runner skips frames."""
+
+    def start(self, frame):
+        time.sleep(0.03)
+        return super().start(frame)
+
+
+def test_live_player_paints_at_busy_fps_while_the_analysis_skips_frames():
+    c = Collect()
+    painted = []
+    kwargs = c.kwargs()
+    kwargs["on_frame"] = lambda shown: painted.append(time.perf_counter())
+    p = Player(lambda: ListSource(3000, delay=0.002), lambda info: contextlib.nullcontext(SlowAnalyzer(None)),
+               live=True, present_fps=200, busy_fps=10, **{k: v for k, v in kwargs.items()}).start()
+    try:
+        assert wait_for(lambda: p.busy, timeout=10)
+        assert p.stats().busy and p.stats().dropped > 0
+        start = len(painted)
+        assert wait_for(lambda: len(painted) >= start + 6, timeout=10)
+        gaps = [b - a for a, b in zip(painted[start + 1:], painted[start + 2:])]
+        assert min(gaps) >= 0.09  # 10 pictures a second at most (a sleep is never shorter)
+    finally:
+        assert p.stop()
+    q = Player(lambda: ListSource(3000, delay=0.002), lambda info: contextlib.nullcontext(SlowAnalyzer(None)),
+               live=True, present_fps=200, busy_fps=None, **c.kwargs()).start()
+    try:
+        assert wait_for(lambda: q.stats().dropped > 50, timeout=10)
+        assert not q.busy and not q.stats().busy  # without busy_fps: never
+    finally:
+        assert q.stop()
