@@ -213,19 +213,23 @@ def test_white_balance_off_is_the_batch_of_before_and_on_gives_each_image_its_ow
     assert gains[:, 0].std() > 0.05  # ... and from image to image
 
 
-def test_the_white_balance_flag_is_validated_and_reproduced(tmp_path, capsys):
+@pytest.mark.parametrize("flag, value, bad, message", [
+    ("--white-balance", 0.2, "0.9", "--white-balance must be in [0, 0.7] (0: off), not 0.9"),
+    ("--exposure", 0.4, "1.5", "--exposure must be in [0, 1] (0: the --augment-strength range), not 1.5"),
+])
+def test_the_photometric_flags_are_validated_and_reproduced(tmp_path, capsys, flag, value, bad, message):
+    key = flag[2:].replace("-", "_")
     parser = build_parser()
     cfg = train_config_from_args(parser.parse_args(train_args(tmp_path, tmp_path / "s.csv", tmp_path / "o",
-                                                              "--white-balance", "0.2")))
-    assert cfg.white_balance == 0.2 and cfg.augment_options["white_balance"] == 0.2
+                                                              flag, str(value))))
+    assert getattr(cfg, key) == value and cfg.augment_options[key] == value
     row = {"config": {**cfg.resolved().to_dict(), "fold": 1}, "heads": list(cfg.heads), "run": "runs/w"}
-    assert "--white-balance 0.2" in train_command(row)
-    old = {k: v for k, v in row["config"].items() if k != "white_balance"}  # a run from before the flag
-    assert run_config({"config": old})["white_balance"] == 0.0 and "--white-balance" not in train_command(
-        {**row, "config": old})
+    assert f"{flag} {value}" in train_command(row)
+    old = {k: v for k, v in row["config"].items() if k != key}  # a run from before the flag
+    assert run_config({"config": old})[key] == 0.0 and flag not in train_command({**row, "config": old})
     out = tmp_path / "run"
-    assert main([*train_args(tmp_path / "data", tmp_path / "split.csv", out, "--white-balance", "0.9")]) != 0
-    assert capsys.readouterr().err == "endoview: error: --white-balance must be in [0, 0.7] (0: off), not 0.9\n"
+    assert main([*train_args(tmp_path / "data", tmp_path / "split.csv", out, flag, bad)]) != 0
+    assert capsys.readouterr().err == f"endoview: error: {message}\n"
 
 
 # ------------------------------------------------------------------------- exposure
@@ -244,16 +248,3 @@ def test_exposure_off_is_the_batch_of_before_and_on_widens_the_gamma_whatever_th
     assert gamma.max() > 1.2 and gamma.min() < 0.85  # darker and brighter pictures both drawn
     x_same, _ = batch_augment(mid, None, torch.ones_like(fields), torch.Generator().manual_seed(5), **kw)
     assert torch.allclose(x_same, torch.full_like(x_same, 128.0), atol=0.01)  # without it: untouched
-
-
-def test_the_exposure_flag_is_validated_and_reproduced(tmp_path, capsys):
-    parser = build_parser()
-    cfg = train_config_from_args(parser.parse_args(train_args(tmp_path, tmp_path / "s.csv", tmp_path / "o",
-                                                              "--exposure", "0.4")))
-    assert cfg.exposure == 0.4 and cfg.augment_options["exposure"] == 0.4
-    row = {"config": {**cfg.resolved().to_dict(), "fold": 1}, "heads": list(cfg.heads), "run": "runs/e"}
-    assert "--exposure 0.4" in train_command(row)
-    old = {k: v for k, v in row["config"].items() if k != "exposure"}  # a run from before the flag
-    assert run_config({"config": old})["exposure"] == 0.0 and "--exposure" not in train_command({**row, "config": old})
-    assert main([*train_args(tmp_path / "data", tmp_path / "split.csv", tmp_path / "run", "--exposure", "1.5")]) != 0
-    assert capsys.readouterr().err == "endoview: error: --exposure must be in [0, 1] (0: the --augment-strength range), not 1.5\n"
