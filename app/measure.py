@@ -92,6 +92,8 @@ def run_window(clip, config, *, live: bool, pace, seconds: float) -> dict:
         warm = time.perf_counter() + WARMUP_S
         serve(lambda: time.perf_counter() >= warm)
         meter = StallMeter()
+        busy = []  # sampled every 5 ms with the stalls: was the display yielding (Player.busy)?
+        meter.timer.timeout.connect(lambda: busy.append(player.busy))
         t0, painted0, analysed0 = time.perf_counter(), window.video.painted, player.stats().analysed
         serve(lambda: time.perf_counter() - t0 >= seconds)
         elapsed = time.perf_counter() - t0
@@ -104,7 +106,8 @@ def run_window(clip, config, *, live: bool, pace, seconds: float) -> dict:
     stalls = np.asarray(meter.stalls or [0.0])
     return {"mode": "live" if live else "replay", "pace": pace, "seconds": elapsed,
             "analysed": analysed, "analysed_fps": analysed / elapsed, "painted_fps": painted / elapsed,
-            "dropped": stats.dropped, "stall_max_ms": float(stalls.max()),
+            "dropped": stats.dropped, "busy_share": float(np.mean(busy)) if busy else 0.0,
+            "stall_max_ms": float(stalls.max()),
             "stall_p99_ms": float(np.percentile(stalls, 99)), "error": session.state.error}
 
 
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         bench, window = runs[f"bench_live_{pace}"], runs[f"window_live_{pace}"]
         change = (window["analysed_fps"] / bench["fps"] - 1) * 100 if bench["fps"] else float("nan")
         print(f"live {pace:8s}: bench {bench['fps']:6.1f} FPS analysed, window {window['analysed_fps']:6.1f} "
-              f"({change:+.1f}%), window painted {window['painted_fps']:.1f} FPS, "
+              f"({change:+.1f}%), window painted {window['painted_fps']:.1f} FPS "
+              f"(at [display] busy_fps {window['busy_share']:.0%} of the time), "
               f"longest event-loop stall {window['stall_max_ms']:.1f} ms (p99 {window['stall_p99_ms']:.1f})")
     r = runs["window_replay"]
     print(f"replay (1x)   : shown {r['analysed_fps']:.1f} FPS of a {fps:.0f} fps clip, painted "
