@@ -428,7 +428,7 @@ class LoadWatch:
     picture scaled and drawn, Qt's paint pass, the copy to the X server) costs what the analysis
     lacks."""
 
-    def __init__(self, window_s: float = 0.5, enter: float = 0.1, leave: float = 0.02, hold_s: float = 3.0) -> None:
+    def __init__(self, window_s: float = 1.0, enter: float = 0.2, leave: float = 0.05, hold_s: float = 3.0) -> None:
         self.window_s, self.enter, self.leave, self.hold_s = window_s, enter, leave, hold_s
         self.busy = False
         self._mark: tuple[float, int, int] | None = None  # (time, frames in, dropped) at the window's start
