@@ -165,7 +165,8 @@ class Analyzer:
             segmentation = self.segmenter.segment(x, area, smooth=self.smooth, computed=computed)
             timings["inference"] = timings.get("inference", 0.0) + segmentation.latency_ms
             timings["segmenter"] = segmentation.latency_ms
-            timings["mask"] = ms_since(t0) - segmentation.latency_ms
+            spent = ms_since(t0)  # with the model run beside the classifier (the pool), only the mask's work
+            timings["mask"] = spent if computed is not None else max(0.0, spent - segmentation.latency_ms)
         prediction = started.prediction
         polyp, polyp_score = self.verdict.judge(prediction, segmentation)
         result = FrameResult(frame, area, prediction, segmentation=segmentation, timings=timings,
