@@ -162,6 +162,20 @@ def fake_device(**kw):
     return src
 
 
+def test_live_status_says_when_the_display_yields_to_a_lagging_analysis(qtbot, make_viewer, monkeypatch):
+    """While the analysis skips frames the window paints [display] busy_fps pictures a second
+    (30 in the packaged config) and its status line says so."""
+    import engine.player
+
+    monkeypatch.setattr(engine.player.LoadWatch, "update", lambda self, *args: True)  # always behind
+    w = make_viewer(source_opener=lambda spec: fake_device())
+    w.open("/dev/video-fake")
+    qtbot.waitUntil(lambda: w.state.live and w.state.position > 5, timeout=WAIT)
+    assert w.session.player.busy_fps == 30.0 and w.session.player.stats().busy
+    qtbot.waitUntil(lambda: "display 30 fps while the analysis catches up" in (w.refresh() or w.status_label.text()),
+                    timeout=WAIT)
+
+
 def test_live_freeze_reconnect_after_device_loss(qtbot, make_viewer):
     w = make_viewer(source_opener=lambda spec: fake_device(lose_at=20, missing_reopens=1))
     w.open("/dev/video-fake")
