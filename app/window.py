@@ -271,10 +271,12 @@ class MainWindow(QMainWindow):
         if self.state.status:
             parts.append(self.state.status)
         self.status_label.setText("  |  ".join(parts))
-        if (self.exit_after_frames and self.frames_seen and not self.state.live and not self.state.playing
+        if (self.exit_after_frames and self.frames_seen and not self.state.playing
                 and not self.state.loading and s.player is not None
+                and (not self.state.live or s.player.finished.is_set())
                 and not self.state.loop and self.frames_seen < self.exit_after_frames):
-            # --exit-after-frames N on a source with fewer frames (one image): it ended, so stop
+            # --exit-after-frames N on a source that showed fewer (one image; a live file that ended,
+            # painted at the display's rate): it ended, so stop
             QTimer.singleShot(0, self.finish_automation)
         self.strip.refresh()
         self.findings.set_polyps(s.polyp_rows())

@@ -176,6 +176,21 @@ def test_live_status_says_when_the_display_yields_to_a_lagging_analysis(qtbot, m
                     timeout=WAIT)
 
 
+def test_exit_after_frames_stops_when_a_live_source_ends_before_that_many_were_shown(qtbot, make_viewer):
+    """`view FILE --live --exit-after-frames N`: a file that ends before N pictures were painted
+    (a yielding display paints fewer than it reads) closes the window instead of timing out."""
+    def short_device(spec):
+        src = ListSource(15, delay=0.005)
+        src.info.seekable = False
+        return src
+
+    w = make_viewer(source_opener=short_device)
+    w.exit_after_frames = 1000
+    w.open("/dev/video-short")
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=WAIT)
+    assert w.exit_code == 0 and 0 < w.frames_seen < 1000
+
+
 def test_live_freeze_reconnect_after_device_loss(qtbot, make_viewer):
     w = make_viewer(source_opener=lambda spec: fake_device(lose_at=20, missing_reopens=1))
     w.open("/dev/video-fake")
