@@ -176,7 +176,7 @@ def test_live_status_says_when_the_display_yields_to_a_lagging_analysis(qtbot, m
                     timeout=WAIT)
 
 
-def test_exit_after_frames_stops_when_a_live_source_ends_before_that_many_were_shown(qtbot, make_viewer):
+def test_exit_after_frames_stops_when_a_live_source_ends_before_that_many_were_shown(qtbot, make_viewer, monkeypatch):
     """`view FILE --live --exit-after-frames N`: a file that ends before N pictures were painted
     (a yielding display paints fewer than it reads) closes the window instead of timing out."""
     def short_device(spec):
@@ -184,11 +184,15 @@ def test_exit_after_frames_stops_when_a_live_source_ends_before_that_many_were_s
         src.info.seekable = False
         return src
 
+    import app.window
+
+    exits = []  # the window leaves the application's event loop when done: not the test run's
+    monkeypatch.setattr(app.window.QCoreApplication, "exit", lambda code=0: exits.append(code))
     w = make_viewer(source_opener=short_device)
     w.exit_after_frames = 1000
     w.open("/dev/video-short")
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=WAIT)
-    assert w.exit_code == 0 and 0 < w.frames_seen < 1000
+    assert w.exit_code == 0 and exits == [0] and 0 < w.frames_seen < 1000
 
 
 def test_live_freeze_reconnect_after_device_loss(qtbot, make_viewer):
